@@ -1,0 +1,26 @@
+//! Compiles `gateway/v1/*.proto` with protox (no system `protoc`), generates the prost types and
+//! tonic services, and keeps the descriptor set for the proto3 JSON mapping at run time.
+
+use std::{env, error::Error, fs, path::PathBuf};
+
+use prost::Message as _;
+
+const FILES: &[&str] = &[
+    "gateway/v1/config.proto",
+    "gateway/v1/discovery.proto",
+    "gateway/v1/admin.proto",
+];
+
+fn main() -> Result<(), Box<dyn Error>> {
+    for file in FILES {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    let descriptors = protox::compile(FILES, ["."])?;
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    fs::write(
+        out_dir.join("gateway_descriptor.bin"),
+        descriptors.encode_to_vec(),
+    )?;
+    tonic_prost_build::configure().compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,218 @@
+//! Whole-graph validation of a configuration: every resource on its own, the references between
+//! them, and conflicts among routes. It reports every problem, each with its resource and the
+//! field path in the document (`spec.rules[0].backendRefs[0].name`).
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    fmt,
+};
+
+use crate::{
+    ResourceKind, names,
+    template::PathTemplate,
+    v1::{self, path_match, resource::Spec},
+};
+
+mod route;
+
+/// Largest weight of an endpoint or backend reference.
+pub const MAX_WEIGHT: u32 = 10_000;
+
+/// Largest compiled size of one regular expression.
+pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// One problem, located by resource and field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// `Route`, `Upstream`, or `Resource` when the kind itself is missing.
+    pub kind: String,
+    pub name: String,
+    /// Field path in the resource document, e.g. `spec.rules[0].matches[0].path.value`.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}: {}: {}",
+            self.kind, self.name, self.field, self.message
+        )
+    }
+}
+
+/// Every problem found in a configuration, in a stable order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, thiserror::Error)]
+pub struct ValidationErrors(pub Vec<FieldError>);
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Validates a whole configuration: the set of resources that would be stored.
+pub fn validate(resources: &[v1::Resource]) -> Result<(), ValidationErrors> {
+    let mut report = Report::default();
+    let mut seen: HashSet<(ResourceKind, &str)> = HashSet::new();
+    let mut upstreams = HashSet::new();
+    for resource in resources {
+        let Some(kind) = ResourceKind::of(resource) else {
+            report.push("Resource", &resource.name, "kind", "has no spec".into());
+            continue;
+        };
+        if let Err(reason) = names::check_resource_name(&resource.name) {
+            report.push(kind.as_str(), &resource.name, "name", reason);
+        }
+        if !seen.insert((kind, resource.name.as_str())) {
+            report.push(
+                kind.as_str(),
+                &resource.name,
+                "name",
+                format!("duplicate: another {kind} is named {:?}", resource.name),
+            );
+        }
+        if kind == ResourceKind::Upstream {
+            upstreams.insert(resource.name.as_str());
+        }
+    }
+
+    // Sorted by name so that conflicts are reported against the same resource every time.
+    let mut routes: Vec<(&str, &v1::RouteSpec)> = Vec::new();
+    for resource in resources {
+        let mut at = report.at(resource);
+        match &resource.spec {
+            Some(Spec::Upstream(spec)) => check_upstream(&mut at, spec),
+            Some(Spec::Route(spec)) => {
+                route::check_route(&mut at, spec, &upstreams);
+                routes.push((resource.name.as_str(), spec));
+            }
+            None => {}
+        }
+    }
+    routes.sort_by_key(|(name, _)| *name);
+    route::check_conflicts(&mut report, &routes);
+
+    report.finish()
+}
+
+fn check_upstream(at: &mut At<'_>, spec: &v1::UpstreamSpec) {
+    if spec.endpoints.is_empty() {
+        at.error("spec.endpoints", "must list at least one endpoint".into());
+    }
+    let mut addresses = HashMap::new();
+    for (i, endpoint) in spec.endpoints.iter().enumerate() {
+        if let Err(reason) = names::check_address(&endpoint.address) {
+            at.error(&format!("spec.endpoints[{i}].address"), reason);
+        } else if let Some(first) = addresses.insert(endpoint.address.as_str(), i) {
+            at.error(
+                &format!("spec.endpoints[{i}].address"),
+                format!("{:?} is already spec.endpoints[{first}]", endpoint.address),
+            );
+        }
+        check_weight(at, &format!("spec.endpoints[{i}].weight"), endpoint.weight);
+    }
+    check_duration(at, "spec.timeout", spec.timeout.as_ref());
+    check_duration(at, "spec.connectTimeout", spec.connect_timeout.as_ref());
+}
+
+fn check_weight(at: &mut At<'_>, field: &str, weight: Option<u32>) {
+    if weight.is_some_and(|w| w > MAX_WEIGHT) {
+        at.error(field, format!("must be at most {MAX_WEIGHT}"));
+    }
+}
+
+fn check_duration(at: &mut At<'_>, field: &str, duration: Option<&prost_types::Duration>) {
+    if let Some(d) = duration
+        && (d.seconds < 0 || d.nanos < 0 || (d.seconds == 0 && d.nanos == 0))
+    {
+        at.error(field, "must be positive".into());
+    }
+}
+
+// === Reporting ===
+
+#[derive(Default)]
+struct Report {
+    errors: Vec<FieldError>,
+}
+
+impl Report {
+    fn push(&mut self, kind: &str, name: &str, field: &str, message: String) {
+        self.errors.push(FieldError {
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+            field: field.to_owned(),
+            message,
+        });
+    }
+
+    fn at<'r>(&'r mut self, resource: &'r v1::Resource) -> At<'r> {
+        let kind = ResourceKind::of(resource).map_or("Resource", ResourceKind::as_str);
+        At {
+            report: self,
+            kind,
+            name: &resource.name,
+        }
+    }
+
+    fn finish(self) -> Result<(), ValidationErrors> {
+        if self.errors.is_empty() {
+            return Ok(());
+        }
+        // Group by resource, keep the order found within one resource.
+        let mut grouped: BTreeMap<(String, String), Vec<FieldError>> = BTreeMap::new();
+        for error in self.errors {
+            grouped
+                .entry((error.kind.clone(), error.name.clone()))
+                .or_default()
+                .push(error);
+        }
+        Err(ValidationErrors(grouped.into_values().flatten().collect()))
+    }
+}
+
+/// The report, positioned at one resource.
+struct At<'r> {
+    report: &'r mut Report,
+    kind: &'static str,
+    name: &'r str,
+}
+
+impl At<'_> {
+    fn error(&mut self, field: &str, message: String) {
+        self.report.push(self.kind, self.name, field, message);
+    }
+}
+
+/// Compiles a regular expression the way the data plane will (anchored to the whole value).
+pub fn compile_anchored_regex(pattern: &str) -> Result<regex::Regex, String> {
+    regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| format!("invalid regular expression: {e}"))
+}
+
+/// The canonical form of a path match's value: a prefix without its trailing slash ("/api/"
+/// and "/api" are the same prefix), other kinds as written.
+pub fn normalized_path(kind: path_match::Type, value: &str) -> &str {
+    match kind {
+        path_match::Type::PathPrefix if value.len() > 1 => value.trim_end_matches('/'),
+        _ => value,
+    }
+}
+
+/// Parses a template the way the data plane will.
+pub fn parse_template(value: &str) -> Result<PathTemplate, String> {
+    PathTemplate::parse(value).map_err(|e| format!("invalid path template: {e}"))
+}
+
+#[cfg(test)]
+mod tests;

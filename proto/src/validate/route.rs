@@ -1,0 +1,228 @@
+//! Checks of routes: each field, references to upstreams, and matches that two rules share.
+
+use std::collections::{HashMap, HashSet};
+
+use super::{
+    At, MAX_WEIGHT, Report, check_weight, compile_anchored_regex, normalized_path, parse_template,
+};
+use crate::{
+    names,
+    v1::{self, header_match, path_match, query_param_match},
+};
+
+pub(super) fn check_route(at: &mut At<'_>, spec: &v1::RouteSpec, upstreams: &HashSet<&str>) {
+    let mut hostnames = HashSet::new();
+    for (i, hostname) in spec.hostnames.iter().enumerate() {
+        let field = format!("spec.hostnames[{i}]");
+        if let Err(reason) = names::check_hostname(hostname) {
+            at.error(&field, reason);
+        } else if !hostnames.insert(hostname.as_str()) {
+            at.error(&field, format!("{hostname:?} is listed twice"));
+        }
+    }
+    if spec.rules.is_empty() {
+        at.error("spec.rules", "must have at least one rule".into());
+    }
+    for (r, rule) in spec.rules.iter().enumerate() {
+        for (m, route_match) in rule.matches.iter().enumerate() {
+            check_match(at, &format!("spec.rules[{r}].matches[{m}]"), route_match);
+        }
+        if rule.backend_refs.is_empty() {
+            at.error(
+                &format!("spec.rules[{r}].backendRefs"),
+                "must name at least one upstream".into(),
+            );
+        }
+        for (b, backend) in rule.backend_refs.iter().enumerate() {
+            let field = format!("spec.rules[{r}].backendRefs[{b}]");
+            if !upstreams.contains(backend.name.as_str()) {
+                at.error(
+                    &format!("{field}.name"),
+                    format!("upstream {:?} does not exist", backend.name),
+                );
+            }
+            check_weight(at, &format!("{field}.weight"), backend.weight);
+        }
+        if !rule.backend_refs.is_empty() && rule.backend_refs.iter().all(|b| b.weight == Some(0)) {
+            at.error(
+                &format!("spec.rules[{r}].backendRefs"),
+                format!("at least one weight must be above 0 (at most {MAX_WEIGHT})"),
+            );
+        }
+    }
+}
+
+fn check_match(at: &mut At<'_>, field: &str, route_match: &v1::RouteMatch) {
+    if let Some(path) = &route_match.path {
+        let value_field = format!("{field}.path.value");
+        match path_match::Type::try_from(path.r#type) {
+            Ok(path_match::Type::Exact | path_match::Type::PathPrefix) => {
+                if let Err(reason) = check_literal_path(&path.value) {
+                    at.error(&value_field, reason);
+                }
+            }
+            Ok(path_match::Type::RegularExpression) => {
+                if let Err(reason) = compile_anchored_regex(&path.value) {
+                    at.error(&value_field, reason);
+                }
+            }
+            Ok(path_match::Type::Template) => {
+                if let Err(reason) = parse_template(&path.value) {
+                    at.error(&value_field, reason);
+                }
+            }
+            Err(_) => at.error(&format!("{field}.path.type"), "unknown type".into()),
+        }
+    }
+    if !route_match.method.is_empty()
+        && let Err(reason) = names::check_method(&route_match.method)
+    {
+        at.error(&format!("{field}.method"), reason);
+    }
+    let mut header_names = HashSet::new();
+    for (h, header) in route_match.headers.iter().enumerate() {
+        let field = format!("{field}.headers[{h}]");
+        if let Err(reason) = names::check_header_name(&header.name) {
+            at.error(&format!("{field}.name"), reason);
+        } else if !header_names.insert(header.name.to_ascii_lowercase()) {
+            at.error(
+                &format!("{field}.name"),
+                format!("header {:?} is matched twice", header.name),
+            );
+        }
+        let checked = match header_match::Type::try_from(header.r#type) {
+            Ok(header_match::Type::Exact) => names::check_header_value(&header.value),
+            Ok(header_match::Type::RegularExpression) => {
+                compile_anchored_regex(&header.value).map(drop)
+            }
+            Err(_) => Err("unknown type".into()),
+        };
+        if let Err(reason) = checked {
+            at.error(&format!("{field}.value"), reason);
+        }
+    }
+    let mut query_names = HashSet::new();
+    for (q, param) in route_match.query_params.iter().enumerate() {
+        let field = format!("{field}.queryParams[{q}]");
+        if param.name.is_empty() {
+            at.error(&format!("{field}.name"), "must not be empty".into());
+        } else if !query_names.insert(param.name.as_str()) {
+            at.error(
+                &format!("{field}.name"),
+                format!("query parameter {:?} is matched twice", param.name),
+            );
+        }
+        if let Ok(query_param_match::Type::RegularExpression) =
+            query_param_match::Type::try_from(param.r#type)
+            && let Err(reason) = compile_anchored_regex(&param.value)
+        {
+            at.error(&format!("{field}.value"), reason);
+        }
+    }
+}
+
+fn check_literal_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("{path:?} must start with '/'"));
+    }
+    if path
+        .bytes()
+        .any(|b| b == b'?' || b == b'#' || !(b'!'..=b'~').contains(&b))
+    {
+        return Err(format!(
+            "{path:?} must be a path without query, fragment, spaces or control characters"
+        ));
+    }
+    Ok(())
+}
+
+/// What makes two matches the same: for the same hostname, two rules with these equal would
+/// compete for exactly the same requests.
+#[derive(PartialEq, Eq, Hash)]
+struct MatchKey<'a> {
+    hostname: &'a str,
+    path_type: i32,
+    path: &'a str,
+    method: &'a str,
+    headers: Vec<(String, i32, &'a str)>,
+    query: Vec<(&'a str, i32, &'a str)>,
+}
+
+/// Reports a match that an earlier route (by name) or rule already has for the same hostname.
+pub(super) fn check_conflicts(report: &mut Report, routes: &[(&str, &v1::RouteSpec)]) {
+    let default_match = v1::RouteMatch::default();
+    let mut first: HashMap<MatchKey<'_>, String> = HashMap::new();
+    for (name, spec) in routes {
+        let hostnames: Vec<&str> = if spec.hostnames.is_empty() {
+            vec![""]
+        } else {
+            spec.hostnames.iter().map(String::as_str).collect()
+        };
+        for (r, rule) in spec.rules.iter().enumerate() {
+            let matches: Vec<(String, &v1::RouteMatch)> = if rule.matches.is_empty() {
+                vec![(format!("spec.rules[{r}]"), &default_match)]
+            } else {
+                rule.matches
+                    .iter()
+                    .enumerate()
+                    .map(|(m, rm)| (format!("spec.rules[{r}].matches[{m}]"), rm))
+                    .collect()
+            };
+            for (field, route_match) in matches {
+                for hostname in &hostnames {
+                    let key = match_key(hostname, route_match);
+                    let here = format!("Route/{name} {field}");
+                    match first.get(&key) {
+                        Some(there) if *there != here => {
+                            let host = if hostname.is_empty() {
+                                "any host"
+                            } else {
+                                hostname
+                            };
+                            report.push(
+                                "Route",
+                                name,
+                                &field,
+                                format!("conflicts with {there}: the same match for {host}"),
+                            );
+                        }
+                        Some(_) => {}
+                        None => {
+                            first.insert(key, here);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn match_key<'a>(hostname: &'a str, m: &'a v1::RouteMatch) -> MatchKey<'a> {
+    let (path_type, path) = match &m.path {
+        Some(p) => {
+            let kind = path_match::Type::try_from(p.r#type).unwrap_or_default();
+            (p.r#type, normalized_path(kind, &p.value))
+        }
+        None => (path_match::Type::PathPrefix as i32, "/"),
+    };
+    let mut headers: Vec<_> = m
+        .headers
+        .iter()
+        .map(|h| (h.name.to_ascii_lowercase(), h.r#type, h.value.as_str()))
+        .collect();
+    headers.sort();
+    let mut query: Vec<_> = m
+        .query_params
+        .iter()
+        .map(|q| (q.name.as_str(), q.r#type, q.value.as_str()))
+        .collect();
+    query.sort();
+    MatchKey {
+        hostname,
+        path_type,
+        path,
+        method: &m.method,
+        headers,
+        query,
+    }
+}
