@@ -1,0 +1,239 @@
+//! Command-line flags. Every global flag has an environment variable.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The command-line client of the gateway's admin API.
+#[derive(Debug, Parser)]
+#[command(name = "gatewayctl", version, about, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: GlobalArgs,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GlobalArgs {
+    /// URL of a control plane's admin gRPC API.
+    #[arg(
+        long,
+        global = true,
+        env = "GATEWAYCTL_SERVER",
+        default_value = "http://127.0.0.1:18000",
+        value_name = "URL"
+    )]
+    pub(crate) server: String,
+    /// Admin token, sent as `authorization: Bearer <token>`.
+    #[arg(
+        long,
+        global = true,
+        env = "GATEWAY_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub(crate) token: Option<String>,
+    /// File holding the admin token (used when no --token is given).
+    #[arg(
+        long,
+        global = true,
+        env = "GATEWAYCTL_TOKEN_FILE",
+        value_name = "FILE"
+    )]
+    pub(crate) token_file: Option<PathBuf>,
+    /// Time allowed for connecting and for each request (e.g. 10s, 500ms, 1m).
+    #[arg(
+        long,
+        global = true,
+        env = "GATEWAYCTL_TIMEOUT",
+        default_value = "10s",
+        value_parser = parse_duration,
+        value_name = "DURATION"
+    )]
+    pub(crate) timeout: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create or update every resource in the files, in one transaction.
+    Apply(ApplyArgs),
+    /// Show resources of one kind, or one resource.
+    Get(GetArgs),
+    /// Delete one resource.
+    Delete(DeleteArgs),
+    /// Show what `apply` would change.
+    Diff(DiffArgs),
+    /// Check resource files offline, with the control plane's validation.
+    Validate(ValidateArgs),
+    /// Show every connected data plane and the config version it runs.
+    #[command(visible_alias = "data-planes")]
+    Dataplanes(DataplanesArgs),
+}
+
+/// Resource files: `-f FILE|DIR|-`, repeatable.
+#[derive(Debug, Args)]
+pub(crate) struct FileArgs {
+    /// A resource file, a directory (its *.yaml, *.yml and *.json files), or `-` for stdin.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        visible_alias = "file",
+        required = true,
+        value_name = "FILE|DIR|-"
+    )]
+    pub(crate) files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ApplyArgs {
+    #[command(flatten)]
+    pub(crate) input: FileArgs,
+    /// Wait until every connected data plane has acknowledged the new version.
+    #[arg(long)]
+    pub(crate) wait: bool,
+    /// How long --wait waits.
+    #[arg(
+        long,
+        env = "GATEWAYCTL_WAIT_TIMEOUT",
+        default_value = "60s",
+        value_parser = parse_duration,
+        value_name = "DURATION"
+    )]
+    pub(crate) wait_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GetArgs {
+    /// routes, upstreams (or route, upstream; any case).
+    pub(crate) kind: String,
+    /// One resource; all of the kind when absent.
+    pub(crate) name: Option<String>,
+    #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
+    pub(crate) output: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DeleteArgs {
+    /// route or upstream (plural forms and any case too).
+    pub(crate) kind: String,
+    pub(crate) name: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DiffArgs {
+    #[command(flatten)]
+    pub(crate) input: FileArgs,
+    /// Exit 3 when there are changes, 0 when there are none.
+    #[arg(long)]
+    pub(crate) exit_code: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ValidateArgs {
+    #[command(flatten)]
+    pub(crate) input: FileArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DataplanesArgs {
+    #[arg(short = 'o', long, value_enum, default_value_t = ListFormat::Table)]
+    pub(crate) output: ListFormat,
+}
+
+/// Output of `get`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    Table,
+    Yaml,
+    Json,
+}
+
+/// Output of `dataplanes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ListFormat {
+    Table,
+    Json,
+}
+
+/// Parses `10s`, `500ms`, `1.5s`, `2m`, `1h`, or a bare number of seconds; zero is refused.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 10s, 500ms, 2m)"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown unit {other:?} (use ms, s, m or h)")),
+    };
+    if !(seconds > 0.0 && seconds.is_finite() && seconds < 1e9) {
+        return Err(format!("{text:?} must be a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5d").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn parses_repeated_files_and_global_flags_after_the_verb() {
+        let cli = Cli::try_parse_from([
+            "gatewayctl",
+            "apply",
+            "-f",
+            "a.yaml",
+            "-f",
+            "-",
+            "--server",
+            "http://cp:1",
+            "--wait",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.server, "http://cp:1");
+        let Command::Apply(apply) = cli.command else {
+            panic!("not apply");
+        };
+        assert_eq!(apply.input.files, [PathBuf::from("a.yaml"), "-".into()]);
+        assert!(apply.wait);
+        assert_eq!(apply.wait_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn get_takes_an_output_format() {
+        let cli = Cli::try_parse_from(["gatewayctl", "get", "routes", "-o", "json"]).unwrap();
+        let Command::Get(get) = cli.command else {
+            panic!("not get");
+        };
+        assert_eq!(get.output, Format::Json);
+        assert!(Cli::try_parse_from(["gatewayctl", "get", "routes", "-o", "xml"]).is_err());
+        assert!(Cli::try_parse_from(["gatewayctl", "apply"]).is_err());
+    }
+}

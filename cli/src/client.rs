@@ -1,0 +1,218 @@
+//! The admin API client: one channel, the bearer token on every request, and gRPC statuses
+//! turned into [`ApiError`]s.
+
+use std::fs;
+
+use anyhow::Context as _;
+use gateway_proto::{ResourceKind, v1, v1::admin_client::AdminClient};
+use tonic::{
+    Request, Status,
+    codec::CompressionEncoding,
+    metadata::{Ascii, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::{Channel, Endpoint},
+};
+
+use crate::{
+    args::GlobalArgs,
+    error::{ApiError, usage},
+};
+
+/// Largest response accepted: a list of many resources.
+const MAX_MESSAGE_SIZE: usize = 64 << 20;
+
+/// Adds `authorization: Bearer <token>` to every request when a token is configured.
+#[derive(Clone, Debug)]
+pub(crate) struct Auth(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Auth {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A connected admin API client.
+#[derive(Debug)]
+pub(crate) struct Client {
+    inner: AdminClient<InterceptedService<Channel, Auth>>,
+}
+
+// === impl Client ===
+
+impl Client {
+    /// Connects to `--server`. A bad URL or token is a usage error, an unreachable server a
+    /// rejected request.
+    pub(crate) async fn connect(global: &GlobalArgs) -> anyhow::Result<Self> {
+        let auth = Auth(bearer(global)?);
+        let url = server_url(&global.server);
+        if url.starts_with("https://") {
+            return Err(usage(format!(
+                "{url}: TLS is not supported by this build of gatewayctl; use http://"
+            )));
+        }
+        let endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| usage(format!("invalid --server URL {url:?}: {e}")))?
+            .timeout(global.timeout)
+            .connect_timeout(global.timeout);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot connect to {url}: {}", error_chain(&e)))?;
+        let inner = AdminClient::with_interceptor(channel, auth)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE);
+        Ok(Client { inner })
+    }
+
+    pub(crate) async fn apply(
+        &mut self,
+        resources: Vec<v1::Resource>,
+        dry_run: bool,
+    ) -> anyhow::Result<v1::ApplyResponse> {
+        let request = v1::ApplyRequest { resources, dry_run };
+        Ok(self.inner.apply(request).await.map_err(api)?.into_inner())
+    }
+
+    pub(crate) async fn get(
+        &mut self,
+        kind: ResourceKind,
+        name: &str,
+    ) -> anyhow::Result<v1::Resource> {
+        let request = v1::GetRequest {
+            kind: kind.to_proto().into(),
+            name: name.to_owned(),
+        };
+        Ok(self.inner.get(request).await.map_err(api)?.into_inner())
+    }
+
+    pub(crate) async fn list(&mut self, kind: ResourceKind) -> anyhow::Result<v1::ListResponse> {
+        let request = v1::ListRequest {
+            kind: kind.to_proto().into(),
+        };
+        Ok(self.inner.list(request).await.map_err(api)?.into_inner())
+    }
+
+    pub(crate) async fn delete(&mut self, kind: ResourceKind, name: &str) -> anyhow::Result<i64> {
+        let request = v1::DeleteRequest {
+            kind: kind.to_proto().into(),
+            name: name.to_owned(),
+        };
+        let response = self.inner.delete(request).await.map_err(api)?;
+        Ok(response.into_inner().version)
+    }
+
+    pub(crate) async fn list_data_planes(&mut self) -> anyhow::Result<v1::ListDataPlanesResponse> {
+        let response = self
+            .inner
+            .list_data_planes(v1::ListDataPlanesRequest {})
+            .await
+            .map_err(api)?;
+        Ok(response.into_inner())
+    }
+}
+
+fn api(status: Status) -> anyhow::Error {
+    ApiError::from(status).into()
+}
+
+/// `--server` with `http://` added when it names no scheme.
+fn server_url(server: &str) -> String {
+    let server = server.trim().trim_end_matches('/');
+    if server.contains("://") {
+        server.to_owned()
+    } else {
+        format!("http://{server}")
+    }
+}
+
+/// The `authorization` value from `--token`, or else `--token-file`.
+fn bearer(global: &GlobalArgs) -> anyhow::Result<Option<MetadataValue<Ascii>>> {
+    let token = match (&global.token, &global.token_file) {
+        (Some(token), _) => token.trim().to_owned(),
+        (None, Some(file)) => fs::read_to_string(file)
+            .with_context(|| format!("--token-file {}", file.display()))
+            .map_err(|e| usage(format!("{e:#}")))?
+            .trim()
+            .to_owned(),
+        (None, None) => return Ok(None),
+    };
+    if token.is_empty() {
+        return Ok(None);
+    }
+    if !token.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(usage(
+            "the admin token must be printable ASCII without spaces",
+        ));
+    }
+    let mut value = MetadataValue::try_from(format!("Bearer {token}"))
+        .map_err(|_| usage("the admin token is not a valid header value"))?;
+    value.set_sensitive(true);
+    Ok(Some(value))
+}
+
+/// `error: cause: cause`, for transport errors whose Display is only "transport error".
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{USAGE, exit_code};
+
+    fn global(token: Option<&str>) -> GlobalArgs {
+        GlobalArgs {
+            server: "127.0.0.1:1".into(),
+            token: token.map(Into::into),
+            token_file: None,
+            timeout: std::time::Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn adds_a_scheme_when_missing() {
+        assert_eq!(server_url("127.0.0.1:18000"), "http://127.0.0.1:18000");
+        assert_eq!(server_url("http://cp:18000/"), "http://cp:18000");
+    }
+
+    #[test]
+    fn the_interceptor_sends_the_bearer_token() {
+        let mut auth = Auth(bearer(&global(Some(" s3cret\n"))).unwrap());
+        let request = auth.call(Request::new(())).unwrap();
+        assert_eq!(
+            request.metadata().get("authorization").unwrap(),
+            "Bearer s3cret"
+        );
+        let mut none = Auth(bearer(&global(None)).unwrap());
+        let request = none.call(Request::new(())).unwrap();
+        assert!(request.metadata().get("authorization").is_none());
+    }
+
+    #[test]
+    fn reads_the_token_file_and_refuses_bad_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        fs::write(&file, "from-file\n").unwrap();
+        let mut args = global(None);
+        args.token_file = Some(file);
+        assert_eq!(bearer(&args).unwrap().unwrap(), "Bearer from-file");
+        args.token_file = Some(dir.path().join("missing"));
+        assert_eq!(exit_code(&bearer(&args).unwrap_err()), USAGE);
+        assert_eq!(exit_code(&bearer(&global(Some("é"))).unwrap_err()), USAGE);
+    }
+}
