@@ -1,0 +1,264 @@
+//! The admin API (`gateway.v1.Admin`): validated, optimistic writes and reads of the config.
+//!
+//! Every write reads the config at version V, validates the whole graph with the change applied
+//! and commits guarded by "the version is still V". A lost race is retried (re-read,
+//! re-validate) a few times with a jittered backoff before the request fails with `ABORTED`.
+//! Reads come from the store itself, so a client reads its own writes.
+
+use std::{sync::Arc, time::Duration};
+
+use gateway_proto::{
+    ResourceKind,
+    v1::{
+        self, ApplyRequest, ApplyResponse, DeleteRequest, DeleteResponse, GetRequest,
+        ListDataPlanesRequest, ListDataPlanesResponse, ListRequest, ListResponse, Resource,
+        change::Action,
+    },
+};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    backoff::Backoff,
+    metrics::Metrics,
+    reflector::Reflector,
+    store::{Op, Store, StoreError},
+};
+
+mod error;
+mod plan;
+
+pub use error::AdminError;
+use plan::{Batch, plan_apply, plan_delete};
+
+/// How many times a write is tried against concurrent writers.
+const MAX_ATTEMPTS: usize = 10;
+
+/// The `Admin` service.
+#[derive(Clone, Debug)]
+pub struct AdminService {
+    store: Arc<dyn Store>,
+    reflector: Reflector,
+    metrics: Arc<Metrics>,
+}
+
+// === impl AdminService ===
+
+impl AdminService {
+    /// An admin service writing to `store`.
+    pub fn new(store: Arc<dyn Store>, reflector: Reflector, metrics: Arc<Metrics>) -> Self {
+        Self {
+            store,
+            reflector,
+            metrics,
+        }
+    }
+
+    /// Creates or updates every resource of the request in one transaction.
+    pub async fn apply_resources(
+        &self,
+        resources: Vec<Resource>,
+        dry_run: bool,
+    ) -> Result<ApplyResponse, AdminError> {
+        let batch = Batch::parse(resources)?;
+        let mut backoff = retry_backoff();
+        for _ in 0..MAX_ATTEMPTS {
+            let listing = self.store.list().await?;
+            let mut plan = plan_apply(&listing, &batch)?;
+            if plan.ops.is_empty() || dry_run {
+                return Ok(ApplyResponse {
+                    version: listing.version,
+                    changes: plan.changes,
+                });
+            }
+            match self.store.commit(listing.version, plan.ops).await {
+                Ok(version) => {
+                    for change in &mut plan.changes {
+                        let action = Action::try_from(change.action).unwrap_or(Action::Unchanged);
+                        if action == Action::Unchanged {
+                            continue;
+                        }
+                        if let Some(after) = &mut change.after {
+                            after.version = version;
+                        }
+                        tracing::info!(
+                            kind = %kind_name(change.kind),
+                            name = %change.name,
+                            action = action.as_str_name(),
+                            version,
+                            "configuration written"
+                        );
+                    }
+                    return Ok(ApplyResponse {
+                        version,
+                        changes: plan.changes,
+                    });
+                }
+                Err(StoreError::Conflict { .. }) => {
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AdminError::Contended {
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    /// Deletes one resource, unless others still refer to it. Returns the new version.
+    pub async fn delete_resource(&self, kind: ResourceKind, name: &str) -> Result<i64, AdminError> {
+        let mut backoff = retry_backoff();
+        for _ in 0..MAX_ATTEMPTS {
+            let listing = self.store.list().await?;
+            plan_delete(&listing, kind, name)?;
+            let ops = vec![Op::Delete(kind, name.to_owned())];
+            match self.store.commit(listing.version, ops).await {
+                Ok(version) => {
+                    tracing::info!(%kind, name, action = "DELETED", version, "configuration written");
+                    return Ok(version);
+                }
+                Err(StoreError::Conflict { .. }) => {
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AdminError::Contended {
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    async fn get_resource(&self, request: GetRequest) -> Result<Resource, AdminError> {
+        let kind = parse_kind(request.kind)?;
+        require_name(&request.name)?;
+        let listing = self.store.list().await?;
+        listing
+            .resources
+            .into_iter()
+            .find(|r| r.name == request.name && ResourceKind::of(r) == Some(kind))
+            .ok_or(AdminError::NotFound {
+                kind,
+                name: request.name,
+            })
+    }
+
+    async fn list_resources(&self, request: ListRequest) -> Result<ListResponse, AdminError> {
+        let kind = match v1::Kind::try_from(request.kind) {
+            Ok(v1::Kind::Unspecified) => None,
+            _ => Some(parse_kind(request.kind)?),
+        };
+        let listing = self.store.list().await?;
+        // The listing is sorted by kind, then name.
+        let resources = listing
+            .resources
+            .into_iter()
+            .filter(|r| kind.is_none() || ResourceKind::of(r) == kind)
+            .collect();
+        Ok(ListResponse {
+            version: listing.version,
+            resources,
+        })
+    }
+
+    async fn data_planes(&self) -> Result<ListDataPlanesResponse, AdminError> {
+        let data_planes = self.store.list_dataplanes().await?;
+        let version = match self.reflector.current() {
+            Some(snapshot) => snapshot.version,
+            None => self.store.list().await?.version,
+        };
+        Ok(ListDataPlanesResponse {
+            version,
+            data_planes,
+        })
+    }
+
+    fn finish<T>(
+        &self,
+        method: &'static str,
+        result: Result<T, AdminError>,
+    ) -> Result<Response<T>, Status> {
+        let result = result.map(Response::new).map_err(Status::from);
+        let code = result
+            .as_ref()
+            .map_or_else(Status::code, |_| tonic::Code::Ok);
+        self.metrics.admin_request(method, code);
+        if let Err(status) = &result {
+            tracing::debug!(method, code = ?status.code(), message = status.message(), "admin request refused");
+        }
+        result
+    }
+}
+
+#[tonic::async_trait]
+impl v1::admin_server::Admin for AdminService {
+    async fn apply(
+        &self,
+        request: Request<ApplyRequest>,
+    ) -> Result<Response<ApplyResponse>, Status> {
+        let request = request.into_inner();
+        let result = self
+            .apply_resources(request.resources, request.dry_run)
+            .await;
+        self.finish("Apply", result)
+    }
+
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<Resource>, Status> {
+        let result = self.get_resource(request.into_inner()).await;
+        self.finish("Get", result)
+    }
+
+    async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        let result = self.list_resources(request.into_inner()).await;
+        self.finish("List", result)
+    }
+
+    async fn delete(
+        &self,
+        request: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let request = request.into_inner();
+        let result = async {
+            let kind = parse_kind(request.kind)?;
+            require_name(&request.name)?;
+            let version = self.delete_resource(kind, &request.name).await?;
+            Ok(DeleteResponse { version })
+        }
+        .await;
+        self.finish("Delete", result)
+    }
+
+    async fn list_data_planes(
+        &self,
+        _request: Request<ListDataPlanesRequest>,
+    ) -> Result<Response<ListDataPlanesResponse>, Status> {
+        let result = self.data_planes().await;
+        self.finish("ListDataPlanes", result)
+    }
+}
+
+fn retry_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(10), Duration::from_millis(200))
+}
+
+fn parse_kind(kind: i32) -> Result<ResourceKind, AdminError> {
+    ResourceKind::from_proto(kind).ok_or_else(|| {
+        AdminError::InvalidArgument(format!(
+            "kind: {kind} is not a resource kind (KIND_UPSTREAM or KIND_ROUTE)"
+        ))
+    })
+}
+
+fn require_name(name: &str) -> Result<(), AdminError> {
+    if name.is_empty() {
+        return Err(AdminError::InvalidArgument(
+            "name: must not be empty".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn kind_name(kind: i32) -> &'static str {
+    ResourceKind::from_proto(kind).map_or("Resource", ResourceKind::as_str)
+}
+
+#[cfg(test)]
+mod tests;

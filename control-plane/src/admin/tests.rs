@@ -1,0 +1,317 @@
+use gateway_proto::v1::admin_server::Admin as _;
+use tonic::Code;
+
+use super::*;
+use crate::{
+    shutdown,
+    store::{
+        EmbeddedStore,
+        conformance::{route, upstream},
+    },
+};
+
+struct Fixture {
+    admin: AdminService,
+    store: Arc<EmbeddedStore>,
+    _dir: tempfile::TempDir,
+    _trigger: shutdown::ShutdownTrigger,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(EmbeddedStore::open(dir.path()).expect("open"));
+    let (trigger, signal) = shutdown::channel();
+    let metrics = Arc::new(Metrics::default());
+    let (reflector, _) = Reflector::spawn(store.clone(), metrics.clone(), signal);
+    Fixture {
+        admin: AdminService::new(store.clone(), reflector, metrics),
+        store,
+        _dir: dir,
+        _trigger: trigger,
+    }
+}
+
+async fn apply(
+    admin: &AdminService,
+    resources: Vec<Resource>,
+    dry_run: bool,
+) -> Result<ApplyResponse, Status> {
+    admin
+        .apply(Request::new(ApplyRequest { resources, dry_run }))
+        .await
+        .map(Response::into_inner)
+}
+
+fn actions(response: &ApplyResponse) -> Vec<(String, Action)> {
+    response
+        .changes
+        .iter()
+        .map(|c| (c.name.clone(), Action::try_from(c.action).expect("action")))
+        .collect()
+}
+
+#[tokio::test]
+async fn apply_creates_updates_and_skips_unchanged() {
+    let f = fixture();
+    let first = apply(
+        &f.admin,
+        vec![upstream("users", 9001), route("api", "users")],
+        false,
+    )
+    .await
+    .expect("apply");
+    assert!(first.version > 0);
+    assert_eq!(
+        actions(&first),
+        [
+            ("users".into(), Action::Created),
+            ("api".into(), Action::Created)
+        ]
+    );
+    assert!(first.changes.iter().all(|c| c.before.is_none()));
+    assert!(
+        first
+            .changes
+            .iter()
+            .all(|c| c.after.as_ref().map(|a| a.version) == Some(first.version))
+    );
+
+    let again = apply(&f.admin, vec![upstream("users", 9001)], false)
+        .await
+        .expect("apply");
+    assert_eq!(
+        again.version, first.version,
+        "nothing changed, nothing written"
+    );
+    assert_eq!(actions(&again), [("users".into(), Action::Unchanged)]);
+
+    let update = apply(
+        &f.admin,
+        vec![upstream("users", 9002), route("api", "users")],
+        false,
+    )
+    .await
+    .expect("apply");
+    assert!(update.version > first.version);
+    assert_eq!(
+        actions(&update),
+        [
+            ("users".into(), Action::Updated),
+            ("api".into(), Action::Unchanged)
+        ]
+    );
+    let change = &update.changes[0];
+    assert_eq!(
+        change.before.as_ref().map(|b| b.version),
+        Some(first.version)
+    );
+    assert_eq!(
+        change.after.as_ref().map(|a| a.version),
+        Some(update.version)
+    );
+
+    let got = f
+        .admin
+        .get(Request::new(GetRequest {
+            kind: v1::Kind::Upstream as i32,
+            name: "users".into(),
+        }))
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(got.version, update.version);
+    assert_eq!(got.spec, upstream("users", 9002).spec);
+}
+
+#[tokio::test]
+async fn dry_run_and_invalid_requests_write_nothing() {
+    let f = fixture();
+    let dry = apply(&f.admin, vec![upstream("users", 9001)], true)
+        .await
+        .expect("dry run");
+    assert_eq!(dry.version, 0);
+    assert_eq!(actions(&dry), [("users".into(), Action::Created)]);
+
+    let dangling = apply(&f.admin, vec![route("api", "nobody")], false)
+        .await
+        .expect_err("invalid");
+    assert_eq!(dangling.code(), Code::InvalidArgument);
+    assert!(
+        dangling.message().starts_with("Route/api: spec.rules[0]"),
+        "{}",
+        dangling.message()
+    );
+
+    let no_spec = Resource {
+        name: "x".into(),
+        ..Resource::default()
+    };
+    let status = apply(&f.admin, vec![no_spec], false)
+        .await
+        .expect_err("no spec");
+    assert_eq!(status.code(), Code::InvalidArgument);
+
+    let twice = apply(&f.admin, vec![upstream("u", 1), upstream("u", 2)], false)
+        .await
+        .expect_err("twice");
+    assert_eq!(twice.code(), Code::InvalidArgument);
+
+    let listing = f.store.list().await.expect("list");
+    assert_eq!(listing.version, 0);
+    assert!(listing.resources.is_empty());
+}
+
+#[tokio::test]
+async fn version_preconditions() {
+    let f = fixture();
+    let v = apply(&f.admin, vec![upstream("users", 9001)], false)
+        .await
+        .expect("apply")
+        .version;
+    let stale = Resource {
+        version: v + 100,
+        ..upstream("users", 9002)
+    };
+    let status = apply(&f.admin, vec![stale], false)
+        .await
+        .expect_err("stale");
+    assert_eq!(status.code(), Code::Aborted);
+    let fresh = Resource {
+        version: v,
+        ..upstream("users", 9002)
+    };
+    apply(&f.admin, vec![fresh], false)
+        .await
+        .expect("matching version");
+    let absent = Resource {
+        version: 1,
+        ..upstream("other", 9002)
+    };
+    assert_eq!(
+        apply(&f.admin, vec![absent], false)
+            .await
+            .expect_err("absent")
+            .code(),
+        Code::Aborted
+    );
+}
+
+#[tokio::test]
+async fn delete_checks_references() {
+    let f = fixture();
+    apply(
+        &f.admin,
+        vec![upstream("users", 9001), route("api", "users")],
+        false,
+    )
+    .await
+    .expect("apply");
+    let delete = |kind: v1::Kind, name: &str| {
+        f.admin.delete(Request::new(DeleteRequest {
+            kind: kind as i32,
+            name: name.into(),
+        }))
+    };
+    let refused = delete(v1::Kind::Upstream, "users")
+        .await
+        .expect_err("referenced");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("Route/api"),
+        "{}",
+        refused.message()
+    );
+
+    let version = delete(v1::Kind::Route, "api")
+        .await
+        .expect("delete route")
+        .into_inner()
+        .version;
+    let again = delete(v1::Kind::Route, "api").await.expect_err("gone");
+    assert_eq!(again.code(), Code::NotFound);
+    let last = delete(v1::Kind::Upstream, "users")
+        .await
+        .expect("delete upstream")
+        .into_inner();
+    assert!(last.version > version);
+    let unspecified = delete(v1::Kind::Unspecified, "users")
+        .await
+        .expect_err("no kind");
+    assert_eq!(unspecified.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn list_sorted_and_filtered() {
+    let f = fixture();
+    apply(
+        &f.admin,
+        vec![
+            route("b", "z"),
+            route("a", "z"),
+            upstream("z", 1),
+            upstream("y", 2),
+        ],
+        false,
+    )
+    .await
+    .expect("apply");
+    let list = |kind: v1::Kind| {
+        f.admin
+            .list(Request::new(ListRequest { kind: kind as i32 }))
+    };
+    let all = list(v1::Kind::Unspecified)
+        .await
+        .expect("list")
+        .into_inner();
+    let names: Vec<_> = all.resources.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["y", "z", "a", "b"]);
+    let routes = list(v1::Kind::Route).await.expect("list").into_inner();
+    assert_eq!(routes.resources.len(), 2);
+    assert_eq!(routes.version, all.version);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_applies_lose_nothing() {
+    let f = fixture();
+    let mut tasks = Vec::new();
+    for i in 0..10u16 {
+        let admin = f.admin.clone();
+        tasks.push(tokio::spawn(async move {
+            apply(&admin, vec![upstream(&format!("u{i}"), 9000 + i)], false).await
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task").expect("apply");
+    }
+    assert_eq!(f.store.list().await.expect("list").resources.len(), 10);
+}
+
+#[tokio::test]
+async fn lists_data_planes_with_the_version() {
+    let f = fixture();
+    let v = apply(&f.admin, vec![upstream("users", 9001)], false)
+        .await
+        .expect("apply")
+        .version;
+    f.admin
+        .reflector
+        .wait_for_version(v)
+        .await
+        .expect("snapshot");
+    f.store
+        .put_dataplane(v1::DataPlaneStatus {
+            id: "dp-1".into(),
+            acked_version: v,
+            ..Default::default()
+        })
+        .await
+        .expect("register");
+    let response = f
+        .admin
+        .list_data_planes(Request::new(ListDataPlanesRequest {}))
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(response.version, v);
+    assert_eq!(response.data_planes.len(), 1);
+}

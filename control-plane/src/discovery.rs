@@ -1,0 +1,199 @@
+//! The discovery service (`gateway.v1.Discovery/Stream`): one stream per data plane.
+//!
+//! The data plane says `Hello` first. The control plane then sends the newest snapshot whenever
+//! its version differs from what the data plane holds, never while a snapshot is unanswered (a
+//! slow data plane skips versions), and records every `Ack`/`Nack` in the data-plane registry.
+//! Heartbeats go both ways; a peer silent for too long is dropped.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
+
+use gateway_proto::v1::{
+    self, ControlPlaneMessage, DataPlaneMessage, DataPlaneStatus, data_plane_message::Message,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::{metrics::Metrics, reflector::Reflector, shutdown::Shutdown, store::Store};
+
+mod session;
+
+/// Timings and identity of the discovery service.
+#[derive(Clone, Debug)]
+pub struct DiscoveryConfig {
+    /// How often a heartbeat is sent (5 s).
+    pub heartbeat_interval: Duration,
+    /// A data plane silent this long is dropped (15 s).
+    pub dead_after: Duration,
+    /// This control plane's address, as recorded in the registry (its `--listen`).
+    pub control_plane: String,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_secs(5),
+            dead_after: Duration::from_secs(15),
+            control_plane: String::new(),
+        }
+    }
+}
+
+/// The `Discovery` service.
+#[derive(Clone, Debug)]
+pub struct DiscoveryService {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    store: Arc<dyn Store>,
+    reflector: Reflector,
+    metrics: Arc<Metrics>,
+    config: DiscoveryConfig,
+    shutdown: Shutdown,
+    /// The newest session of each data-plane id: only it may remove the registry entry.
+    sessions: Mutex<HashMap<String, u64>>,
+    next_session: AtomicU64,
+}
+
+// === impl DiscoveryService ===
+
+impl DiscoveryService {
+    /// A discovery service streaming the reflector's snapshots; its streams end on `shutdown`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        reflector: Reflector,
+        metrics: Arc<Metrics>,
+        config: DiscoveryConfig,
+        shutdown: Shutdown,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                store,
+                reflector,
+                metrics,
+                config,
+                shutdown,
+                sessions: Mutex::new(HashMap::new()),
+                next_session: AtomicU64::new(1),
+            }),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl v1::discovery_server::Discovery for DiscoveryService {
+    type StreamStream = ReceiverStream<Result<ControlPlaneMessage, Status>>;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<DataPlaneMessage>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let peer = request.remote_addr();
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(self.shared.config.dead_after, inbound.message()).await;
+        let hello = match first {
+            Ok(Ok(Some(DataPlaneMessage {
+                message: Some(Message::Hello(hello)),
+            }))) => hello,
+            Ok(Ok(Some(_))) => {
+                return Err(Status::invalid_argument("the first message must be Hello"));
+            }
+            Ok(Ok(None)) => return Err(Status::invalid_argument("the stream ended before Hello")),
+            Ok(Err(status)) => return Err(status),
+            Err(_) => {
+                return Err(Status::deadline_exceeded(format!(
+                    "no Hello within {:?}",
+                    self.shared.config.dead_after
+                )));
+            }
+        };
+        if hello.id.is_empty() {
+            return Err(Status::invalid_argument("Hello.id: must not be empty"));
+        }
+        let now = SystemTime::now();
+        let status = DataPlaneStatus {
+            id: hello.id.clone(),
+            address: if hello.address.is_empty() {
+                peer.map(|p| p.ip().to_string()).unwrap_or_default()
+            } else {
+                hello.address.clone()
+            },
+            build_version: hello.build_version.clone(),
+            acked_version: hello.version,
+            control_plane: self.shared.config.control_plane.clone(),
+            connected_at: Some(now.into()),
+            last_seen: Some(now.into()),
+            ..DataPlaneStatus::default()
+        };
+        let number = self.shared.next_session.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(hello.id.clone(), number);
+        tracing::info!(
+            id = %hello.id,
+            address = %status.address,
+            version = hello.version,
+            build = %hello.build_version,
+            "data plane connected"
+        );
+        let (tx, rx) = mpsc::channel(4);
+        let (status_tx, status_rx) = watch::channel(status);
+        tokio::spawn(registry_writer(self.shared.clone(), status_rx, number));
+        let session = session::Session::new(
+            self.shared.reflector.subscribe(),
+            self.shared.metrics.clone(),
+            self.shared.config.clone(),
+            hello.version,
+            tx,
+            status_tx,
+        );
+        tokio::spawn(session.run(inbound, self.shared.shutdown.clone()));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Writes the newest status of one session to the registry, then removes it when the session
+/// ends (unless a newer session of the same data plane took over).
+async fn registry_writer(
+    shared: Arc<Shared>,
+    mut status: watch::Receiver<DataPlaneStatus>,
+    number: u64,
+) {
+    shared.metrics.dataplane_connected();
+    status.mark_changed();
+    let mut id = String::new();
+    while status.changed().await.is_ok() {
+        let current = status.borrow_and_update().clone();
+        id.clone_from(&current.id);
+        if let Err(e) = shared.store.put_dataplane(current).await {
+            tracing::warn!(%id, error = %e, "could not update the data-plane registry");
+        }
+    }
+    shared.metrics.dataplane_disconnected();
+    let newest = {
+        let mut sessions = shared.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let newest = sessions.get(&id) == Some(&number);
+        if newest {
+            sessions.remove(&id);
+        }
+        newest
+    };
+    if newest && let Err(e) = shared.store.remove_dataplane(&id).await {
+        tracing::warn!(%id, error = %e, "could not remove a data plane from the registry");
+    }
+    tracing::info!(%id, "data plane disconnected");
+}
+
+#[cfg(test)]
+mod tests;

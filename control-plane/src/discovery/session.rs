@@ -1,0 +1,197 @@
+//! One data plane's stream: what to send when, and what its answers mean.
+
+use std::{sync::Arc, time::SystemTime};
+
+use gateway_proto::v1::{
+    self, ControlPlaneMessage, DataPlaneMessage, DataPlaneStatus, control_plane_message,
+    data_plane_message::Message,
+};
+use tokio::{
+    sync::{mpsc, watch},
+    time::{Instant, MissedTickBehavior},
+};
+use tonic::{Status, Streaming};
+
+use super::DiscoveryConfig;
+use crate::{metrics::Metrics, reflector::SnapshotRx, shutdown::Shutdown};
+
+pub(super) struct Session {
+    snapshots: SnapshotRx,
+    metrics: Arc<Metrics>,
+    config: DiscoveryConfig,
+    /// The version the data plane serves.
+    held: i64,
+    /// The version sent and not answered yet.
+    pending: Option<i64>,
+    /// The last version it refused: not sent again.
+    refused: Option<i64>,
+    tx: mpsc::Sender<Result<ControlPlaneMessage, Status>>,
+    status: watch::Sender<DataPlaneStatus>,
+}
+
+/// Why a session ended.
+enum End {
+    Closed,
+    Error(Status),
+}
+
+impl Session {
+    pub(super) fn new(
+        snapshots: SnapshotRx,
+        metrics: Arc<Metrics>,
+        config: DiscoveryConfig,
+        held: i64,
+        tx: mpsc::Sender<Result<ControlPlaneMessage, Status>>,
+        status: watch::Sender<DataPlaneStatus>,
+    ) -> Self {
+        Self {
+            snapshots,
+            metrics,
+            config,
+            held,
+            pending: None,
+            refused: None,
+            tx,
+            status,
+        }
+    }
+
+    pub(super) async fn run(
+        mut self,
+        mut inbound: Streaming<DataPlaneMessage>,
+        mut shutdown: Shutdown,
+    ) {
+        let id = self.status.borrow().id.clone();
+        let mut heartbeat = tokio::time::interval_at(
+            Instant::now() + self.config.heartbeat_interval,
+            self.config.heartbeat_interval,
+        );
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last_heard = Instant::now();
+        let end = loop {
+            if let Err(end) = self.send_snapshot_if_due().await {
+                break end;
+            }
+            tokio::select! {
+                _ = shutdown.wait() => break End::Error(Status::unavailable("the control plane is shutting down")),
+                changed = self.snapshots.changed() => if changed.is_err() {
+                    break End::Error(Status::unavailable("the control plane is shutting down"));
+                },
+                message = inbound.message() => match message {
+                    Ok(Some(message)) => {
+                        last_heard = Instant::now();
+                        self.answer(message);
+                    }
+                    Ok(None) => break End::Closed,
+                    Err(status) => {
+                        tracing::debug!(%id, %status, "data-plane stream failed");
+                        break End::Closed;
+                    }
+                },
+                _ = heartbeat.tick() => {
+                    let beat = control_plane_message::Message::Heartbeat(v1::Heartbeat {});
+                    if let Err(end) = self.send(beat).await {
+                        break end;
+                    }
+                }
+                _ = tokio::time::sleep_until(last_heard + self.config.dead_after) => {
+                    tracing::warn!(%id, after = ?self.config.dead_after, "data plane went silent; dropping it");
+                    break End::Error(Status::unavailable(format!(
+                        "nothing heard from the data plane for {:?}",
+                        self.config.dead_after
+                    )));
+                }
+            }
+        };
+        if let End::Error(status) = end {
+            // Best effort: the data plane may be gone already.
+            let _ = self.tx.try_send(Err(status));
+        }
+    }
+
+    /// Sends the newest snapshot if it differs from what the data plane holds, none is
+    /// unanswered, and it was not refused already.
+    async fn send_snapshot_if_due(&mut self) -> Result<(), End> {
+        if self.pending.is_some() {
+            return Ok(());
+        }
+        let Some(snapshot) = self.snapshots.borrow_and_update().clone() else {
+            return Ok(());
+        };
+        if snapshot.version == self.held || Some(snapshot.version) == self.refused {
+            return Ok(());
+        }
+        let version = snapshot.version;
+        self.send(control_plane_message::Message::Snapshot(
+            snapshot.as_ref().clone(),
+        ))
+        .await?;
+        self.pending = Some(version);
+        self.metrics.snapshot_sent();
+        self.status.send_modify(|s| s.pending_version = version);
+        Ok(())
+    }
+
+    async fn send(&self, message: control_plane_message::Message) -> Result<(), End> {
+        let message = ControlPlaneMessage {
+            message: Some(message),
+        };
+        match tokio::time::timeout(self.config.dead_after, self.tx.send(Ok(message))).await {
+            Ok(Ok(())) => Ok(()),
+            // The data plane hung up.
+            Ok(Err(_)) => Err(End::Closed),
+            Err(_) => Err(End::Error(Status::unavailable(
+                "the data plane stopped reading its stream",
+            ))),
+        }
+    }
+
+    fn answer(&mut self, message: DataPlaneMessage) {
+        let id = self.status.borrow().id.clone();
+        let now = Some(SystemTime::now().into());
+        match message.message {
+            Some(Message::Ack(ack)) => {
+                self.metrics.answered(true);
+                self.answered(ack.version);
+                self.held = ack.version;
+                tracing::debug!(%id, version = ack.version, "data plane acknowledged");
+                self.status.send_modify(|s| {
+                    s.acked_version = ack.version;
+                    s.pending_version = self.pending.unwrap_or(0);
+                    s.nacked_version = 0;
+                    s.last_error.clear();
+                    s.last_seen = now;
+                });
+            }
+            Some(Message::Nack(nack)) => {
+                self.metrics.answered(false);
+                self.answered(nack.version);
+                self.refused = Some(nack.version);
+                tracing::warn!(%id, version = nack.version, reason = %nack.reason, "data plane refused a snapshot");
+                self.status.send_modify(|s| {
+                    s.pending_version = self.pending.unwrap_or(0);
+                    s.nacked_version = nack.version;
+                    s.last_error = nack.reason;
+                    s.last_seen = now;
+                });
+            }
+            Some(Message::Heartbeat(_)) => {
+                // Recorded locally only: a registry write per heartbeat would cost too much.
+                self.status.send_if_modified(|s| {
+                    s.last_seen = now;
+                    false
+                });
+            }
+            Some(Message::Hello(_)) => {
+                tracing::warn!(%id, "ignoring a second Hello on one stream");
+            }
+            None => tracing::debug!(%id, "ignoring an empty message"),
+        }
+    }
+
+    fn answered(&mut self, version: i64) {
+        if self.pending == Some(version) {
+            self.pending = None;
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The discovery stream end to end, over TCP, against a server on the embedded store.
+
+use std::time::Duration;
+
+use gateway_proto::v1::{
+    Ack, ApplyRequest, ControlPlaneMessage, Hello, ListDataPlanesRequest, Nack,
+    admin_client::AdminClient, control_plane_message, discovery_client::DiscoveryClient,
+};
+use tokio::sync::mpsc::Sender;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{
+    Code,
+    codec::CompressionEncoding,
+    metadata::MetadataValue,
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
+
+use super::*;
+use crate::{
+    Config, Server, Token, shutdown,
+    store::{EmbeddedStore, conformance::upstream},
+};
+
+const ADMIN_TOKEN: &str = "admin-secret";
+const DP_TOKEN: &str = "dp-secret";
+
+struct Running {
+    addr: std::net::SocketAddr,
+    trigger: shutdown::ShutdownTrigger,
+    task: tokio::task::JoinHandle<Result<(), crate::ServerError>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(discovery: DiscoveryConfig) -> Running {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(EmbeddedStore::open(dir.path()).expect("open"));
+    let mut config = Config::embedded(dir.path());
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.admin_listen = "127.0.0.1:0".parse().expect("addr");
+    config.admin_token = Token::new(ADMIN_TOKEN);
+    config.dataplane_token = Token::new(DP_TOKEN);
+    config.drain_timeout = Duration::from_secs(5);
+    config.discovery = discovery;
+    let server = Server::bind_with_store(config, store).await.expect("bind");
+    let addr = server.grpc_addr();
+    let (trigger, mut signal) = shutdown::channel();
+    let task = tokio::spawn(server.run(async move { signal.wait().await }));
+    Running {
+        addr,
+        trigger,
+        task,
+        _dir: dir,
+    }
+}
+
+#[derive(Clone)]
+struct Bearer(&'static str);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let value: MetadataValue<_> = format!("Bearer {}", self.0)
+            .parse()
+            .map_err(|_| Status::internal("token"))?;
+        request.metadata_mut().insert("authorization", value);
+        Ok(request)
+    }
+}
+
+async fn channel(addr: std::net::SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+async fn discovery(
+    addr: std::net::SocketAddr,
+    token: &'static str,
+) -> DiscoveryClient<InterceptedService<Channel, Bearer>> {
+    DiscoveryClient::with_interceptor(channel(addr).await, Bearer(token))
+        .send_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Gzip)
+}
+
+async fn admin(addr: std::net::SocketAddr) -> AdminClient<InterceptedService<Channel, Bearer>> {
+    AdminClient::with_interceptor(channel(addr).await, Bearer(ADMIN_TOKEN))
+}
+
+fn msg(message: Message) -> DataPlaneMessage {
+    DataPlaneMessage {
+        message: Some(message),
+    }
+}
+
+fn hello(id: &str) -> DataPlaneMessage {
+    msg(Message::Hello(Hello {
+        id: id.into(),
+        version: 0,
+        build_version: "test".into(),
+        address: "127.0.0.1:8080".into(),
+    }))
+}
+
+/// Opens a stream that starts with `first`.
+async fn open(
+    client: &mut DiscoveryClient<InterceptedService<Channel, Bearer>>,
+    first: DataPlaneMessage,
+) -> Result<(Sender<DataPlaneMessage>, Streaming<ControlPlaneMessage>), Status> {
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tx.send(first).await.expect("send");
+    let inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+    Ok((tx, inbound))
+}
+
+/// The next snapshot, skipping heartbeats.
+async fn next_snapshot(inbound: &mut Streaming<ControlPlaneMessage>) -> v1::Snapshot {
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+            .await
+            .expect("a message in time")
+            .expect("stream ok")
+            .expect("stream open");
+        match next.message {
+            Some(control_plane_message::Message::Snapshot(snapshot)) => return snapshot,
+            Some(control_plane_message::Message::Heartbeat(_)) | None => continue,
+        }
+    }
+}
+
+async fn apply(addr: std::net::SocketAddr, port: u16) -> i64 {
+    admin(addr)
+        .await
+        .apply(ApplyRequest {
+            resources: vec![upstream("users", port)],
+            dry_run: false,
+        })
+        .await
+        .expect("apply")
+        .into_inner()
+        .version
+}
+
+/// Polls the registry until `check` holds for the data plane `id` (or its absence).
+async fn eventually(
+    addr: std::net::SocketAddr,
+    id: &str,
+    check: impl Fn(Option<&DataPlaneStatus>) -> bool,
+) {
+    let mut client = admin(addr).await;
+    for _ in 0..200 {
+        let all = client
+            .list_data_planes(ListDataPlanesRequest {})
+            .await
+            .expect("list")
+            .into_inner()
+            .data_planes;
+        if check(all.iter().find(|s| s.id == id)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the registry entry of {id} never reached the expected state");
+}
+
+fn fast() -> DiscoveryConfig {
+    DiscoveryConfig {
+        heartbeat_interval: Duration::from_millis(100),
+        dead_after: Duration::from_secs(5),
+        control_plane: String::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_acks_nacks_and_registry() {
+    let server = start(fast()).await;
+    let addr = server.addr;
+    let v1 = apply(addr, 9001).await;
+    let mut client = discovery(addr, DP_TOKEN).await;
+    let (tx, mut inbound) = open(&mut client, hello("dp-1")).await.expect("open");
+
+    let first = next_snapshot(&mut inbound).await;
+    assert_eq!(first.version, v1);
+    assert_eq!(first.resources.len(), 1);
+    eventually(addr, "dp-1", |s| s.is_some_and(|s| s.pending_version == v1)).await;
+
+    // Unanswered: newer versions wait, and only the newest is sent after the answer.
+    let v2 = apply(addr, 9002).await;
+    let v3 = apply(addr, 9003).await;
+    assert!(v3 > v2);
+    tx.send(msg(Message::Ack(Ack { version: v1 })))
+        .await
+        .expect("ack");
+    let newest = next_snapshot(&mut inbound).await;
+    assert_eq!(newest.version, v3, "a slow data plane skips versions");
+    eventually(addr, "dp-1", |s| {
+        s.is_some_and(|s| s.acked_version == v1 && s.pending_version == v3)
+    })
+    .await;
+
+    tx.send(msg(Message::Nack(Nack {
+        version: v3,
+        reason: "bad route".into(),
+    })))
+    .await
+    .expect("nack");
+    eventually(addr, "dp-1", |s| {
+        s.is_some_and(|s| {
+            s.nacked_version == v3
+                && s.last_error == "bad route"
+                && s.acked_version == v1
+                && s.pending_version == 0
+                && !s.control_plane.is_empty()
+                && s.connected_at.is_some()
+        })
+    })
+    .await;
+
+    drop(tx);
+    drop(inbound);
+    eventually(addr, "dp-1", |s| s.is_none()).await;
+    server.trigger.trigger();
+    server.task.await.expect("join").expect("clean stop");
+}
+
+#[tokio::test]
+async fn hello_first_and_tokens() {
+    let server = start(fast()).await;
+    let mut client = discovery(server.addr, DP_TOKEN).await;
+    let status = open(&mut client, msg(Message::Ack(Ack { version: 1 })))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+
+    let mut wrong = discovery(server.addr, ADMIN_TOKEN).await;
+    let status = open(&mut wrong, hello("dp-x")).await.expect_err("refused");
+    assert_eq!(status.code(), Code::Unauthenticated);
+
+    let mut admin_with_dp_token =
+        AdminClient::with_interceptor(channel(server.addr).await, Bearer(DP_TOKEN));
+    let status = admin_with_dp_token
+        .list_data_planes(ListDataPlanesRequest {})
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    server.trigger.trigger();
+    server.task.await.expect("join").expect("clean stop");
+}
+
+#[tokio::test]
+async fn silent_data_planes_are_dropped_and_shutdown_ends_streams() {
+    let server = start(DiscoveryConfig {
+        heartbeat_interval: Duration::from_secs(60),
+        dead_after: Duration::from_millis(300),
+        control_plane: String::new(),
+    })
+    .await;
+    let mut client = discovery(server.addr, DP_TOKEN).await;
+    let (_tx, mut inbound) = open(&mut client, hello("dp-silent")).await.expect("open");
+    let end = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+        .await
+        .expect("ended in time");
+    assert_eq!(end.expect_err("dropped").code(), Code::Unavailable);
+
+    let (_tx, mut inbound) = open(&mut client, hello("dp-2")).await.expect("open");
+    server.trigger.trigger();
+    let end = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+        .await
+        .expect("ended in time");
+    assert!(!matches!(end, Ok(Some(_))), "{end:?}");
+    server.task.await.expect("join").expect("clean stop");
+}

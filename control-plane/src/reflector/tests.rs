@@ -1,0 +1,129 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use gateway_proto::v1::DataPlaneStatus;
+
+use super::*;
+use crate::{
+    shutdown,
+    store::{
+        BoxFuture, EmbeddedStore, Op, WatchStream,
+        conformance::{route, upstream},
+    },
+};
+
+/// Delegates to an embedded store, failing the first `fail_lists` lists and first
+/// `fail_watches` watches.
+#[derive(Debug)]
+struct Flaky {
+    inner: EmbeddedStore,
+    fail_lists: AtomicUsize,
+    fail_watches: AtomicUsize,
+}
+
+fn take(counter: &AtomicUsize) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+impl Store for Flaky {
+    fn list(&self) -> BoxFuture<'_, Result<Listing, StoreError>> {
+        if take(&self.fail_lists) {
+            return Box::pin(async { Err(StoreError::Unavailable("down".into())) });
+        }
+        self.inner.list()
+    }
+    fn commit(&self, expected: i64, ops: Vec<Op>) -> BoxFuture<'_, Result<i64, StoreError>> {
+        self.inner.commit(expected, ops)
+    }
+    fn watch(&self, from: i64) -> BoxFuture<'_, Result<WatchStream, StoreError>> {
+        if take(&self.fail_watches) {
+            return Box::pin(async {
+                Err(StoreError::Compacted {
+                    compact_revision: 1000,
+                })
+            });
+        }
+        self.inner.watch(from)
+    }
+    fn put_dataplane(&self, status: DataPlaneStatus) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.put_dataplane(status)
+    }
+    fn remove_dataplane(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.remove_dataplane(id)
+    }
+    fn list_dataplanes(&self) -> BoxFuture<'_, Result<Vec<DataPlaneStatus>, StoreError>> {
+        self.inner.list_dataplanes()
+    }
+    fn close(&self) -> BoxFuture<'_, ()> {
+        self.inner.close()
+    }
+}
+
+fn names(snapshot: &Snapshot) -> Vec<(Option<ResourceKind>, String, i64)> {
+    snapshot
+        .resources
+        .iter()
+        .map(|r| (ResourceKind::of(r), r.name.clone(), r.version))
+        .collect()
+}
+
+#[tokio::test]
+async fn mirrors_commits_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(EmbeddedStore::open(dir.path()).expect("open"));
+    let v1 = store
+        .commit(0, vec![Op::Put(upstream("users", 9001))])
+        .await
+        .expect("commit");
+    let (_trigger, signal) = shutdown::channel();
+    let (reflector, _task) = Reflector::spawn(store.clone(), Arc::default(), signal);
+    let first = reflector.wait_for_version(v1).await.expect("loaded");
+    assert!(reflector.is_ready());
+    assert_eq!(first.version, v1);
+    assert_eq!(
+        names(&first),
+        [(Some(ResourceKind::Upstream), "users".into(), v1)]
+    );
+
+    let v2 = store
+        .commit(v1, vec![Op::Put(route("api", "users"))])
+        .await
+        .expect("commit");
+    let v3 = store
+        .commit(v2, vec![Op::Delete(ResourceKind::Upstream, "users".into())])
+        .await
+        .expect("commit");
+    let last = reflector.wait_for_version(v3).await.expect("published");
+    assert_eq!(last.version, v3);
+    assert_eq!(
+        names(&last),
+        [(Some(ResourceKind::Route), "api".into(), v2)]
+    );
+    assert_eq!(reflector.current().map(|s| s.version), Some(v3));
+}
+
+#[tokio::test]
+async fn relists_after_failures() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inner = EmbeddedStore::open(dir.path()).expect("open");
+    let store = Arc::new(Flaky {
+        inner,
+        fail_lists: AtomicUsize::new(2),
+        fail_watches: AtomicUsize::new(2),
+    });
+    let metrics = Arc::new(Metrics::default());
+    let (trigger, signal) = shutdown::channel();
+    let (reflector, task) = Reflector::spawn(store.clone(), metrics.clone(), signal);
+    let empty = reflector.wait_for_version(0).await.expect("loaded");
+    assert!(empty.resources.is_empty());
+    let v1 = store
+        .commit(0, vec![Op::Put(upstream("users", 9001))])
+        .await
+        .expect("commit");
+    let snapshot = reflector.wait_for_version(v1).await.expect("published");
+    assert_eq!(snapshot.resources.len(), 1);
+    assert!(metrics.render().contains("gateway_cp_relists_total 2\n"));
+    trigger.trigger();
+    task.await.expect("reflector stops on shutdown");
+}
