@@ -1,1 +1,39 @@
-//! End-to-end test harness.
+//! End-to-end test harness: starts real processes (etcd, control planes, data planes, the
+//! `demo-backend` echo server) on free ports, reads their real addresses back from the
+//! `listening ...` line each prints on stdout, and kills them when their handle drops.
+//!
+//! Every handle keeps its child's stdout and stderr in a file and prints the tail of it when
+//! dropped during a panic, so a failing test shows the logs of the processes it started.
+//!
+//! - [`bins`]: where the workspace's binaries are (`GATEWAY_BIN_DIR`, or beside the test).
+//! - [`process`]: a child process with captured output, SIGTERM, kill and restart.
+//! - [`etcd`]: a throw-away etcd (`ETCD_BIN` or `etcd` on `PATH`) that can stop and restart.
+//! - [`control_plane`], [`data_plane`], [`backend`]: the gateway's programs and the echo server.
+//! - [`gatewayctl`]: runs the CLI and collects its exit code and output.
+//! - [`http`]: a small HTTP client for requests through a data plane.
+//! - [`proxy`]: a TCP proxy whose connections can be cut, to break a watch on etcd.
+//! - [`eventually`](mod@eventually): polling with a patience from `GATEWAY_TEST_PATIENCE_SECS`.
+//!
+//! It does not own the programs' behaviour: tests assert the contracts of `DESIGN.md`.
+
+pub mod backend;
+pub mod bins;
+pub mod control_plane;
+pub mod data_plane;
+pub mod etcd;
+pub mod eventually;
+pub mod gatewayctl;
+pub mod http;
+pub mod process;
+pub mod proxy;
+pub mod util;
+
+pub use backend::DemoBackend;
+pub use control_plane::{ControlPlane, ControlPlaneOpts, Store};
+pub use data_plane::{DataPlane, DataPlaneOpts};
+pub use etcd::Etcd;
+pub use eventually::{eventually, holds_for, patience, try_eventually};
+pub use gatewayctl::{CtlOutput, Gatewayctl, applied_version, gatewayctl, resource_list};
+pub use http::{HttpResponse, get, request};
+pub use proxy::TcpProxy;
+pub use util::{free_port, unique_prefix, write_file};

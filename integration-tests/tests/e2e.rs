@@ -1,0 +1,21 @@
+//! The end-to-end tests: one test binary, real processes (see the `integration_tests`
+//! harness). Each test starts its own etcd (or embedded store), control planes, data planes
+//! and backends on free ports, in temp dirs, so tests run in parallel without interfering.
+//!
+//! The gateway's binaries must be built first: `cargo build --workspace --bins`.
+
+#[path = "e2e/support.rs"]
+mod support;
+
+#[path = "e2e/auth.rs"]
+mod auth;
+#[path = "e2e/cache.rs"]
+mod cache;
+#[path = "e2e/cluster.rs"]
+mod cluster;
+#[path = "e2e/standalone.rs"]
+mod standalone;
+#[path = "e2e/store.rs"]
+mod store;
+#[path = "e2e/validation.rs"]
+mod validation;
