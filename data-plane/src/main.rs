@@ -1,1 +1,197 @@
-fn main() {}
+//! `gateway-data-plane`: flags → config → tracing → runtime → bind → print the listening line
+//! → serve until SIGTERM/SIGINT → drain.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use gateway_data_plane::{
+    Config, ControlPlaneConfig, Gateway, SourceConfig, TrustedPeers, config::parse_duration,
+};
+
+/// The gateway's data plane: an HTTP/1.1 + h2c reverse proxy.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Plain HTTP/1.1 + h2c listener.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// TLS listener (not supported yet).
+    #[arg(long)]
+    tls_listen: Option<SocketAddr>,
+    /// Admin listener for /live, /ready, /config and /metrics.
+    #[arg(long, default_value = "127.0.0.1:9901")]
+    admin_listen: SocketAddr,
+    /// Control plane URLs, tried in turn (e.g. http://127.0.0.1:18000).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        conflicts_with = "config",
+        required_unless_present = "config"
+    )]
+    control_plane: Vec<String>,
+    /// File holding the data-plane token for the discovery stream.
+    #[arg(long)]
+    dataplane_token_file: Option<PathBuf>,
+    /// The data-plane token (the file wins when both are given).
+    #[arg(long, env = "GATEWAY_DATAPLANE_TOKEN", hide_env_values = true)]
+    dataplane_token: Option<String>,
+    /// Standalone mode: serve this resource file and reload it when it changes.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// This data plane's id (default: hostname-pid).
+    #[arg(long)]
+    id: Option<String>,
+    /// Directory of the last good snapshot.
+    #[arg(long, default_value = "./gateway-cache")]
+    cache_dir: PathBuf,
+    /// Worker threads (default: the number of cores).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Peers whose X-Forwarded-* and x-request-id headers are kept (IP or CIDR, comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    trusted_peers: Vec<String>,
+    /// Time allowed for in-flight requests after SIGTERM/SIGINT.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+    /// Log format on stderr (filter from GATEWAY_LOG, default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(addr) = args.tls_listen {
+        eprintln!("error: --tls-listen {addr}: TLS is not supported yet");
+        return ExitCode::from(2);
+    }
+    init_tracing(args.log_format);
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if workers == 0 {
+        bail!("--workers must be at least 1");
+    }
+    let config = config(args)?;
+    // One worker: a current-thread runtime (no work-stealing bookkeeping, no cross-thread
+    // wake-ups), which costs less CPU per request; more: the multi-thread scheduler.
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
+    };
+    let runtime = builder
+        .thread_name("gateway-worker")
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let result = runtime.block_on(async move {
+        let gateway = Gateway::bind(config).await?;
+        let http = gateway.http_addr()?;
+        let admin = gateway.admin_addr()?;
+        println!("listening http={http} admin={admin}");
+        tracing::info!(%http, %admin, workers, "listening");
+        gateway.run(shutdown_signal()).await;
+        Ok(())
+    });
+    // Do not wait on a file poll or a compile still running on a blocking thread.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+fn config(args: Args) -> anyhow::Result<Config> {
+    let trusted_peers = TrustedPeers::parse(args.trusted_peers.iter().map(String::as_str))
+        .context("--trusted-peers")?;
+    let source = match args.config {
+        Some(path) => SourceConfig::File(path),
+        None => {
+            let token = match &args.dataplane_token_file {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?
+                        .trim()
+                        .to_owned(),
+                ),
+                None => args.dataplane_token.clone(),
+            };
+            SourceConfig::ControlPlane(ControlPlaneConfig {
+                urls: args.control_plane,
+                token: token.filter(|t| !t.is_empty()),
+                id: args.id.unwrap_or_else(default_id),
+                cache_dir: args.cache_dir,
+            })
+        }
+    };
+    Ok(Config {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        source,
+        trusted_peers,
+        drain_timeout: args.drain_timeout,
+    })
+}
+
+fn default_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "data-plane".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GATEWAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the data plane");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

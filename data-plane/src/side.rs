@@ -1,0 +1,148 @@
+//! State that outlives a table swap, keyed by upstream name: round-robin positions (later
+//! health and breaker state), and the pooled HTTP clients; also compiled regular expressions,
+//! keyed by pattern, so that a swap recompiles only the expressions that are new. A compile takes the entries it
+//! needs; after a swap, entries that the new table no longer names are pruned.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use gateway_proto::validate::compile_anchored_regex;
+use hyper::body::Incoming;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioTimer},
+};
+
+use regex::Regex;
+
+use crate::table::Table;
+
+/// The pooled HTTP/1.1 client that forwards requests upstream.
+pub type HttpClient = Client<HttpConnector, Incoming>;
+
+/// How long an idle upstream connection stays in the pool.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The side tables.
+#[derive(Debug, Default)]
+pub struct SideTables {
+    upstreams: Mutex<HashMap<Arc<str>, Arc<UpstreamSide>>>,
+    /// One client per connect timeout (the connector holds the timeout); almost always one.
+    clients: Mutex<HashMap<Duration, HttpClient>>,
+    /// Anchored regular expressions by pattern as written.
+    regexes: Mutex<HashMap<Box<str>, Regex>>,
+}
+
+/// What an upstream keeps across swaps.
+#[derive(Debug, Default)]
+pub struct UpstreamSide {
+    next: AtomicUsize,
+}
+
+// === impl SideTables ===
+
+impl SideTables {
+    /// The entry of an upstream, created on first use.
+    pub fn upstream(&self, name: &str) -> Arc<UpstreamSide> {
+        let mut upstreams = self
+            .upstreams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(side) = upstreams.get(name) {
+            return side.clone();
+        }
+        let side = Arc::new(UpstreamSide::default());
+        upstreams.insert(name.into(), side.clone());
+        side
+    }
+
+    /// The shared client with this connect timeout.
+    pub fn client(&self, connect_timeout: Duration) -> HttpClient {
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        clients
+            .entry(connect_timeout)
+            .or_insert_with(|| new_client(connect_timeout))
+            .clone()
+    }
+
+    /// The anchored expression for `pattern`, compiled once while some table uses it.
+    pub fn regex(&self, pattern: &str) -> Result<Regex, String> {
+        if let Some(regex) = self
+            .regexes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(pattern)
+        {
+            return Ok(regex.clone());
+        }
+        // Compiled outside the lock; a concurrent compile of the same pattern only costs time.
+        let regex = compile_anchored_regex(pattern)?;
+        self.regexes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(pattern.into(), regex.clone());
+        Ok(regex)
+    }
+
+    /// Drops entries that `table` no longer uses.
+    pub fn prune(&self, table: &Table) {
+        self.regexes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|pattern, _| table.uses_regex(pattern));
+        self.upstreams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|name, _| table.upstream(name).is_some());
+        // A client stays while an upstream of the table still holds it; the default stays
+        // always, so the common pool is never rebuilt.
+        self.clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|timeout, _| {
+                *timeout == crate::table::DEFAULT_CONNECT_TIMEOUT
+                    || table.upstreams().any(|u| u.connect_timeout() == *timeout)
+            });
+    }
+
+    /// The number of upstream entries (for tests).
+    pub fn len(&self) -> usize {
+        self.upstreams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn new_client(connect_timeout: Duration) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.enforce_http(true);
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(connector)
+}
+
+// === impl UpstreamSide ===
+
+impl UpstreamSide {
+    /// The next round-robin position.
+    #[inline]
+    pub fn next(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,343 @@
+//! The router: host buckets, then path indexes within a bucket, then the conditions of each
+//! candidate in precedence order (see `docs/architecture.md`, "Route precedence").
+//!
+//! Lookups borrow the request's host, path and query; nothing is allocated while matching.
+
+use std::{cmp::Reverse, collections::HashMap, sync::Arc};
+
+use gateway_proto::template::PathTemplate;
+use http::{HeaderMap, Method};
+use regex::Regex;
+
+use super::{
+    hash::FxHashMap,
+    matchers::{HeaderMatcher, QueryMatcher},
+};
+
+/// The parts of a request that routing looks at.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestView<'a> {
+    /// Lower case, without port; `None` when the request names no host.
+    pub host: Option<&'a str>,
+    /// The path, without query.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub method: &'a Method,
+    pub headers: &'a HeaderMap,
+}
+
+/// Method, header and query conditions of one route match.
+#[derive(Debug)]
+pub(crate) struct Conditions {
+    pub(crate) method: Option<Method>,
+    pub(crate) headers: Box<[HeaderMatcher]>,
+    pub(crate) query: Box<[QueryMatcher]>,
+}
+
+/// The path part of one route match, compiled.
+#[derive(Clone, Debug)]
+pub(crate) enum CompiledPath {
+    Exact(Box<str>),
+    /// Normalised: no trailing slash, except the root "/".
+    Prefix(Box<str>),
+    Template(Arc<PathTemplate>),
+    Regex(Regex),
+}
+
+/// Where a hostname sends a match.
+enum HostKey<'a> {
+    Exact(&'a str),
+    /// The suffix after `*.`.
+    Wildcard(&'a str),
+    Any,
+}
+
+#[derive(Clone, Debug)]
+struct Candidate {
+    rule: u32,
+    /// Rank among candidates of the same path: method, then header count, then query count,
+    /// then route name and rule order.
+    key: (Reverse<bool>, Reverse<usize>, Reverse<usize>, u32),
+    conditions: Arc<Conditions>,
+}
+
+#[derive(Debug)]
+struct Pattern {
+    path: CompiledPath,
+    /// The length of the literal text (a template's text before its first placeholder; 0 for
+    /// a regular expression).
+    rank: usize,
+    template: bool,
+    candidate: Candidate,
+}
+
+/// The routes of one host bucket.
+#[derive(Debug, Default)]
+struct Bucket {
+    exact: FxHashMap<Box<str>, Box<[Candidate]>>,
+    prefix: FxHashMap<Box<str>, Box<[Candidate]>>,
+    max_prefix_len: usize,
+    /// Templates and regular expressions, most specific first.
+    patterns: Box<[Pattern]>,
+}
+
+/// The compiled router.
+#[derive(Debug, Default)]
+pub(crate) struct Router {
+    exact_hosts: FxHashMap<Box<str>, Bucket>,
+    wildcard_hosts: FxHashMap<Box<str>, Bucket>,
+    any_host: Option<Bucket>,
+}
+
+/// Collects route matches, then builds the [`Router`].
+#[derive(Default)]
+pub(crate) struct RouterBuilder {
+    exact_hosts: HashMap<Box<str>, BucketBuilder>,
+    wildcard_hosts: HashMap<Box<str>, BucketBuilder>,
+    any_host: Option<BucketBuilder>,
+}
+
+#[derive(Default)]
+struct BucketBuilder {
+    exact: HashMap<Box<str>, Vec<Candidate>>,
+    prefix: HashMap<Box<str>, Vec<Candidate>>,
+    patterns: Vec<Pattern>,
+}
+
+// === impl Conditions ===
+
+impl Conditions {
+    #[inline]
+    fn matches(&self, req: &RequestView<'_>) -> bool {
+        if let Some(method) = &self.method
+            && method != req.method
+        {
+            return false;
+        }
+        self.headers.iter().all(|h| h.matches(req.headers))
+            && self.query.iter().all(|q| q.matches(req.query))
+    }
+}
+
+// === impl Router ===
+
+impl Router {
+    /// The rule index of the best match for the request.
+    #[inline]
+    pub(crate) fn find(&self, req: &RequestView<'_>) -> Option<u32> {
+        if let Some(host) = req.host {
+            if !self.exact_hosts.is_empty()
+                && let Some(rule) = self.exact_hosts.get(host).and_then(|b| b.find(req))
+            {
+                return Some(rule);
+            }
+            if !self.wildcard_hosts.is_empty() {
+                // Suffixes after each dot, longest first: "a.b.example.com" tries
+                // "b.example.com", then "example.com", then "com".
+                for (dot, _) in host.match_indices('.') {
+                    let suffix = &host[dot + 1..];
+                    if let Some(rule) = self.wildcard_hosts.get(suffix).and_then(|b| b.find(req)) {
+                        return Some(rule);
+                    }
+                }
+            }
+        }
+        self.any_host.as_ref()?.find(req)
+    }
+
+    /// Whether any route names a hostname (if not, the host need not be looked at).
+    pub(crate) fn uses_hosts(&self) -> bool {
+        !self.exact_hosts.is_empty() || !self.wildcard_hosts.is_empty()
+    }
+}
+
+// === impl Bucket ===
+
+impl Bucket {
+    #[inline]
+    fn find(&self, req: &RequestView<'_>) -> Option<u32> {
+        let path = req.path;
+        if !self.exact.is_empty()
+            && let Some(rule) = self.exact.get(path).and_then(|c| first_match(c, req))
+        {
+            return Some(rule);
+        }
+        let mut patterns = self.patterns.iter();
+        if !self.prefix.is_empty() && path.starts_with('/') {
+            let bytes = path.as_bytes();
+            let mut len = path.len().min(self.max_prefix_len);
+            while len > 1 {
+                let boundary = if len == bytes.len() {
+                    bytes[len - 1] != b'/'
+                } else {
+                    bytes[len] == b'/'
+                };
+                if boundary {
+                    if let Some(rule) = patterns_before(&mut patterns, len, req) {
+                        return Some(rule);
+                    }
+                    if let Some(rule) = self
+                        .prefix
+                        .get(&path[..len])
+                        .and_then(|c| first_match(c, req))
+                    {
+                        return Some(rule);
+                    }
+                }
+                len -= 1;
+            }
+            if let Some(rule) = patterns_before(&mut patterns, 1, req) {
+                return Some(rule);
+            }
+            if let Some(rule) = self.prefix.get("/").and_then(|c| first_match(c, req)) {
+                return Some(rule);
+            }
+        }
+        patterns.find_map(|p| p.try_match(req))
+    }
+}
+
+/// Tries the patterns that outrank a prefix of length `len`: a longer literal, or a template
+/// of the same length.
+#[inline]
+fn patterns_before(
+    patterns: &mut std::slice::Iter<'_, Pattern>,
+    len: usize,
+    req: &RequestView<'_>,
+) -> Option<u32> {
+    while let Some(p) = patterns.as_slice().first() {
+        if p.rank < len || (p.rank == len && !p.template) {
+            return None;
+        }
+        patterns.next();
+        if let Some(rule) = p.try_match(req) {
+            return Some(rule);
+        }
+    }
+    None
+}
+
+#[inline]
+fn first_match(candidates: &[Candidate], req: &RequestView<'_>) -> Option<u32> {
+    candidates
+        .iter()
+        .find(|c| c.conditions.matches(req))
+        .map(|c| c.rule)
+}
+
+// === impl Pattern ===
+
+impl Pattern {
+    #[inline]
+    fn try_match(&self, req: &RequestView<'_>) -> Option<u32> {
+        let path_matches = match &self.path {
+            CompiledPath::Template(t) => t.matches(req.path),
+            CompiledPath::Regex(re) => re.is_match(req.path),
+            CompiledPath::Exact(_) | CompiledPath::Prefix(_) => false,
+        };
+        (path_matches && self.candidate.conditions.matches(req)).then_some(self.candidate.rule)
+    }
+}
+
+// === impl RouterBuilder ===
+
+impl RouterBuilder {
+    /// Adds one match of rule `rule`; `order` is its position by route name, rule and match.
+    pub(crate) fn add(
+        &mut self,
+        hostnames: &[String],
+        path: &CompiledPath,
+        conditions: &Arc<Conditions>,
+        rule: u32,
+        order: u32,
+    ) {
+        let candidate = Candidate {
+            rule,
+            key: (
+                Reverse(conditions.method.is_some()),
+                Reverse(conditions.headers.len()),
+                Reverse(conditions.query.len()),
+                order,
+            ),
+            conditions: conditions.clone(),
+        };
+        let keys: Vec<HostKey<'_>> = if hostnames.is_empty() {
+            vec![HostKey::Any]
+        } else {
+            hostnames
+                .iter()
+                .map(|h| match h.strip_prefix("*.") {
+                    Some(suffix) => HostKey::Wildcard(suffix),
+                    None => HostKey::Exact(h),
+                })
+                .collect()
+        };
+        for key in keys {
+            let bucket = match key {
+                HostKey::Exact(h) => self.exact_hosts.entry(h.into()).or_default(),
+                HostKey::Wildcard(s) => self.wildcard_hosts.entry(s.into()).or_default(),
+                HostKey::Any => self.any_host.get_or_insert_with(Default::default),
+            };
+            bucket.add(path, candidate.clone());
+        }
+    }
+
+    pub(crate) fn build(self) -> Router {
+        Router {
+            exact_hosts: self
+                .exact_hosts
+                .into_iter()
+                .map(|(k, b)| (k, b.build()))
+                .collect(),
+            wildcard_hosts: self
+                .wildcard_hosts
+                .into_iter()
+                .map(|(k, b)| (k, b.build()))
+                .collect(),
+            any_host: self.any_host.map(BucketBuilder::build),
+        }
+    }
+}
+
+// === impl BucketBuilder ===
+
+impl BucketBuilder {
+    fn add(&mut self, path: &CompiledPath, candidate: Candidate) {
+        match path {
+            CompiledPath::Exact(p) => self.exact.entry(p.clone()).or_default().push(candidate),
+            CompiledPath::Prefix(p) => self.prefix.entry(p.clone()).or_default().push(candidate),
+            CompiledPath::Template(t) => self.patterns.push(Pattern {
+                rank: t.literal_prefix_len(),
+                template: true,
+                path: path.clone(),
+                candidate,
+            }),
+            CompiledPath::Regex(_) => self.patterns.push(Pattern {
+                rank: 0,
+                template: false,
+                path: path.clone(),
+                candidate,
+            }),
+        }
+    }
+
+    fn build(mut self) -> Bucket {
+        let freeze =
+            |map: HashMap<Box<str>, Vec<Candidate>>| -> FxHashMap<Box<str>, Box<[Candidate]>> {
+                map.into_iter()
+                    .map(|(k, mut v)| {
+                        v.sort_by_key(|c| c.key);
+                        (k, v.into_boxed_slice())
+                    })
+                    .collect()
+            };
+        self.patterns
+            .sort_by_key(|p| (Reverse(p.rank), Reverse(p.template), p.candidate.key));
+        Bucket {
+            max_prefix_len: self.prefix.keys().map(|k| k.len()).max().unwrap_or(0),
+            exact: freeze(self.exact),
+            prefix: freeze(self.prefix),
+            patterns: self.patterns.into_boxed_slice(),
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Compiled upstreams: endpoints parsed once, a precomputed smooth weighted round-robin
+//! sequence, timeouts, and the pooled client to reach them.
+
+use std::{sync::Arc, time::Duration};
+
+use gateway_proto::v1;
+use http::uri::Authority;
+
+use crate::side::{HttpClient, SideTables, UpstreamSide};
+
+/// Time allowed for an upstream to answer with response headers, unless the upstream says.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time allowed to open a connection to an endpoint, unless the upstream says.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest precomputed round-robin sequence. Larger weight sums are scaled down to it
+/// (keeping every non-zero weight at least 1), so compile time and memory stay bounded.
+const MAX_SEQUENCE: u64 = 4096;
+
+/// One upstream, compiled.
+#[derive(Debug)]
+pub struct Upstream {
+    name: Arc<str>,
+    endpoints: Box<[Endpoint]>,
+    /// Endpoint indices in smooth weighted round-robin order; empty when every weight is 0.
+    sequence: Box<[u32]>,
+    side: Arc<UpstreamSide>,
+    timeout: Duration,
+    connect_timeout: Duration,
+    client: HttpClient,
+}
+
+/// One endpoint, parsed once.
+#[derive(Debug)]
+pub struct Endpoint {
+    authority: Authority,
+}
+
+/// An endpoint address that the URI grammar refuses.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "Upstream/{upstream}: spec.endpoints[{index}].address: {address:?} is not a valid authority"
+)]
+pub struct BadEndpoint {
+    upstream: String,
+    index: usize,
+    address: String,
+    #[source]
+    source: http::uri::InvalidUri,
+}
+
+// === impl Upstream ===
+
+impl Upstream {
+    pub(crate) fn compile(
+        name: &str,
+        spec: &v1::UpstreamSpec,
+        side: &SideTables,
+    ) -> Result<Self, BadEndpoint> {
+        let mut endpoints = Vec::with_capacity(spec.endpoints.len());
+        for (index, endpoint) in spec.endpoints.iter().enumerate() {
+            let authority =
+                Authority::try_from(endpoint.address.as_str()).map_err(|source| BadEndpoint {
+                    upstream: name.to_owned(),
+                    index,
+                    address: endpoint.address.clone(),
+                    source,
+                })?;
+            endpoints.push(Endpoint { authority });
+        }
+        let weights: Vec<u32> = spec
+            .endpoints
+            .iter()
+            .map(|e| e.weight.unwrap_or(1))
+            .collect();
+        let connect_timeout = spec
+            .connect_timeout
+            .as_ref()
+            .and_then(to_duration)
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        Ok(Self {
+            side: side.upstream(name),
+            name: name.into(),
+            endpoints: endpoints.into(),
+            sequence: smooth_wrr(&weights).into(),
+            timeout: spec
+                .timeout
+                .as_ref()
+                .and_then(to_duration)
+                .unwrap_or(DEFAULT_TIMEOUT),
+            connect_timeout,
+            client: side.client(connect_timeout),
+        })
+    }
+
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The index of the next endpoint in weighted round-robin order; `None` when every
+    /// endpoint is drained.
+    #[inline]
+    pub fn pick(&self) -> Option<usize> {
+        let len = self.sequence.len();
+        let index = match len {
+            0 => return None,
+            1 => self.sequence[0],
+            _ => self.sequence[self.side.next() % len],
+        };
+        Some(index as usize)
+    }
+
+    /// Time allowed for response headers.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Time allowed to open a connection.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    pub fn client(&self) -> &HttpClient {
+        &self.client
+    }
+
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+}
+
+// === impl Endpoint ===
+
+impl Endpoint {
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+}
+
+fn to_duration(d: &prost_types::Duration) -> Option<Duration> {
+    let seconds = u64::try_from(d.seconds).ok()?;
+    let nanos = u32::try_from(d.nanos).ok()?;
+    let duration = Duration::new(seconds, nanos);
+    (!duration.is_zero()).then_some(duration)
+}
+
+/// The smooth weighted round-robin order (nginx's algorithm) of items with these weights, one
+/// full cycle: each index appears `weight` times (after dividing by the common divisor), spread
+/// out evenly. Zero weights never appear; all zero gives an empty sequence.
+pub(crate) fn smooth_wrr(weights: &[u32]) -> Vec<u32> {
+    let divisor = weights.iter().copied().filter(|&w| w > 0).fold(0, gcd);
+    if divisor == 0 {
+        return Vec::new();
+    }
+    let mut scaled: Vec<u64> = weights.iter().map(|&w| u64::from(w / divisor)).collect();
+    let mut total: u64 = scaled.iter().sum();
+    let limit = MAX_SEQUENCE.max(scaled.iter().filter(|&&w| w > 0).count() as u64);
+    if total > limit {
+        for w in scaled.iter_mut().filter(|w| **w > 0) {
+            *w = (*w * limit / total).max(1);
+        }
+        total = scaled.iter().sum();
+    }
+    let mut current = vec![0i64; scaled.len()];
+    let mut sequence = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for (i, &w) in scaled.iter().enumerate() {
+            current[i] += w as i64;
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total as i64;
+        sequence.push(best as u32);
+    }
+    sequence
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
