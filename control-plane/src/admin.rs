@@ -8,7 +8,7 @@
 use std::{sync::Arc, time::Duration};
 
 use gateway_proto::{
-    ResourceKind,
+    RegexCache, ResourceKind,
     v1::{
         self, ApplyRequest, ApplyResponse, DeleteRequest, DeleteResponse, GetRequest,
         ListDataPlanesRequest, ListDataPlanesResponse, ListRequest, ListResponse, Resource,
@@ -39,17 +39,32 @@ pub struct AdminService {
     store: Arc<dyn Store>,
     reflector: Reflector,
     metrics: Arc<Metrics>,
+    /// Compiled patterns of the configs validated so far, so that an apply does not compile
+    /// every regular expression of the whole config again.
+    regexes: Arc<RegexCache>,
 }
+
+/// Past this many cached patterns (patterns of deleted routes and dry runs pile up), the cache
+/// starts over.
+const MAX_CACHED_REGEXES: usize = 100_000;
 
 // === impl AdminService ===
 
 impl AdminService {
+    fn regexes(&self) -> &RegexCache {
+        if self.regexes.len() > MAX_CACHED_REGEXES {
+            self.regexes.retain(|_| false);
+        }
+        &self.regexes
+    }
+
     /// An admin service writing to `store`.
     pub fn new(store: Arc<dyn Store>, reflector: Reflector, metrics: Arc<Metrics>) -> Self {
         Self {
             store,
             reflector,
             metrics,
+            regexes: Arc::default(),
         }
     }
 
@@ -63,7 +78,7 @@ impl AdminService {
         let mut backoff = retry_backoff();
         for _ in 0..MAX_ATTEMPTS {
             let listing = self.store.list().await?;
-            let mut plan = plan_apply(&listing, &batch)?;
+            let mut plan = plan_apply(&listing, &batch, self.regexes())?;
             if plan.ops.is_empty() || dry_run {
                 return Ok(ApplyResponse {
                     version: listing.version,
@@ -109,7 +124,7 @@ impl AdminService {
         let mut backoff = retry_backoff();
         for _ in 0..MAX_ATTEMPTS {
             let listing = self.store.list().await?;
-            plan_delete(&listing, kind, name)?;
+            plan_delete(&listing, kind, name, self.regexes())?;
             let ops = vec![Op::Delete(kind, name.to_owned())];
             match self.store.commit(listing.version, ops).await {
                 Ok(version) => {

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use gateway_proto::validate::compile_anchored_regex;
+use gateway_proto::RegexCache;
 use hyper::body::Incoming;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
@@ -35,8 +35,8 @@ pub struct SideTables {
     upstreams: Mutex<HashMap<Arc<str>, Arc<UpstreamSide>>>,
     /// One client per connect timeout (the connector holds the timeout); almost always one.
     clients: Mutex<HashMap<Duration, HttpClient>>,
-    /// Anchored regular expressions by pattern as written.
-    regexes: Mutex<HashMap<Box<str>, Regex>>,
+    /// Anchored regular expressions by pattern as written, shared with validation.
+    regexes: RegexCache,
 }
 
 /// What an upstream keeps across swaps.
@@ -73,29 +73,17 @@ impl SideTables {
 
     /// The anchored expression for `pattern`, compiled once while some table uses it.
     pub fn regex(&self, pattern: &str) -> Result<Regex, String> {
-        if let Some(regex) = self
-            .regexes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(pattern)
-        {
-            return Ok(regex.clone());
-        }
-        // Compiled outside the lock; a concurrent compile of the same pattern only costs time.
-        let regex = compile_anchored_regex(pattern)?;
-        self.regexes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(pattern.into(), regex.clone());
-        Ok(regex)
+        self.regexes.get_or_compile(pattern)
+    }
+
+    /// The regular expressions of the current and the next table, for validation.
+    pub fn regexes(&self) -> &RegexCache {
+        &self.regexes
     }
 
     /// Drops entries that `table` no longer uses.
     pub fn prune(&self, table: &Table) {
-        self.regexes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|pattern, _| table.uses_regex(pattern));
+        self.regexes.retain(|pattern| table.uses_regex(pattern));
         self.upstreams
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -103,7 +103,7 @@ impl Table {
         source: Source,
         side: &SideTables,
     ) -> Result<Self, CompileError> {
-        gateway_proto::validate(resources)?;
+        gateway_proto::validate_with(resources, side.regexes())?;
 
         let mut upstreams = FxHashMap::default();
         for resource in resources {

@@ -57,17 +57,32 @@ impl fmt::Display for DocumentErrors {
     }
 }
 
+/// Limits for one resource file. The parser's defaults (1,024 documents, 250,000 nodes) are
+/// below what a large installation keeps in one file (10,000 routes is ~300,000 nodes); these
+/// still bound what a hostile file can make the parser do.
+fn yaml_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_documents = 1_000_000;
+    budget.max_nodes = 50_000_000;
+    budget.max_events = 100_000_000;
+    budget.max_total_scalar_bytes = 1 << 30;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
+}
+
 /// Parses every resource of a YAML or JSON file. A document may also be a list of resources
 /// (as `gatewayctl get -o json` prints them).
 pub fn parse_documents(text: &str) -> Result<Vec<v1::Resource>, DocumentErrors> {
-    let documents: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| {
-        DocumentErrors(vec![DocumentError {
-            document: 0,
-            resource: None,
-            field: String::new(),
-            message: e.to_string(),
-        }])
-    })?;
+    let documents: Vec<Value> = serde_saphyr::from_multiple_with_options(text, yaml_options())
+        .map_err(|e| {
+            DocumentErrors(vec![DocumentError {
+                document: 0,
+                resource: None,
+                field: String::new(),
+                message: e.to_string(),
+            }])
+        })?;
     let items = documents.into_iter().flat_map(|doc| match doc {
         Value::Array(items) => items,
         other => vec![other],

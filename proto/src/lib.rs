@@ -29,7 +29,7 @@ pub mod template;
 pub mod validate;
 
 pub use kind::ResourceKind;
-pub use validate::{FieldError, ValidationErrors, validate};
+pub use validate::{FieldError, RegexCache, ValidationErrors, validate, validate_with};
 
 /// The store key of a resource below the store prefix: `<kind plural>/<name>`.
 pub fn resource_key(kind: ResourceKind, name: &str) -> String {

@@ -5,6 +5,7 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     fmt,
+    sync::{Mutex, PoisonError},
 };
 
 use crate::{
@@ -60,6 +61,15 @@ impl fmt::Display for ValidationErrors {
 
 /// Validates a whole configuration: the set of resources that would be stored.
 pub fn validate(resources: &[v1::Resource]) -> Result<(), ValidationErrors> {
+    validate_with(resources, &RegexCache::default())
+}
+
+/// Like [`validate`], compiling regular expressions through `regexes`, so that a caller who
+/// validates config after config (a data plane, a control plane) compiles each pattern once.
+pub fn validate_with(
+    resources: &[v1::Resource],
+    regexes: &RegexCache,
+) -> Result<(), ValidationErrors> {
     let mut report = Report::default();
     let mut seen: HashSet<(ResourceKind, &str)> = HashSet::new();
     let mut upstreams = HashSet::new();
@@ -91,7 +101,7 @@ pub fn validate(resources: &[v1::Resource]) -> Result<(), ValidationErrors> {
         match &resource.spec {
             Some(Spec::Upstream(spec)) => check_upstream(&mut at, spec),
             Some(Spec::Route(spec)) => {
-                route::check_route(&mut at, spec, &upstreams);
+                route::check_route(&mut at, spec, &upstreams, regexes);
                 routes.push((resource.name.as_str(), spec));
             }
             None => {}
@@ -198,6 +208,47 @@ pub fn compile_anchored_regex(pattern: &str) -> Result<regex::Regex, String> {
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
         .map_err(|e| format!("invalid regular expression: {e}"))
+}
+
+/// Anchored regular expressions by pattern as written. Compiling one costs ~100 µs, so a
+/// config with thousands of them is compiled once and then reused across validations and
+/// compiled tables; the owner prunes it with [`RegexCache::retain`].
+#[derive(Debug, Default)]
+pub struct RegexCache {
+    compiled: Mutex<HashMap<Box<str>, regex::Regex>>,
+}
+
+// === impl RegexCache ===
+
+impl RegexCache {
+    /// The compiled expression for `pattern`, from the cache or compiled now.
+    pub fn get_or_compile(&self, pattern: &str) -> Result<regex::Regex, String> {
+        if let Some(regex) = self.lock().get(pattern) {
+            return Ok(regex.clone());
+        }
+        // Compiled outside the lock; a concurrent compile of the same pattern only costs time.
+        let regex = compile_anchored_regex(pattern)?;
+        self.lock().insert(pattern.into(), regex.clone());
+        Ok(regex)
+    }
+
+    /// Keeps only the patterns for which `keep` is true.
+    pub fn retain(&self, mut keep: impl FnMut(&str) -> bool) {
+        self.lock().retain(|pattern, _| keep(pattern));
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, regex::Regex>> {
+        // The map is valid after any panic: entries are inserted whole.
+        self.compiled.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// The canonical form of a path match's value: a prefix without its trailing slash ("/api/"

@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, HashSet};
 
 use gateway_proto::{
-    ResourceKind,
+    RegexCache, ResourceKind,
     v1::{self, Resource, change::Action},
-    validate,
+    validate_with,
 };
 
 use super::AdminError;
@@ -57,7 +57,11 @@ fn index(listing: &Listing) -> BTreeMap<(ResourceKind, &str), &Resource> {
 }
 
 /// Merges the batch into the listed config, validates the result and lists the changes.
-pub(crate) fn plan_apply(listing: &Listing, batch: &Batch) -> Result<ApplyPlan, AdminError> {
+pub(crate) fn plan_apply(
+    listing: &Listing,
+    batch: &Batch,
+    regexes: &RegexCache,
+) -> Result<ApplyPlan, AdminError> {
     let mut merged = index(listing);
     let mut changes = Vec::with_capacity(batch.0.len());
     let mut ops = Vec::new();
@@ -98,7 +102,7 @@ pub(crate) fn plan_apply(listing: &Listing, batch: &Batch) -> Result<ApplyPlan, 
         merged.insert((*kind, resource.name.as_str()), resource);
     }
     let config: Vec<Resource> = merged.into_values().cloned().collect();
-    validate(&config)?;
+    validate_with(&config, regexes)?;
     Ok(ApplyPlan { changes, ops })
 }
 
@@ -107,6 +111,7 @@ pub(crate) fn plan_delete(
     listing: &Listing,
     kind: ResourceKind,
     name: &str,
+    regexes: &RegexCache,
 ) -> Result<Resource, AdminError> {
     let all = index(listing);
     let Some(target) = all.get(&(kind, name)).copied() else {
@@ -115,13 +120,19 @@ pub(crate) fn plan_delete(
             name: name.to_owned(),
         });
     };
-    let before = validate(&listing.resources).err().unwrap_or_default().0;
+    let before = validate_with(&listing.resources, regexes)
+        .err()
+        .unwrap_or_default()
+        .0;
     let remaining: Vec<Resource> = all
         .iter()
         .filter(|(key, _)| **key != (kind, name))
         .map(|(_, r)| (*r).clone())
         .collect();
-    let after = validate(&remaining).err().unwrap_or_default().0;
+    let after = validate_with(&remaining, regexes)
+        .err()
+        .unwrap_or_default()
+        .0;
     let by: Vec<String> = after
         .into_iter()
         .filter(|e| !before.contains(e))

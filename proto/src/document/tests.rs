@@ -101,3 +101,11 @@ fn reports_every_bad_document() {
         [1, 2]
     );
 }
+
+#[test]
+fn parses_files_with_many_documents() {
+    let many: String = (0..3000)
+        .map(|i| format!("kind: Upstream\nname: u{i}\nspec:\n  endpoints: [{{ address: 127.0.0.1:{} }}]\n---\n", 1000 + i))
+        .collect();
+    assert_eq!(parse_documents(&many).unwrap().len(), 3000);
+}

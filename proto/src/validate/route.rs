@@ -2,15 +2,18 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{
-    At, MAX_WEIGHT, Report, check_weight, compile_anchored_regex, normalized_path, parse_template,
-};
+use super::{At, MAX_WEIGHT, RegexCache, Report, check_weight, normalized_path, parse_template};
 use crate::{
     names,
     v1::{self, header_match, path_match, query_param_match},
 };
 
-pub(super) fn check_route(at: &mut At<'_>, spec: &v1::RouteSpec, upstreams: &HashSet<&str>) {
+pub(super) fn check_route(
+    at: &mut At<'_>,
+    spec: &v1::RouteSpec,
+    upstreams: &HashSet<&str>,
+    regexes: &RegexCache,
+) {
     let mut hostnames = HashSet::new();
     for (i, hostname) in spec.hostnames.iter().enumerate() {
         let field = format!("spec.hostnames[{i}]");
@@ -25,7 +28,12 @@ pub(super) fn check_route(at: &mut At<'_>, spec: &v1::RouteSpec, upstreams: &Has
     }
     for (r, rule) in spec.rules.iter().enumerate() {
         for (m, route_match) in rule.matches.iter().enumerate() {
-            check_match(at, &format!("spec.rules[{r}].matches[{m}]"), route_match);
+            check_match(
+                at,
+                &format!("spec.rules[{r}].matches[{m}]"),
+                route_match,
+                regexes,
+            );
         }
         if rule.backend_refs.is_empty() {
             at.error(
@@ -52,7 +60,7 @@ pub(super) fn check_route(at: &mut At<'_>, spec: &v1::RouteSpec, upstreams: &Has
     }
 }
 
-fn check_match(at: &mut At<'_>, field: &str, route_match: &v1::RouteMatch) {
+fn check_match(at: &mut At<'_>, field: &str, route_match: &v1::RouteMatch, regexes: &RegexCache) {
     if let Some(path) = &route_match.path {
         let value_field = format!("{field}.path.value");
         match path_match::Type::try_from(path.r#type) {
@@ -62,7 +70,7 @@ fn check_match(at: &mut At<'_>, field: &str, route_match: &v1::RouteMatch) {
                 }
             }
             Ok(path_match::Type::RegularExpression) => {
-                if let Err(reason) = compile_anchored_regex(&path.value) {
+                if let Err(reason) = regexes.get_or_compile(&path.value) {
                     at.error(&value_field, reason);
                 }
             }
@@ -93,7 +101,7 @@ fn check_match(at: &mut At<'_>, field: &str, route_match: &v1::RouteMatch) {
         let checked = match header_match::Type::try_from(header.r#type) {
             Ok(header_match::Type::Exact) => names::check_header_value(&header.value),
             Ok(header_match::Type::RegularExpression) => {
-                compile_anchored_regex(&header.value).map(drop)
+                regexes.get_or_compile(&header.value).map(drop)
             }
             Err(_) => Err("unknown type".into()),
         };
@@ -114,7 +122,7 @@ fn check_match(at: &mut At<'_>, field: &str, route_match: &v1::RouteMatch) {
         }
         if let Ok(query_param_match::Type::RegularExpression) =
             query_param_match::Type::try_from(param.r#type)
-            && let Err(reason) = compile_anchored_regex(&param.value)
+            && let Err(reason) = regexes.get_or_compile(&param.value)
         {
             at.error(&format!("{field}.value"), reason);
         }

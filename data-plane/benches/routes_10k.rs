@@ -1,0 +1,204 @@
+//! 10,000 routes: the snapshot's size on the wire, the data plane's compile time, and memory.
+//!
+//! `cargo bench -p gateway-data-plane --bench routes_10k [-- --routes N] [-- --yaml FILE]`
+//!
+//! The config mixes what large installations have: 100 upstreams; routes with Exact (30%),
+//! PathPrefix (40%), Template (25%) and RegularExpression (5%) paths, half of them on one of
+//! 50 hostnames, a fifth with a method and a header match. `--yaml FILE` also writes it as a
+//! resource file, for measuring the real binary (`bench/routes-10k.sh`).
+
+use std::{io::Write as _, time::Instant};
+
+use gateway_data_plane::{Source, Table, side::SideTables};
+use gateway_proto::v1::{
+    self, BackendRef, Endpoint, HeaderMatch, PathMatch, RouteMatch, RouteRule, RouteSpec,
+    UpstreamSpec, path_match, resource::Spec,
+};
+use prost::Message as _;
+
+fn main() {
+    let mut routes = 10_000;
+    let mut yaml_out = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--routes" => {
+                routes = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("--routes N")
+            }
+            "--yaml" => yaml_out = args.next(),
+            // cargo bench passes --bench.
+            _ => {}
+        }
+    }
+
+    let rss_start = rss_kib();
+    let resources = config(routes);
+    let snapshot = v1::Snapshot {
+        version: 1,
+        resources,
+    };
+    let encoded = snapshot.encode_to_vec();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&encoded).expect("in-memory gzip");
+    let gzipped = gz.finish().expect("in-memory gzip");
+    if let Some(path) = yaml_out {
+        std::fs::write(&path, gateway_proto::document::to_yaml(&snapshot.resources))
+            .expect("write --yaml file");
+        println!("wrote {path}");
+    }
+    let rss_snapshot = rss_kib();
+
+    // Cold: a data plane's first snapshot, every regular expression compiled.
+    let side = SideTables::default();
+    let started = Instant::now();
+    let mut table = Table::compile(
+        snapshot.version,
+        &snapshot.resources,
+        Source::ControlPlane,
+        &side,
+    )
+    .expect("generated config compiles");
+    let first_compile = started.elapsed().as_secs_f64() * 1e3;
+    // Warm: the next snapshots, as after a change of one route.
+    let mut compile_ms = Vec::new();
+    let mut validate_ms = Vec::new();
+    for _ in 0..10 {
+        let started = Instant::now();
+        gateway_proto::validate_with(&snapshot.resources, side.regexes())
+            .expect("generated config is valid");
+        validate_ms.push(started.elapsed().as_secs_f64() * 1e3);
+        // Drop the previous table first, as a swap does once in-flight requests finish.
+        drop(table);
+        let started = Instant::now();
+        table = Table::compile(
+            snapshot.version,
+            &snapshot.resources,
+            Source::ControlPlane,
+            &side,
+        )
+        .expect("generated config compiles");
+        compile_ms.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    let rss_table = rss_kib();
+
+    validate_ms.sort_by(f64::total_cmp);
+    let recompiles = &mut compile_ms[..];
+    recompiles.sort_by(f64::total_cmp);
+    println!("routes: {} ({} compiled)", routes, table.routes());
+    println!(
+        "snapshot: {:.2} MiB protobuf, {:.2} MiB gzip on the wire",
+        mib(encoded.len()),
+        mib(gzipped.len())
+    );
+    println!(
+        "compile (validate included): first {first_compile:.1} ms, recompile median {:.1} ms, max {:.1} ms; validate alone median {:.1} ms",
+        recompiles[recompiles.len() / 2],
+        recompiles[recompiles.len() - 1],
+        validate_ms[validate_ms.len() / 2],
+    );
+    println!(
+        "RSS: {:.1} MiB at start, {:.1} MiB with the snapshot, {:.1} MiB with snapshot + table",
+        rss_start / 1024.0,
+        rss_snapshot / 1024.0,
+        rss_table / 1024.0
+    );
+}
+
+fn config(routes: usize) -> Vec<v1::Resource> {
+    let upstreams = 100;
+    let mut resources: Vec<v1::Resource> = (0..upstreams)
+        .map(|u| v1::Resource {
+            name: format!("svc-{u}"),
+            version: 0,
+            spec: Some(Spec::Upstream(UpstreamSpec {
+                endpoints: (0..3)
+                    .map(|e| Endpoint {
+                        address: format!("10.{}.{}.{e}:8080", u / 250, u % 250),
+                        weight: None,
+                    })
+                    .collect(),
+                ..Default::default()
+            })),
+        })
+        .collect();
+    for r in 0..routes {
+        let (kind, value) = match r % 20 {
+            0..=5 => (
+                path_match::Type::Exact,
+                format!("/api/v{}/exact/{r}", r % 3),
+            ),
+            6..=13 => (
+                path_match::Type::PathPrefix,
+                format!("/api/v{}/svc{r}", r % 3),
+            ),
+            14..=18 => (
+                path_match::Type::Template,
+                format!("/api/v{}/items{r}/{{id}}/parts/{{part}}", r % 3),
+            ),
+            _ => (
+                path_match::Type::RegularExpression,
+                format!("/re{r}/[a-z]+/[0-9]+"),
+            ),
+        };
+        let hostnames = if r % 2 == 0 {
+            vec![format!("host{}.example.com", r % 50)]
+        } else {
+            Vec::new()
+        };
+        let (method, headers) = if r % 5 == 0 {
+            (
+                "GET".to_owned(),
+                vec![HeaderMatch {
+                    name: "x-tenant".into(),
+                    value: format!("t{r}"),
+                    ..Default::default()
+                }],
+            )
+        } else {
+            (String::new(), Vec::new())
+        };
+        resources.push(v1::Resource {
+            name: format!("route-{r}"),
+            version: 0,
+            spec: Some(Spec::Route(RouteSpec {
+                hostnames,
+                rules: vec![RouteRule {
+                    matches: vec![RouteMatch {
+                        path: Some(PathMatch {
+                            r#type: kind as i32,
+                            value,
+                        }),
+                        method,
+                        headers,
+                        query_params: Vec::new(),
+                    }],
+                    backend_refs: vec![BackendRef {
+                        name: format!("svc-{}", r % upstreams),
+                        weight: None,
+                    }],
+                }],
+            })),
+        });
+    }
+    resources
+}
+
+fn mib(bytes: usize) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Resident memory of this process, in KiB (0 where /proc is missing).
+fn rss_kib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
