@@ -1,10 +1,11 @@
 //! 10,000 routes: the snapshot's size on the wire, the data plane's compile time, and memory.
 //!
-//! `cargo bench -p gateway-data-plane --bench routes_10k [-- --routes N] [-- --yaml FILE]`
+//! `cargo bench -p gateway-data-plane --bench routes_10k -- [--routes N] [--no-regex] [--yaml FILE]`
 //!
 //! The config mixes what large installations have: 100 upstreams; routes with Exact (30%),
 //! PathPrefix (40%), Template (25%) and RegularExpression (5%) paths, half of them on one of
-//! 50 hostnames, a fifth with a method and a header match. `--yaml FILE` also writes it as a
+//! 50 hostnames, a fifth with a method and a header match. `--no-regex` makes the regular
+//! expressions templates. `--yaml FILE` also writes it as a
 //! resource file, for measuring the real binary (`bench/routes-10k.sh`).
 
 use std::{io::Write as _, time::Instant};
@@ -19,6 +20,7 @@ use prost::Message as _;
 fn main() {
     let mut routes = 10_000;
     let mut yaml_out = None;
+    let mut regexes = true;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -29,13 +31,14 @@ fn main() {
                     .expect("--routes N")
             }
             "--yaml" => yaml_out = args.next(),
+            "--no-regex" => regexes = false,
             // cargo bench passes --bench.
             _ => {}
         }
     }
 
     let rss_start = rss_kib();
-    let resources = config(routes);
+    let resources = config(routes, regexes);
     let snapshot = v1::Snapshot {
         version: 1,
         resources,
@@ -107,7 +110,7 @@ fn main() {
     );
 }
 
-fn config(routes: usize) -> Vec<v1::Resource> {
+fn config(routes: usize, regexes: bool) -> Vec<v1::Resource> {
     let upstreams = 100;
     let mut resources: Vec<v1::Resource> = (0..upstreams)
         .map(|u| v1::Resource {
@@ -134,7 +137,7 @@ fn config(routes: usize) -> Vec<v1::Resource> {
                 path_match::Type::PathPrefix,
                 format!("/api/v{}/svc{r}", r % 3),
             ),
-            14..=18 => (
+            slot if slot < 19 || !regexes => (
                 path_match::Type::Template,
                 format!("/api/v{}/items{r}/{{id}}/parts/{{part}}", r % 3),
             ),
