@@ -1,6 +1,9 @@
 //! One data plane's stream: what to send when, and what its answers mean.
 
-use std::{sync::Arc, time::SystemTime};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use gateway_proto::v1::{
     self, ControlPlaneMessage, DataPlaneMessage, DataPlaneStatus, control_plane_message,
@@ -15,6 +18,10 @@ use tonic::{Status, Streaming};
 use super::DiscoveryConfig;
 use crate::{metrics::Metrics, reflector::SnapshotRx, shutdown::Shutdown};
 
+/// How stale the registry's `last_seen` of an idle data plane may get: heartbeats refresh it
+/// this often, not on every beat, to keep registry writes (etcd revisions) few.
+const REGISTRY_REFRESH: Duration = Duration::from_secs(30);
+
 pub(super) struct Session {
     snapshots: SnapshotRx,
     metrics: Arc<Metrics>,
@@ -27,6 +34,8 @@ pub(super) struct Session {
     refused: Option<i64>,
     tx: mpsc::Sender<Result<ControlPlaneMessage, Status>>,
     status: watch::Sender<DataPlaneStatus>,
+    /// When the status was last published to the registry.
+    published: Instant,
 }
 
 /// Why a session ended.
@@ -53,6 +62,7 @@ impl Session {
             refused: None,
             tx,
             status,
+            published: Instant::now(),
         }
     }
 
@@ -149,6 +159,14 @@ impl Session {
     fn answer(&mut self, message: DataPlaneMessage) {
         let id = self.status.borrow().id.clone();
         let now = Some(SystemTime::now().into());
+        let refresh = match message.message {
+            Some(Message::Ack(_) | Message::Nack(_)) => true,
+            Some(Message::Heartbeat(_)) => self.published.elapsed() >= REGISTRY_REFRESH,
+            _ => false,
+        };
+        if refresh {
+            self.published = Instant::now();
+        }
         match message.message {
             Some(Message::Ack(ack)) => {
                 self.metrics.answered(true);
@@ -176,10 +194,11 @@ impl Session {
                 });
             }
             Some(Message::Heartbeat(_)) => {
-                // Recorded locally only: a registry write per heartbeat would cost too much.
+                // Published only every REGISTRY_REFRESH: a registry write per heartbeat would
+                // cost an etcd revision per data plane every few seconds.
                 self.status.send_if_modified(|s| {
                     s.last_seen = now;
-                    false
+                    refresh
                 });
             }
             Some(Message::Hello(_)) => {
