@@ -9,7 +9,7 @@ use super::{action_name, change_label};
 use crate::{
     args::{ApplyArgs, GlobalArgs},
     client::Client,
-    error::{REJECTED, SUCCESS},
+    error::{ApiError, REJECTED, SUCCESS},
     input,
     output::outln,
 };
@@ -86,13 +86,33 @@ fn describe_behind(plane: &v1::DataPlaneStatus) -> String {
     }
 }
 
+/// An error worth asking again about: the control plane is unavailable or slow.
+fn is_transient(error: &anyhow::Error) -> bool {
+    error.downcast_ref::<ApiError>().is_some_and(|e| {
+        matches!(
+            e.code,
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+        )
+    })
+}
+
 /// Polls `ListDataPlanes` until every connected data plane has acknowledged `version`.
 /// Progress goes to stderr; a rejection or the timeout exits 1.
 async fn wait(client: &mut Client, version: i64, timeout: Duration) -> anyhow::Result<u8> {
     let deadline = Instant::now() + timeout;
     let mut shown = None;
     loop {
-        let response = client.list_data_planes().await?;
+        let response = match client.list_data_planes().await {
+            Ok(response) => response,
+            // The control plane restarting or briefly unreachable is no answer about the data
+            // planes: keep asking until the deadline.
+            Err(error) if is_transient(&error) && Instant::now() < deadline => {
+                eprintln!("waiting: {error:#}; retrying");
+                tokio::time::sleep(POLL_INTERVAL * 4).await;
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
         match progress(&response.data_planes, version) {
             Progress::NoneConnected => {
                 eprintln!("no data planes connected; nothing to wait for");
@@ -175,6 +195,15 @@ mod tests {
             describe_behind(&plane("c", 0, 0)),
             "c (no version acknowledged)"
         );
+    }
+
+    #[test]
+    fn only_unavailable_control_planes_are_retried() {
+        let error = |code| anyhow::Error::from(ApiError::from(tonic::Status::new(code, "x")));
+        assert!(is_transient(&error(tonic::Code::Unavailable)));
+        assert!(is_transient(&error(tonic::Code::DeadlineExceeded)));
+        assert!(!is_transient(&error(tonic::Code::Unauthenticated)));
+        assert!(!is_transient(&anyhow::anyhow!("something else")));
     }
 
     #[test]
