@@ -24,6 +24,7 @@ mod hash;
 mod matchers;
 mod router;
 mod upstream;
+mod warm;
 
 use self::{
     hash::{FxHashMap, FxHashSet},
@@ -103,6 +104,7 @@ impl Table {
         source: Source,
         side: &SideTables,
     ) -> Result<Self, CompileError> {
+        warm::warm_regexes(resources, side.regexes());
         gateway_proto::validate_with(resources, side.regexes())?;
 
         let mut upstreams = FxHashMap::default();

@@ -232,6 +232,11 @@ impl RegexCache {
         Ok(regex)
     }
 
+    /// Whether `pattern` is compiled already.
+    pub fn contains(&self, pattern: &str) -> bool {
+        self.lock().contains_key(pattern)
+    }
+
     /// Keeps only the patterns for which `keep` is true.
     pub fn retain(&self, mut keep: impl FnMut(&str) -> bool) {
         self.lock().retain(|pattern, _| keep(pattern));
