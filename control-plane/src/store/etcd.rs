@@ -28,9 +28,9 @@ use registry::Registry;
 const PAGE: i64 = 500;
 /// Time allowed for one unary etcd call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// Operations per level of a transaction. etcd's `--max-txn-ops` defaults to 128; etcd 3.4
-/// refuses nested transactions well below that (127 per sub-transaction fails), so stay at 64.
-const MAX_TXN_OPS: usize = 64;
+/// etcd's `--max-txn-ops` (default 128). etcd checks a nested transaction against what its
+/// parents left of it: the operation counts along any path from the top add up to at most this.
+const MAX_TXN_OPS: usize = 128;
 
 /// A store on an etcd cluster. Cheap to clone.
 #[derive(Clone)]
@@ -325,14 +325,28 @@ impl Watching {
     }
 }
 
-/// Groups operations into nested transactions so that no level has more than etcd accepts.
-fn nest(mut ops: Vec<TxnOp>) -> Vec<TxnOp> {
-    // Leave room for the marker put at the top level.
-    while ops.len() >= MAX_TXN_OPS {
-        let mut nested = Vec::with_capacity(ops.len() / (MAX_TXN_OPS - 1) + 1);
+/// Groups operations into nested transactions that etcd accepts: a tree of `levels` levels
+/// with at most `fan_out` operations each, where `fan_out * levels` stays within the limit (one
+/// slot at the top is left for the marker's put). Three levels hold 74,088 operations.
+fn nest(ops: Vec<TxnOp>) -> Vec<TxnOp> {
+    let budget = MAX_TXN_OPS - 1;
+    if ops.len() <= budget {
+        return ops;
+    }
+    let mut levels: u32 = 2;
+    while (budget / levels as usize)
+        .checked_pow(levels)
+        .is_some_and(|capacity| capacity < ops.len())
+    {
+        levels += 1;
+    }
+    let fan_out = budget / levels as usize;
+    let mut ops = ops;
+    while ops.len() > fan_out {
+        let mut nested = Vec::with_capacity(ops.len().div_ceil(fan_out));
         let mut rest = ops.into_iter().peekable();
         while rest.peek().is_some() {
-            let chunk: Vec<TxnOp> = rest.by_ref().take(MAX_TXN_OPS - 1).collect();
+            let chunk: Vec<TxnOp> = rest.by_ref().take(fan_out).collect();
             nested.push(TxnOp::txn(Txn::new().and_then(chunk)));
         }
         ops = nested;

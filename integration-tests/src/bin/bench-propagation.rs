@@ -6,7 +6,9 @@
 //! new route `/bench/<i>`. For each change it polls every data plane for the new path (every
 //! 0.5 ms, one keep-alive connection each) and records when the last one answered 200.
 //!
-//! `bench-propagation [--data-planes N] [--changes C] [--embedded]`
+//! `bench-propagation [--data-planes N] [--changes C] [--base-routes R] [--embedded]`: with
+//! `--base-routes`, R routes are applied first, so that every change ships (and every data plane
+//! compiles) a config of that size.
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +23,7 @@ use integration_tests::{
 struct Args {
     data_planes: usize,
     changes: usize,
+    base_routes: usize,
     embedded: bool,
 }
 
@@ -28,6 +31,7 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
         data_planes: 10,
         changes: 100,
+        base_routes: 0,
         embedded: false,
     };
     let mut it = std::env::args().skip(1);
@@ -35,8 +39,11 @@ fn parse_args() -> anyhow::Result<Args> {
         match arg.as_str() {
             "--data-planes" => args.data_planes = it.next().context("--data-planes N")?.parse()?,
             "--changes" => args.changes = it.next().context("--changes C")?.parse()?,
+            "--base-routes" => args.base_routes = it.next().context("--base-routes R")?.parse()?,
             "--embedded" => args.embedded = true,
-            other => bail!("unknown argument {other:?} (--data-planes N --changes C --embedded)"),
+            other => bail!(
+                "unknown argument {other:?} (--data-planes N --changes C --base-routes R --embedded)"
+            ),
         }
     }
     Ok(args)
@@ -62,6 +69,16 @@ async fn main() -> anyhow::Result<()> {
         backend.addr()
     );
     ctl.apply_yaml(&upstream, &[]).await.success();
+    if args.base_routes > 0 {
+        let base: String = (0..args.base_routes)
+            .map(|i| {
+                format!(
+                    "kind: Route\nname: base-{i}\nspec:\n  rules:\n    - matches:\n        - path: {{ type: PathPrefix, value: /base/{i} }}\n      backendRefs:\n        - name: bench\n---\n"
+                )
+            })
+            .collect();
+        ctl.apply_yaml(&base, &[]).await.success();
+    }
 
     let mut data_planes = Vec::new();
     for _ in 0..args.data_planes {
@@ -99,9 +116,10 @@ async fn main() -> anyhow::Result<()> {
         |p: f64| samples[((samples.len() as f64 * p).ceil() as usize).clamp(1, samples.len()) - 1];
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
-        "store={} data_planes={} changes={}: apply returned -> all serving: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "store={} data_planes={} base_routes={} changes={}: apply returned -> all serving: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         if args.embedded { "embedded" } else { "etcd" },
         args.data_planes,
+        args.base_routes,
         args.changes,
         ms(pct(0.50)),
         ms(pct(0.90)),

@@ -113,13 +113,13 @@ async fn compaction_fails_old_watches_and_large_commits_pass() {
     let store = EtcdStore::connect(std::slice::from_ref(&etcd.url), "/gw")
         .await
         .expect("connect");
-    // More operations than etcd takes in one transaction.
-    let ops = (0..2000)
+    // More operations than two levels of nested transactions hold (63 * 63).
+    let ops = (0..10_000)
         .map(|i| Op::Put(upstream(&format!("u{i}"), 9000)))
         .collect();
     let v1 = store.commit(0, ops).await.expect("large commit");
     let listing = store.list().await.expect("list");
-    assert_eq!(listing.resources.len(), 2000);
+    assert_eq!(listing.resources.len(), 10_000);
     assert!(listing.resources.iter().all(|r| r.version == v1));
     let v2 = store
         .commit(v1, vec![Op::Put(upstream("u0", 9001))])
