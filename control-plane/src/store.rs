@@ -129,6 +129,13 @@ pub enum StoreError {
     /// The store cannot be opened with this configuration (bad endpoint, locked file, ...).
     #[error("cannot open the store: {0}")]
     Open(#[source] BoxError),
+    /// The commit is larger than the store takes in one transaction (etcd's
+    /// `--max-request-bytes`, 1.5 MiB by default). Nothing was written.
+    #[error(
+        "the batch is too large for one store transaction ({0}); apply it in smaller parts or \
+         raise etcd's --max-request-bytes"
+    )]
+    TooLarge(String),
     /// A commit carried an operation the store cannot write (a resource without a spec).
     #[error("invalid store operation: {0}")]
     InvalidOp(String),

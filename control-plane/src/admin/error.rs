@@ -61,7 +61,9 @@ pub enum AdminError {
 impl From<AdminError> for Status {
     fn from(error: AdminError) -> Self {
         let code = match &error {
-            AdminError::InvalidArgument(_) | AdminError::Invalid(_) => Code::InvalidArgument,
+            AdminError::InvalidArgument(_)
+            | AdminError::Invalid(_)
+            | AdminError::Store(StoreError::TooLarge(_)) => Code::InvalidArgument,
             AdminError::NotFound { .. } => Code::NotFound,
             AdminError::StillReferenced { .. } => Code::FailedPrecondition,
             AdminError::VersionMismatch { .. } | AdminError::Contended { .. } => Code::Aborted,

@@ -385,6 +385,15 @@ fn map_error(e: etcd_client::Error) -> StoreError {
             Code::OutOfRange if status.message().contains("compacted") => StoreError::Compacted {
                 compact_revision: 0,
             },
+            // etcd's --max-request-bytes ("request is too large"), its gRPC message limit
+            // ("received message larger than max") and --max-txn-ops: retrying will not help.
+            Code::InvalidArgument | Code::ResourceExhausted
+                if status.message().contains("too large")
+                    || status.message().contains("larger than max")
+                    || status.message().contains("too many operations") =>
+            {
+                StoreError::TooLarge(status.message().to_owned())
+            }
             Code::Unavailable
             | Code::DeadlineExceeded
             | Code::Cancelled

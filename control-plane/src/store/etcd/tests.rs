@@ -199,3 +199,38 @@ fn nests_large_transactions() {
         .collect();
     assert_eq!(nest(small).len(), 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_over_etcds_request_limit_is_too_large_and_writes_nothing() {
+    let etcd = start_etcd().await;
+    let store = EtcdStore::connect(std::slice::from_ref(&etcd.url), "/gw")
+        .await
+        .expect("connect");
+    // ~19.5 bytes an endpoint: 28 upstreams are over etcd's default --max-request-bytes
+    // (1.5 MiB), 40 over its gRPC message limit (2 MiB). Both are too large, not unavailable.
+    for upstreams in [28, 40] {
+        let error = store
+            .commit(0, big_upstreams(upstreams))
+            .await
+            .expect_err("over the limit");
+        assert!(matches!(error, StoreError::TooLarge(_)), "{error:?}");
+    }
+    assert!(store.list().await.expect("list").resources.is_empty());
+}
+
+fn big_upstreams(count: usize) -> Vec<Op> {
+    (0..count)
+        .map(|u| {
+            let mut resource = upstream(&format!("big-{u}"), 9000);
+            if let Some(gateway_proto::v1::resource::Spec::Upstream(spec)) = &mut resource.spec {
+                spec.endpoints = (0..3000)
+                    .map(|e| gateway_proto::v1::Endpoint {
+                        address: format!("10.{}.{}.{}:8080", u, e / 250, e % 250),
+                        weight: None,
+                    })
+                    .collect();
+            }
+            Op::Put(resource)
+        })
+        .collect()
+}
