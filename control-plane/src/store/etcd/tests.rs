@@ -191,9 +191,13 @@ fn nests_large_transactions() {
     let ops: Vec<TxnOp> = (0..1000)
         .map(|i| TxnOp::put(format!("k{i}"), "v", None))
         .collect();
-    let nested = nest(ops);
-    assert!(nested.len() < MAX_TXN_OPS);
-    assert_eq!(nested.len(), 1000usize.div_ceil(MAX_TXN_OPS - 1));
+    // Two levels of at most 63: 16 transactions at the top (plus the marker: 17 + 63 <= 128).
+    assert_eq!(nest(ops).len(), 1000usize.div_ceil(63));
+    // Past 63 * 63, three levels of at most 42: 10,000 -> 239 -> 6 at the top.
+    let ops: Vec<TxnOp> = (0..10_000)
+        .map(|i| TxnOp::put(format!("k{i}"), "v", None))
+        .collect();
+    assert_eq!(nest(ops).len(), 6);
     let small: Vec<TxnOp> = (0..5)
         .map(|i| TxnOp::put(format!("k{i}"), "v", None))
         .collect();
