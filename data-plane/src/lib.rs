@@ -16,6 +16,7 @@ mod admin;
 pub mod cache;
 pub mod config;
 pub mod gateway;
+mod h1;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
@@ -27,5 +28,6 @@ pub mod table;
 
 pub use config::{Config, ControlPlaneConfig, SourceConfig, TrustedPeers};
 pub use gateway::{Gateway, StartError};
+pub use h1::EndpointPool;
 pub use state::State;
 pub use table::{CompileError, Source, Table};

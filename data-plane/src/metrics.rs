@@ -36,7 +36,13 @@ pub struct Metrics {
 impl Metrics {
     #[inline]
     pub fn response(&self, status: StatusCode) {
-        let class = usize::from(status.as_u16() / 100);
+        self.response_status(status.as_u16());
+    }
+
+    /// A response by its status code (the HTTP/1 path has no `StatusCode`).
+    #[inline]
+    pub fn response_status(&self, status: u16) {
+        let class = usize::from(status / 100);
         let index = if class < 6 { class } else { 0 };
         self.responses[index].fetch_add(1, Ordering::Relaxed);
     }

@@ -13,14 +13,17 @@ use http::{
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
-use crate::{state::State, table::RequestView};
+use crate::{
+    state::State,
+    table::{RequestHeaders, RequestView},
+};
 
 mod error;
 mod headers;
-mod request_id;
+pub(crate) mod request_id;
 
-pub(crate) use self::error::Chain;
-pub use self::error::ProxyError;
+pub use self::error::{BoxError, ProxyError};
+pub(crate) use self::error::{Chain, error_body, record};
 
 /// The body of every response: the upstream's, streamed, or a small one of our own.
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
@@ -28,9 +31,9 @@ pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 /// What the pipeline knows about one client connection.
 #[derive(Debug)]
 pub(crate) struct Connection {
-    state: Arc<State>,
-    peer_ip: HeaderValue,
-    trusted: bool,
+    pub(crate) state: Arc<State>,
+    pub(crate) peer_ip: HeaderValue,
+    pub(crate) trusted: bool,
 }
 
 // === impl Connection ===
@@ -67,14 +70,8 @@ pub(crate) async fn handle(
     let mut response = match forward(&conn, req, &request_id).await {
         Ok(response) => response,
         Err(error) => {
-            if let Some(failure) = error.failure() {
-                conn.state.metrics().upstream_failure(failure);
-            }
-            if error.status().is_server_error() {
-                tracing::warn!(request_id = ?request_id, error = %Chain(&error), "request failed");
-            } else {
-                tracing::debug!(request_id = ?request_id, error = %Chain(&error), "request refused");
-            }
+            let id = String::from_utf8_lossy(request_id.as_bytes());
+            error::record(&conn.state, &error, &id);
             error::respond(&error, &request_id)
         }
     };
@@ -86,28 +83,36 @@ pub(crate) async fn handle(
 }
 
 /// The upstream and endpoint chosen for a request.
-struct Choice {
-    upstream: Arc<crate::table::Upstream>,
-    endpoint: usize,
+#[derive(Debug)]
+pub(crate) struct Choice {
+    pub(crate) upstream: Arc<crate::table::Upstream>,
+    pub(crate) endpoint: usize,
 }
 
-/// Matches the request against the current table. Synchronous, so that the table's guard is
-/// never held across an `.await`.
-fn choose(state: &State, parts: &http::request::Parts) -> Result<Choice, ProxyError> {
+/// Matches a request against the current table and picks an endpoint. Synchronous, so that
+/// the table's guard is never held across an `.await`.
+pub(crate) fn choose(
+    state: &State,
+    raw_host: Option<&str>,
+    path: &str,
+    query: Option<&str>,
+    method: &http::Method,
+    headers: &dyn RequestHeaders,
+) -> Result<Choice, ProxyError> {
     let guard = state.load();
     let table = guard.as_ref().ok_or(ProxyError::NotReady)?;
     let mut buf = [0u8; 256];
     let host = if table.uses_hosts() {
-        raw_host(parts).and_then(|h| normalize_host(h, &mut buf))
+        raw_host.and_then(|h| normalize_host(h, &mut buf))
     } else {
         None
     };
     let view = RequestView {
         host,
-        path: parts.uri.path(),
-        query: parts.uri.query(),
-        method: &parts.method,
-        headers: &parts.headers,
+        path,
+        query,
+        method,
+        headers,
     };
     let rule = table.route(&view).ok_or(ProxyError::RouteNotFound)?;
     let upstream = rule.upstream();
@@ -128,7 +133,14 @@ async fn forward(
     request_id: &HeaderValue,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (mut parts, body) = req.into_parts();
-    let Choice { upstream, endpoint } = choose(&conn.state, &parts)?;
+    let Choice { upstream, endpoint } = choose(
+        &conn.state,
+        raw_host(&parts),
+        parts.uri.path(),
+        parts.uri.query(),
+        &parts.method,
+        &parts.headers,
+    )?;
     let authority = upstream.endpoints()[endpoint].authority();
 
     // The upstream URI: http://<endpoint><path?query>.
@@ -203,7 +215,7 @@ fn raw_host(parts: &http::request::Parts) -> Option<&str> {
 }
 
 /// The host without port or trailing dot, lower-cased into `buf`; `None` if it does not fit.
-fn normalize_host<'b>(raw: &str, buf: &'b mut [u8; 256]) -> Option<&'b str> {
+pub(crate) fn normalize_host<'b>(raw: &str, buf: &'b mut [u8; 256]) -> Option<&'b str> {
     let host = if raw.starts_with('[') {
         // An IPv6 literal: "[::1]:8080".
         raw.find(']').map_or(raw, |end| &raw[..=end])

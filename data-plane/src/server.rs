@@ -1,16 +1,23 @@
-//! The traffic listener: HTTP/1.1 with keep-alive and h2c (prior knowledge) on one port, with a
-//! header-read timeout and a header size limit, drained gracefully on shutdown.
+//! The traffic listener: HTTP/1.x on our own connection loop ([`crate::h1`]) and prior-knowledge
+//! HTTP/2 (h2c) on hyper, on one port, drained gracefully on shutdown.
+
+mod prefixed;
 
 use std::{sync::Arc, time::Duration};
 
-use hyper::service::service_fn;
+use hyper::{server::conn::http2, service::service_fn};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::graceful::GracefulShutdown,
 };
-use tokio::{net::TcpListener, sync::watch};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::{mpsc, watch},
+};
 
+use self::prefixed::Prefixed;
 use crate::{
+    h1,
     proxy::{self, Chain},
     state::State,
 };
@@ -18,7 +25,7 @@ use crate::{
 /// Time a client has to send a request's headers (also the idle keep-alive limit).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The largest request head (HTTP/1.1 read buffer, HTTP/2 header list); larger gets a 431.
+/// The largest request head (HTTP/1.1 head, HTTP/2 header list); larger gets a 431.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Concurrent HTTP/2 streams per client connection.
@@ -32,8 +39,10 @@ pub(crate) async fn serve(
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
-    let builder = Arc::new(builder());
+    let h2 = Arc::new(http2_builder());
     let graceful = GracefulShutdown::new();
+    // Every connection task holds a sender; the channel closes when the last one ends.
+    let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
     loop {
         let accepted = tokio::select! {
             biased;
@@ -51,23 +60,26 @@ pub(crate) async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let conn = Arc::new(proxy::Connection::new(state.clone(), peer));
-        let builder = builder.clone();
+        let shutdown = shutdown.clone();
+        let open = open_tx.clone();
+        let h2 = h2.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let service = service_fn(move |req| proxy::handle(conn.clone(), req));
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(error) = watcher.watch(connection).await {
-                tracing::debug!(%peer, error = %Chain(&*error), "connection ended with an error");
+            let _open = open;
+            if let h1::Ended::Http2 { stream, read } =
+                h1::serve(stream, conn.clone(), shutdown).await
+            {
+                serve_h2(&h2, watcher, stream, read, conn).await;
             }
         });
     }
     drop(listener);
-    let open = graceful.count();
-    tracing::info!(connections = open, "stopped accepting; draining");
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    drop(open_tx);
+    tracing::info!("stopped accepting; draining");
+    let drained = async {
+        tokio::join!(graceful.shutdown(), open_rx.recv());
+    };
+    if tokio::time::timeout(drain, drained).await.is_err() {
         tracing::warn!(
             ?drain,
             "drain timeout elapsed; closing the remaining connections"
@@ -75,16 +87,25 @@ pub(crate) async fn serve(
     }
 }
 
-fn builder() -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+/// Serves a prior-knowledge HTTP/2 connection whose first bytes were already read.
+async fn serve_h2(
+    builder: &http2::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    stream: TcpStream,
+    read: Vec<u8>,
+    conn: Arc<proxy::Connection>,
+) {
+    let peer = stream.peer_addr().ok();
+    let service = service_fn(move |req| proxy::handle(conn.clone(), req));
+    let connection = builder.serve_connection(TokioIo::new(Prefixed::new(read, stream)), service);
+    if let Err(error) = watcher.watch(connection).await {
+        tracing::debug!(?peer, error = %Chain(&error), "HTTP/2 connection ended with an error");
+    }
+}
+
+fn http2_builder() -> http2::Builder<TokioExecutor> {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .keep_alive(true)
-        .max_buf_size(MAX_HEADER_BYTES);
-    builder
-        .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADER_BYTES as u32)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS);

@@ -21,7 +21,7 @@ use hyper_util::{
 
 use regex::Regex;
 
-use crate::table::Table;
+use crate::{h1::EndpointPool, table::Table};
 
 /// The pooled HTTP/1.1 client that forwards requests upstream.
 pub type HttpClient = Client<HttpConnector, Incoming>;
@@ -35,6 +35,8 @@ pub struct SideTables {
     upstreams: Mutex<HashMap<Arc<str>, Arc<UpstreamSide>>>,
     /// One client per connect timeout (the connector holds the timeout); almost always one.
     clients: Mutex<HashMap<Duration, HttpClient>>,
+    /// Idle upstream connections by endpoint address.
+    pools: Mutex<HashMap<Box<str>, Arc<EndpointPool>>>,
     /// Anchored regular expressions by pattern as written, shared with validation.
     regexes: RegexCache,
 }
@@ -71,6 +73,17 @@ impl SideTables {
             .clone()
     }
 
+    /// The pool of idle connections to `address`, created on first use.
+    pub fn pool(&self, address: &str) -> Arc<EndpointPool> {
+        let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(pool) = pools.get(address) {
+            return pool.clone();
+        }
+        let pool = Arc::new(EndpointPool::new(address));
+        pools.insert(address.into(), pool.clone());
+        pool
+    }
+
     /// The anchored expression for `pattern`, compiled once while some table uses it.
     pub fn regex(&self, pattern: &str) -> Result<Regex, String> {
         self.regexes.get_or_compile(pattern)
@@ -88,6 +101,15 @@ impl SideTables {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|name, _| table.upstream(name).is_some());
+        let addresses: std::collections::HashSet<&str> = table
+            .upstreams()
+            .flat_map(|u| u.endpoints())
+            .map(|e| e.authority().as_str())
+            .collect();
+        self.pools
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|address, _| addresses.contains(&**address));
         // A client stays while an upstream of the table still holds it; the default stays
         // always, so the common pool is never rebuilt.
         self.clients

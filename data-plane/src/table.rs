@@ -32,7 +32,7 @@ use self::{
     router::{CompiledPath, Conditions, Router, RouterBuilder},
 };
 pub use self::{
-    router::RequestView,
+    router::{RequestHeaders, RequestView},
     upstream::{BadEndpoint, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Endpoint, Upstream},
 };
 

@@ -29,7 +29,7 @@ pub enum ProxyError {
         upstream: Arc<str>,
         endpoint: Box<str>,
         #[source]
-        source: Box<hyper_util::client::legacy::Error>,
+        source: BoxError,
     },
     /// The upstream did not accept a connection within its connect timeout.
     #[error("upstream {upstream:?} endpoint {endpoint}: no connection in time")]
@@ -37,7 +37,7 @@ pub enum ProxyError {
         upstream: Arc<str>,
         endpoint: Box<str>,
         #[source]
-        source: Box<hyper_util::client::legacy::Error>,
+        source: BoxError,
     },
     /// The upstream did not send response headers within its timeout.
     #[error("upstream {upstream:?} endpoint {endpoint} did not answer within {timeout:?}")]
@@ -52,7 +52,25 @@ pub enum ProxyError {
         #[source]
         source: http::Error,
     },
+    /// The request breaks HTTP/1.1's grammar or framing rules; the connection is closed.
+    #[error("malformed request: {reason}")]
+    Malformed { reason: &'static str },
+    /// The request head is over the size or header-count limit.
+    #[error("the request head is over {limit}")]
+    HeadTooLarge { limit: &'static str },
+    /// The client did not send a complete request head in time.
+    #[error("no complete request head within {0:?}")]
+    RequestTimeout(Duration),
+    /// A transfer coding other than chunked.
+    #[error("unsupported transfer-encoding")]
+    UnsupportedTransferEncoding,
+    /// An `Expect` other than `100-continue`.
+    #[error("unsupported expectation")]
+    ExpectationFailed,
 }
+
+/// The source of an upstream failure, from whichever client met it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 // === impl ProxyError ===
 
@@ -71,7 +89,7 @@ impl ProxyError {
                 return Self::ConnectTimeout {
                     upstream,
                     endpoint: endpoint.into(),
-                    source: Box::new(error),
+                    source: error.into(),
                 };
             }
             source = e.source();
@@ -79,7 +97,7 @@ impl ProxyError {
         Self::UpstreamUnavailable {
             upstream,
             endpoint: endpoint.into(),
-            source: Box::new(error),
+            source: error.into(),
         }
     }
 
@@ -91,7 +109,11 @@ impl ProxyError {
             Self::ConnectTimeout { .. } | Self::UpstreamTimeout { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::BadRequest { .. } | Self::Malformed { .. } => StatusCode::BAD_REQUEST,
+            Self::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::UnsupportedTransferEncoding => StatusCode::NOT_IMPLEMENTED,
+            Self::ExpectationFailed => StatusCode::EXPECTATION_FAILED,
         }
     }
 
@@ -103,12 +125,16 @@ impl ProxyError {
             Self::NoHealthyUpstream { .. } => "no_healthy_upstream",
             Self::UpstreamUnavailable { .. } => "upstream_unavailable",
             Self::ConnectTimeout { .. } | Self::UpstreamTimeout { .. } => "upstream_timeout",
-            Self::BadRequest { .. } => "bad_request",
+            Self::BadRequest { .. } | Self::Malformed { .. } => "bad_request",
+            Self::HeadTooLarge { .. } => "request_header_too_large",
+            Self::RequestTimeout(_) => "request_timeout",
+            Self::UnsupportedTransferEncoding => "not_implemented",
+            Self::ExpectationFailed => "expectation_failed",
         }
     }
 
     /// The message a client sees: fixed text, no internal detail.
-    fn public_message(&self) -> &'static str {
+    pub(crate) fn public_message(&self) -> &'static str {
         match self {
             Self::NotReady => "the gateway has no configuration yet",
             Self::RouteNotFound => "no route matches the request",
@@ -118,6 +144,11 @@ impl ProxyError {
                 "the upstream service did not answer in time"
             }
             Self::BadRequest { .. } => "the request cannot be forwarded",
+            Self::Malformed { .. } => "the request is malformed",
+            Self::HeadTooLarge { .. } => "the request headers are too large",
+            Self::RequestTimeout(_) => "the request was not received in time",
+            Self::UnsupportedTransferEncoding => "the request's transfer-encoding is not supported",
+            Self::ExpectationFailed => "only the 100-continue expectation is supported",
         }
     }
 
@@ -147,21 +178,48 @@ pub(crate) fn error_response(
     message: &str,
     request_id: &HeaderValue,
 ) -> Response<ProxyBody> {
-    let body = serde_json::json!({
-        "error": {
-            "status": status.as_u16(),
-            "code": code,
-            "message": message,
-            "request_id": request_id.to_str().unwrap_or(""),
-        }
-    });
-    let mut response = Response::new(Either::Right(Full::new(Bytes::from(body.to_string()))));
+    let body = error_body(status, code, message, request_id.as_bytes());
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// The JSON error body.
+pub(crate) fn error_body(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    request_id: &[u8],
+) -> String {
+    serde_json::json!({
+        "error": {
+            "status": status.as_u16(),
+            "code": code,
+            "message": message,
+            "request_id": std::str::from_utf8(request_id).unwrap_or(""),
+        }
+    })
+    .to_string()
+}
+
+/// Counts and logs a failed request: server errors at warn, the client's at debug.
+pub(crate) fn record(
+    state: &crate::state::State,
+    error: &ProxyError,
+    request_id: &dyn std::fmt::Display,
+) {
+    if let Some(failure) = error.failure() {
+        state.metrics().upstream_failure(failure);
+    }
+    if error.status().is_server_error() {
+        tracing::warn!(%request_id, error = %Chain(error), "request failed");
+    } else {
+        tracing::debug!(%request_id, error = %Chain(error), "request refused");
+    }
 }
 
 /// Displays an error with its chain of sources, for the log.

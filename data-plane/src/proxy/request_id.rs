@@ -12,6 +12,37 @@ thread_local! {
 /// A new request id: 16 hex digits, unique per process in practice (a per-thread counter from a
 /// random start, through a bijective mix so that ids do not look sequential).
 pub(crate) fn generate() -> HeaderValue {
+    HeaderValue::from_bytes(&generate_raw()).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// A request id as the HTTP/1 path keeps it: generated on the stack, or the trusted peer's.
+#[derive(Debug)]
+pub(crate) enum RequestId {
+    Generated([u8; 16]),
+    Kept(Box<[u8]>),
+}
+
+impl RequestId {
+    pub(crate) fn new() -> Self {
+        Self::Generated(generate_raw())
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Generated(id) => id,
+            Self::Kept(id) => id,
+        }
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
+/// 16 lower-case hex digits.
+fn generate_raw() -> [u8; 16] {
     let n = NEXT.with(|next| {
         let n = next.get();
         next.set(n.wrapping_add(1));
@@ -23,7 +54,7 @@ pub(crate) fn generate() -> HeaderValue {
         *b = b"0123456789abcdef"[(x & 0xf) as usize];
         x >>= 4;
     }
-    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    buf
 }
 
 /// splitmix64's finaliser: a bijection of u64.

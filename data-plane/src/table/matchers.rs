@@ -4,10 +4,11 @@
 use std::borrow::Cow;
 
 use gateway_proto::v1::{self, header_match, query_param_match};
-use http::{HeaderMap, HeaderName};
+use http::HeaderName;
 use regex::Regex;
 
 use super::hash::FxHashSet;
+use super::router::RequestHeaders;
 use crate::side::SideTables;
 
 /// Compiles regular expressions through the side table's cache (a swap that changes one
@@ -93,14 +94,11 @@ impl HeaderMatcher {
     }
 
     #[inline]
-    pub(crate) fn matches(&self, headers: &HeaderMap) -> bool {
-        headers
-            .get_all(&self.name)
-            .iter()
-            .any(|v| match &self.value {
-                ValueMatch::Exact(want) => v.as_bytes() == want.as_bytes(),
-                ValueMatch::Regex(re) => v.to_str().is_ok_and(|s| re.is_match(s)),
-            })
+    pub(crate) fn matches(&self, headers: &dyn RequestHeaders) -> bool {
+        headers.any_value(&self.name, &mut |v| match &self.value {
+            ValueMatch::Exact(want) => v == want.as_bytes(),
+            ValueMatch::Regex(re) => std::str::from_utf8(v).is_ok_and(|s| re.is_match(s)),
+        })
     }
 }
 

@@ -6,7 +6,7 @@
 use std::{cmp::Reverse, collections::HashMap, sync::Arc};
 
 use gateway_proto::template::PathTemplate;
-use http::{HeaderMap, Method};
+use http::{HeaderMap, HeaderName, Method};
 use regex::Regex;
 
 use super::{
@@ -15,7 +15,7 @@ use super::{
 };
 
 /// The parts of a request that routing looks at.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct RequestView<'a> {
     /// Lower case, without port; `None` when the request names no host.
     pub host: Option<&'a str>,
@@ -23,7 +23,38 @@ pub struct RequestView<'a> {
     pub path: &'a str,
     pub query: Option<&'a str>,
     pub method: &'a Method,
-    pub headers: &'a HeaderMap,
+    pub headers: &'a dyn RequestHeaders,
+}
+
+impl std::fmt::Debug for RequestView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestView")
+            .field("host", &self.host)
+            .field("path", &self.path)
+            .field("query", &self.query)
+            .field("method", self.method)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A request's headers as routing reads them, whichever HTTP stack parsed them.
+pub trait RequestHeaders {
+    /// Whether any value of the header `name` satisfies `accept`.
+    fn any_value(&self, name: &HeaderName, accept: &mut dyn FnMut(&[u8]) -> bool) -> bool;
+}
+
+impl RequestHeaders for HeaderMap {
+    fn any_value(&self, name: &HeaderName, accept: &mut dyn FnMut(&[u8]) -> bool) -> bool {
+        self.get_all(name).iter().any(|v| accept(v.as_bytes()))
+    }
+}
+
+impl RequestHeaders for &[httparse::Header<'_>] {
+    fn any_value(&self, name: &HeaderName, accept: &mut dyn FnMut(&[u8]) -> bool) -> bool {
+        self.iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name.as_str()))
+            .any(|h| accept(h.value))
+    }
 }
 
 /// Method, header and query conditions of one route match.

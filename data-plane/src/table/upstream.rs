@@ -6,7 +6,10 @@ use std::{sync::Arc, time::Duration};
 use gateway_proto::v1;
 use http::uri::Authority;
 
-use crate::side::{HttpClient, SideTables, UpstreamSide};
+use crate::{
+    h1::EndpointPool,
+    side::{HttpClient, SideTables, UpstreamSide},
+};
 
 /// Time allowed for an upstream to answer with response headers, unless the upstream says.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -30,10 +33,11 @@ pub struct Upstream {
     client: HttpClient,
 }
 
-/// One endpoint, parsed once.
+/// One endpoint, parsed once, with its pool of idle connections.
 #[derive(Debug)]
 pub struct Endpoint {
     authority: Authority,
+    pool: Arc<EndpointPool>,
 }
 
 /// An endpoint address that the URI grammar refuses.
@@ -66,7 +70,10 @@ impl Upstream {
                     address: endpoint.address.clone(),
                     source,
                 })?;
-            endpoints.push(Endpoint { authority });
+            endpoints.push(Endpoint {
+                pool: side.pool(authority.as_str()),
+                authority,
+            });
         }
         let weights: Vec<u32> = spec
             .endpoints
@@ -134,6 +141,11 @@ impl Upstream {
 impl Endpoint {
     pub fn authority(&self) -> &Authority {
         &self.authority
+    }
+
+    /// Idle connections to this endpoint (HTTP/1.1 clients' requests).
+    pub fn pool(&self) -> &EndpointPool {
+        &self.pool
     }
 }
 

@@ -1,0 +1,262 @@
+//! HTTP/1.x from clients, forwarded over pooled HTTP/1.1 connections: our own connection loop
+//! (httparse for the heads), not hyper's.
+//!
+//! One task per client connection drives both sides: it reads a request head, routes it,
+//! writes the rewritten head and body upstream on a pooled connection, and relays the response
+//! back, with no channel or second task in between. Per request that is four system calls
+//! (read, write, read, write) and no wake-up besides the sockets' (docs/benchmarks.md).
+//!
+//! - [`request`]: the request head, checked, routed and rewritten; [`response`]: the upstream's.
+//! - [`body`]: where a body ends, and streaming it; [`pool`]: idle upstream connections.
+//! - [`head`]: head lines and our own responses.
+
+mod body;
+mod exchange;
+mod head;
+mod pool;
+mod request;
+mod response;
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::watch,
+    time::{Instant, timeout_at},
+};
+
+pub use self::pool::EndpointPool;
+use self::{
+    body::{Body, Framing},
+    exchange::{Buffers, Failure},
+    request::Request,
+    response::Asked,
+};
+use crate::{
+    proxy::{Connection, ProxyError, record, request_id::RequestId},
+    server::HEADER_READ_TIMEOUT,
+};
+
+/// Time without progress allowed while reading a request body from, or writing a response to,
+/// the client.
+pub(crate) const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a client sends first on a prior-knowledge HTTP/2 connection.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How a connection left the HTTP/1 loop.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    Closed,
+    /// The client speaks HTTP/2: serve it elsewhere, replaying the bytes read so far.
+    Http2 {
+        stream: TcpStream,
+        read: Vec<u8>,
+    },
+}
+
+/// Serves one client connection until it closes, fails, or `shutdown` turns true (in-flight
+/// exchanges finish first).
+pub(crate) async fn serve(
+    mut client: TcpStream,
+    conn: Arc<Connection>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Ended {
+    let mut bufs = Buffers::default();
+    let mut first = true;
+    loop {
+        let request = match read_request(&mut client, &conn, &mut bufs, &mut shutdown, first).await
+        {
+            Ok(Some(request)) => request,
+            Ok(None) => return Ended::Closed,
+            Err(Some(error)) => {
+                let id = RequestId::new();
+                respond_error(&mut client, &conn, &mut bufs, &error, &id, true).await;
+                return Ended::Closed;
+            }
+            Err(None) => {
+                return Ended::Http2 {
+                    stream: client,
+                    read: std::mem::take(&mut bufs.read),
+                };
+            }
+        };
+        first = false;
+        let keep = exchange(&mut client, &conn, &mut bufs, request, &shutdown).await;
+        if !keep {
+            let _ = client.shutdown().await;
+            return Ended::Closed;
+        }
+    }
+}
+
+/// Reads until a complete request head is buffered. `Ok(None)`: the client closed, went idle
+/// past the timeout, or we are draining. `Err(Some)`: answer with the error and close.
+/// `Err(None)`: an HTTP/2 preface.
+async fn read_request(
+    client: &mut TcpStream,
+    conn: &Connection,
+    bufs: &mut Buffers,
+    shutdown: &mut watch::Receiver<bool>,
+    first: bool,
+) -> Result<Option<Request>, Option<ProxyError>> {
+    let deadline = Instant::now() + HEADER_READ_TIMEOUT;
+    loop {
+        if !bufs.read.is_empty() {
+            let preface = &H2_PREFACE[..bufs.read.len().min(H2_PREFACE.len())];
+            if first && bufs.read.starts_with(preface) {
+                if bufs.read.len() >= H2_PREFACE.len() {
+                    return Err(None);
+                }
+            } else if let Some(request) = request::parse(&bufs.read, conn, &mut bufs.head)? {
+                bufs.read.drain(..request.head_len);
+                return Ok(Some(request));
+            }
+        }
+        if bufs.read.len() == bufs.read.capacity() {
+            bufs.read
+                .reserve(bufs.read.capacity().max(exchange::READ_SIZE));
+        }
+        let read = if bufs.read.is_empty() {
+            // Idle between requests: the only place where a drain closes the connection.
+            if *shutdown.borrow() {
+                return Ok(None);
+            }
+            tokio::select! {
+                biased;
+                read = timeout_at(deadline, client.read_buf(&mut bufs.read)) => read,
+                _ = shutdown.changed() => return Ok(None),
+            }
+        } else {
+            timeout_at(deadline, client.read_buf(&mut bufs.read)).await
+        };
+        match read {
+            Ok(Ok(0) | Err(_)) => return Ok(None),
+            Ok(Ok(_)) => {}
+            // Idle keep-alive connections close quietly; a half-sent head gets a 408.
+            Err(_) if bufs.read.is_empty() => return Ok(None),
+            Err(_) => return Err(Some(ProxyError::RequestTimeout(HEADER_READ_TIMEOUT))),
+        }
+    }
+}
+
+/// Forwards one request and relays its response; returns whether the connection stays open.
+async fn exchange(
+    client: &mut TcpStream,
+    conn: &Connection,
+    bufs: &mut Buffers,
+    request: Request,
+    shutdown: &watch::Receiver<bool>,
+) -> bool {
+    let Request {
+        framing,
+        keep_alive,
+        http10,
+        is_head,
+        expect_continue,
+        replayable,
+        request_id,
+        route,
+        ..
+    } = request;
+    let keep_alive = keep_alive && !*shutdown.borrow();
+    let choice = match route {
+        Ok(choice) => choice,
+        Err(error) => {
+            // The body was not read: the connection can only carry on if there is none.
+            let keep = keep_alive && framing == Framing::Empty;
+            return respond_error(client, conn, bufs, &error, &request_id, !keep).await && keep;
+        }
+    };
+    let upstream = &choice.upstream;
+    let endpoint = &upstream.endpoints()[choice.endpoint];
+    let deadline = Instant::now() + upstream.timeout();
+
+    if expect_continue
+        && bufs.read.is_empty()
+        && body::write_all(client, head::CONTINUE, CLIENT_IDLE_TIMEOUT)
+            .await
+            .is_err()
+    {
+        return false;
+    }
+    // The body bytes that came with the head go out with the rewritten head.
+    let mut req_body = Body::new(framing, false);
+    if let Err(error) = req_body.take_into(&mut bufs.read, &mut bufs.head) {
+        let error = ProxyError::Malformed {
+            reason: exchange::chunked_reason(&error),
+        };
+        respond_error(client, conn, bufs, &error, &request_id, true).await;
+        return false;
+    }
+    let asked = Asked {
+        is_head,
+        http10,
+        keep_alive,
+        request_id: &request_id,
+    };
+
+    let mut retried = false;
+    let failure = loop {
+        let mut up = match endpoint.pool().checkout() {
+            Some(up) => up,
+            None => match endpoint.pool().connect(upstream.connect_timeout()).await {
+                Ok(up) => up,
+                Err(error) => break Failure::Connect(error),
+            },
+        };
+        match exchange::run(
+            client,
+            &mut up.stream,
+            bufs,
+            &mut req_body,
+            asked,
+            deadline,
+            upstream.timeout(),
+        )
+        .await
+        {
+            Ok(done) => {
+                conn.state.metrics().response_status(done.status);
+                if done.reusable && req_body.is_done() {
+                    endpoint.pool().checkin(up.stream);
+                }
+                return done.keep_alive && req_body.is_done();
+            }
+            // A pooled connection that the upstream had closed: once more on a new one.
+            Err(Failure::Closed(_)) if up.reused && replayable && !retried => retried = true,
+            Err(failure) => break failure,
+        }
+    };
+    let error = match failure.into_error(upstream, endpoint) {
+        Ok(error) => error,
+        Err(cut) => {
+            tracing::debug!(request_id = %request_id, error = %crate::proxy::Chain(&cut), "exchange cut short");
+            return false;
+        }
+    };
+    let keep = keep_alive && req_body.is_done() && !matches!(error, ProxyError::Malformed { .. });
+    respond_error(client, conn, bufs, &error, &request_id, !keep).await && keep
+}
+
+/// Logs, counts and sends our error response; returns whether it was written.
+async fn respond_error(
+    client: &mut TcpStream,
+    conn: &Connection,
+    bufs: &mut Buffers,
+    error: &ProxyError,
+    request_id: &RequestId,
+    close: bool,
+) -> bool {
+    record(&conn.state, error, request_id);
+    conn.state.metrics().response(error.status());
+    bufs.out.clear();
+    head::write_error(&mut bufs.out, error, request_id, close);
+    body::write_all(client, &bufs.out, CLIENT_IDLE_TIMEOUT)
+        .await
+        .is_ok()
+}
+
+#[cfg(test)]
+mod tests;

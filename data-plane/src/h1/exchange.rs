@@ -1,0 +1,283 @@
+//! One request/response exchange with an upstream connection: the head (with the first body
+//! bytes) in one write, the rest of the request body streamed while the response comes back
+//! (full duplex), then the response relayed to the client.
+
+use std::{
+    io,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite},
+    net::TcpStream,
+    time::{Instant, timeout_at},
+};
+
+use super::{
+    CLIENT_IDLE_TIMEOUT,
+    body::{self, Body, BodyError},
+    response::{self, Asked, Head},
+};
+use crate::{
+    proxy::{BoxError, ProxyError},
+    table::{Endpoint, Upstream},
+};
+
+/// Initial size of the read buffers, and how much they grow by for a long head.
+pub(crate) const READ_SIZE: usize = 8 * 1024;
+
+/// The buffers of one client connection, reused by every exchange on it.
+#[derive(Debug)]
+pub(crate) struct Buffers {
+    /// From the client: heads, body bytes, pipelined requests.
+    pub(crate) read: Vec<u8>,
+    /// The head (and first body bytes) for the upstream; kept until the exchange ends so that
+    /// it can be sent again.
+    pub(crate) head: Vec<u8>,
+    /// From the upstream.
+    up_read: Vec<u8>,
+    /// To the client: response heads, our error responses.
+    pub(crate) out: Vec<u8>,
+    /// Decoded chunks for an HTTP/1.0 client.
+    scratch: Vec<u8>,
+}
+
+impl Default for Buffers {
+    fn default() -> Self {
+        Self {
+            read: Vec::with_capacity(READ_SIZE),
+            head: Vec::with_capacity(1024),
+            up_read: Vec::with_capacity(READ_SIZE),
+            out: Vec::with_capacity(1024),
+            scratch: Vec::new(),
+        }
+    }
+}
+
+/// A finished exchange.
+#[derive(Debug)]
+pub(crate) struct Done {
+    pub(crate) status: u16,
+    /// The client connection can carry another request.
+    pub(crate) keep_alive: bool,
+    /// The upstream connection can go back to the pool.
+    pub(crate) reusable: bool,
+}
+
+/// Why an exchange failed.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// No connection to the endpoint.
+    Connect(io::Error),
+    /// The upstream closed or reset the connection before sending a byte (on a pooled
+    /// connection, most likely closed while idle).
+    Closed(io::Error),
+    /// The upstream broke off or sent garbage before the response head was complete.
+    Unavailable(BoxError),
+    /// No response head before the deadline.
+    TimedOut,
+    /// The client's chunked body is malformed (nothing was sent to the client yet).
+    BadBody(&'static str),
+    /// The response had started, or the client went away: the connection can only close.
+    Cut(BodyError),
+}
+
+// === impl Failure ===
+
+impl Failure {
+    /// The error to answer with, or `Err` when no answer can be sent any more.
+    pub(crate) fn into_error(
+        self,
+        upstream: &Upstream,
+        endpoint: &Endpoint,
+    ) -> Result<ProxyError, BodyError> {
+        let name = upstream.name().clone();
+        let address = endpoint.authority().as_str().into();
+        Ok(match self {
+            Self::Connect(error) if error.kind() == io::ErrorKind::TimedOut => {
+                ProxyError::ConnectTimeout {
+                    upstream: name,
+                    endpoint: address,
+                    source: error.into(),
+                }
+            }
+            Self::Connect(error) | Self::Closed(error) => ProxyError::UpstreamUnavailable {
+                upstream: name,
+                endpoint: address,
+                source: error.into(),
+            },
+            Self::Unavailable(source) => ProxyError::UpstreamUnavailable {
+                upstream: name,
+                endpoint: address,
+                source,
+            },
+            Self::TimedOut => ProxyError::UpstreamTimeout {
+                upstream: name,
+                endpoint: address,
+                timeout: upstream.timeout(),
+            },
+            Self::BadBody(reason) => ProxyError::Malformed { reason },
+            Self::Cut(error) => return Err(error),
+        })
+    }
+}
+
+/// The reason to give a client whose chunked body broke the rules.
+pub(crate) fn chunked_reason(error: &BodyError) -> &'static str {
+    match error {
+        BodyError::Chunked(reason) => reason,
+        _ => "invalid request body",
+    }
+}
+
+/// Sends the request on `up` and relays the response to `client`.
+pub(crate) async fn run(
+    client: &mut TcpStream,
+    up: &mut TcpStream,
+    bufs: &mut Buffers,
+    req_body: &mut Body,
+    asked: Asked<'_>,
+    deadline: Instant,
+    upstream_idle: Duration,
+) -> Result<Done, Failure> {
+    match timeout_at(
+        deadline,
+        tokio::io::AsyncWriteExt::write_all(up, &bufs.head),
+    )
+    .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => return Err(Failure::Closed(error)),
+        Err(_) => return Err(Failure::TimedOut),
+    }
+    let started = AtomicBool::new(false);
+    let Buffers {
+        read,
+        up_read,
+        out,
+        scratch,
+        ..
+    } = bufs;
+    if req_body.is_done() {
+        return relay_response(
+            up,
+            client,
+            up_read,
+            out,
+            scratch,
+            asked,
+            deadline,
+            upstream_idle,
+            &started,
+        )
+        .await;
+    }
+    // Full duplex: the upstream may answer (and stream) before the request body ends.
+    let (mut client_read, mut client_write) = client.split();
+    let (mut up_read_half, mut up_write_half) = up.split();
+    let mut unused = Vec::new();
+    let send = req_body.relay(
+        &mut client_read,
+        &mut up_write_half,
+        read,
+        &mut unused,
+        CLIENT_IDLE_TIMEOUT,
+    );
+    let receive = relay_response(
+        &mut up_read_half,
+        &mut client_write,
+        up_read,
+        out,
+        scratch,
+        asked,
+        deadline,
+        upstream_idle,
+        &started,
+    );
+    tokio::pin!(send, receive);
+    let mut sent = false;
+    loop {
+        tokio::select! {
+            result = &mut send, if !sent => match result {
+                Ok(()) => sent = true,
+                // The upstream stopped reading (it may be answering early): wait for its answer.
+                Err(BodyError::Write(_)) => sent = true,
+                Err(BodyError::Chunked(reason)) if !started.load(Ordering::Relaxed) => return Err(Failure::BadBody(reason)),
+                Err(error) => return Err(Failure::Cut(error)),
+            },
+            result = &mut receive => return result,
+        }
+    }
+}
+
+/// Reads the response head (before `deadline`), sends the client its rewritten head with the
+/// first body bytes in one write, then streams the rest of the body.
+#[allow(clippy::too_many_arguments)]
+async fn relay_response<U, C>(
+    up: &mut U,
+    client: &mut C,
+    buf: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    asked: Asked<'_>,
+    deadline: Instant,
+    upstream_idle: Duration,
+    started: &AtomicBool,
+) -> Result<Done, Failure>
+where
+    U: AsyncRead + Unpin,
+    C: AsyncWrite + Unpin,
+{
+    buf.clear();
+    let head = loop {
+        if !buf.is_empty() {
+            out.clear();
+            match response::parse(buf, asked, out) {
+                Ok(Some(Head::Interim { head_len })) => {
+                    buf.drain(..head_len);
+                    continue;
+                }
+                Ok(Some(Head::Final(head))) => break head,
+                Ok(None) => {}
+                Err(reason) => return Err(Failure::Unavailable(reason.into())),
+            }
+        }
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.capacity().max(READ_SIZE));
+        }
+        match timeout_at(deadline, up.read_buf(buf)).await {
+            Ok(Ok(0)) if buf.is_empty() => {
+                return Err(Failure::Closed(io::ErrorKind::UnexpectedEof.into()));
+            }
+            Ok(Ok(0)) => {
+                return Err(Failure::Unavailable(
+                    "the response head was cut short".into(),
+                ));
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) if buf.is_empty() => return Err(Failure::Closed(error)),
+            Ok(Err(error)) => return Err(Failure::Unavailable(error.into())),
+            Err(_) => return Err(Failure::TimedOut),
+        }
+    };
+    buf.drain(..head.head_len);
+    let mut body = Body::new(head.framing, head.decode);
+    body.take_into(buf, out)
+        .map_err(|error| Failure::Unavailable(error.into()))?;
+    started.store(true, Ordering::Relaxed);
+    body::write_all(client, out, CLIENT_IDLE_TIMEOUT)
+        .await
+        .map_err(Failure::Cut)?;
+    if !body.is_done() {
+        body.relay(up, client, buf, scratch, upstream_idle)
+            .await
+            .map_err(Failure::Cut)?;
+    }
+    Ok(Done {
+        status: head.status,
+        keep_alive: head.keep_alive,
+        // Bytes after the body mean the upstream is confused: never reuse it.
+        reusable: head.reusable && buf.is_empty(),
+    })
+}

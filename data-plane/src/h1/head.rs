@@ -1,0 +1,87 @@
+//! Writing head lines, and our own responses (errors, `100 Continue`) in HTTP/1.1.
+
+use http::StatusCode;
+
+use crate::proxy::{ProxyError, error_body, request_id::RequestId};
+
+/// Whether a header name is `lower` (the name as sent may be in any case).
+#[inline]
+pub(crate) fn is(name: &str, lower: &str) -> bool {
+    name.len() == lower.len() && name.eq_ignore_ascii_case(lower)
+}
+
+#[inline]
+pub(crate) fn write_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+pub(crate) fn write_content_length(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(b"content-length: ");
+    write_decimal(out, n);
+    out.extend_from_slice(b"\r\n");
+}
+
+pub(crate) fn write_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// The interim response a client that sent `Expect: 100-continue` waits for.
+pub(crate) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Our JSON error response for `error`, appended to `out`.
+pub(crate) fn write_error(
+    out: &mut Vec<u8>,
+    error: &ProxyError,
+    request_id: &RequestId,
+    close: bool,
+) {
+    let status = error.status();
+    let body = error_body(
+        status,
+        error.code(),
+        error.public_message(),
+        request_id.as_bytes(),
+    );
+    write_status_line(out, status);
+    out.extend_from_slice(b"content-type: application/json\r\n");
+    write_content_length(out, body.len() as u64);
+    write_header(out, "x-request-id", request_id.as_bytes());
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body.as_bytes());
+}
+
+fn write_status_line(out: &mut Vec<u8>, status: StatusCode) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn decimals() {
+        for n in [0, 7, 10, 97, 1_000_000, u64::MAX] {
+            let mut out = Vec::new();
+            super::write_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+    }
+}

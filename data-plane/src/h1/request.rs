@@ -1,0 +1,391 @@
+//! The request head: parsed, checked against HTTP/1.1's framing rules, routed, and rewritten
+//! into the head sent upstream, all while it is borrowed from the read buffer (nothing is
+//! copied into a header map).
+
+use std::mem::MaybeUninit;
+
+use http::Method;
+
+use super::{
+    body::Framing,
+    head::{is, write_content_length, write_header},
+};
+use crate::{
+    proxy::{Choice, Connection, ProxyError, choose, request_id::RequestId},
+    server::MAX_HEADER_BYTES,
+};
+
+/// Header lines accepted in one head; more gets a 431.
+pub(crate) const MAX_HEADERS: usize = 128;
+
+/// A parsed request, its head already written upstream-ready into the caller's buffer.
+#[derive(Debug)]
+pub(crate) struct Request {
+    /// Bytes of the head in the read buffer.
+    pub(crate) head_len: usize,
+    pub(crate) framing: Framing,
+    /// The client wants the connection kept open after this exchange.
+    pub(crate) keep_alive: bool,
+    pub http10: bool,
+    pub(crate) is_head: bool,
+    /// The client waits for `100 Continue` before it sends the body.
+    pub(crate) expect_continue: bool,
+    /// Safe to send again on a new connection if a reused one fails before answering: an
+    /// idempotent method and no body.
+    pub(crate) replayable: bool,
+    pub(crate) request_id: RequestId,
+    /// Where it goes, or why it cannot go anywhere.
+    pub(crate) route: Result<Choice, ProxyError>,
+}
+
+/// What the header lines say, gathered in one pass.
+#[derive(Default)]
+struct Facts<'b> {
+    length: Option<u64>,
+    chunked: bool,
+    transfer_encodings: usize,
+    close: bool,
+    keep_alive: bool,
+    /// Header names the `Connection` header lists (hop-by-hop for this message only).
+    listed: Vec<&'b str>,
+    host: Option<&'b [u8]>,
+    hosts: usize,
+    expect: Option<&'b [u8]>,
+    request_id: Option<&'b [u8]>,
+    forwarded_for: usize,
+    forwarded_proto: bool,
+    forwarded_host: bool,
+}
+
+/// Parses the head at the front of `buf`. `Ok(None)`: incomplete, read more. `Err`: the
+/// request is unusable and the connection must close after the error response. On success
+/// with a route, `out` holds the head to send upstream.
+pub(crate) fn parse(
+    buf: &[u8],
+    conn: &Connection,
+    out: &mut Vec<u8>,
+) -> Result<Option<Request>, ProxyError> {
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(buf, &mut headers) {
+        Ok(httparse::Status::Complete(n)) if n <= MAX_HEADER_BYTES => n,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEADER_BYTES => return Ok(None),
+        Ok(_) => return Err(ProxyError::HeadTooLarge { limit: "64 KiB" }),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(ProxyError::HeadTooLarge {
+                limit: "128 header lines",
+            });
+        }
+        Err(_) => {
+            return Err(ProxyError::Malformed {
+                reason: "invalid request head",
+            });
+        }
+    };
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
+        return Err(ProxyError::Malformed {
+            reason: "incomplete request line",
+        });
+    };
+    let http10 = version == 0;
+    let facts = Facts::gather(req.headers)?;
+
+    let target = Target::parse(method, target)?;
+    if !http10 && target.authority.is_none() {
+        match facts.hosts {
+            0 => {
+                return Err(ProxyError::Malformed {
+                    reason: "no host header",
+                });
+            }
+            1 => {}
+            _ => {
+                return Err(ProxyError::Malformed {
+                    reason: "several host headers",
+                });
+            }
+        }
+    }
+    let framing = match (facts.chunked, facts.length) {
+        (true, Some(_)) => {
+            return Err(ProxyError::Malformed {
+                reason: "both content-length and transfer-encoding",
+            });
+        }
+        (true, None) if http10 => {
+            return Err(ProxyError::Malformed {
+                reason: "transfer-encoding in an HTTP/1.0 request",
+            });
+        }
+        (true, None) => Framing::Chunked,
+        (false, Some(0) | None) => Framing::Empty,
+        (false, Some(n)) => Framing::Length(n),
+    };
+    let expect_continue = match facts.expect {
+        None => false,
+        Some(v) if v.eq_ignore_ascii_case(b"100-continue") => !http10 && framing != Framing::Empty,
+        Some(_) => return Err(ProxyError::ExpectationFailed),
+    };
+    let keep_alive = !facts.close && (!http10 || facts.keep_alive);
+    let request_id = match facts.request_id {
+        Some(id) if conn.trusted && !id.is_empty() => RequestId::Kept(id.into()),
+        _ => RequestId::new(),
+    };
+    // The Host header, or the authority of an absolute-form target (which overrides it).
+    let host = target.authority.or(facts.host);
+    let method = Method::from_bytes(method.as_bytes()).map_err(|_| ProxyError::Malformed {
+        reason: "invalid method",
+    })?;
+    let route = choose(
+        &conn.state,
+        host.and_then(|h| std::str::from_utf8(h).ok()),
+        target.path(),
+        target.query(),
+        &method,
+        &&*req.headers,
+    );
+    if route.is_ok() {
+        write_upstream_head(
+            out,
+            conn,
+            &method,
+            &target,
+            req.headers,
+            &facts,
+            host,
+            framing,
+            &request_id,
+        );
+    }
+    Ok(Some(Request {
+        head_len,
+        framing,
+        keep_alive,
+        http10,
+        is_head: method == Method::HEAD,
+        expect_continue,
+        replayable: framing == Framing::Empty
+            && matches!(
+                method,
+                Method::GET
+                    | Method::HEAD
+                    | Method::OPTIONS
+                    | Method::TRACE
+                    | Method::PUT
+                    | Method::DELETE
+            ),
+        request_id,
+        route,
+    }))
+}
+
+// === impl Facts ===
+
+impl<'b> Facts<'b> {
+    fn gather(headers: &[httparse::Header<'b>]) -> Result<Self, ProxyError> {
+        let mut facts = Self::default();
+        for h in headers {
+            let name = h.name;
+            let value = h.value;
+            if is(name, "content-length") {
+                let n = parse_length(value).ok_or(ProxyError::Malformed {
+                    reason: "invalid content-length",
+                })?;
+                if facts.length.is_some_and(|m| m != n) {
+                    return Err(ProxyError::Malformed {
+                        reason: "conflicting content-length headers",
+                    });
+                }
+                facts.length = Some(n);
+            } else if is(name, "transfer-encoding") {
+                facts.transfer_encodings += 1;
+                if facts.transfer_encodings > 1 {
+                    return Err(ProxyError::Malformed {
+                        reason: "several transfer-encoding headers",
+                    });
+                }
+                if !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                    return Err(ProxyError::UnsupportedTransferEncoding);
+                }
+                facts.chunked = true;
+            } else if is(name, "connection") {
+                for token in value.split(|&b| b == b',') {
+                    let token = token.trim_ascii();
+                    if token.eq_ignore_ascii_case(b"close") {
+                        facts.close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        facts.keep_alive = true;
+                    } else if let Ok(token) = std::str::from_utf8(token)
+                        && !token.is_empty()
+                    {
+                        facts.listed.push(token);
+                    }
+                }
+            } else if is(name, "host") {
+                facts.hosts += 1;
+                facts.host = Some(value);
+            } else if is(name, "expect") {
+                facts.expect = Some(value.trim_ascii());
+            } else if is(name, "x-request-id") {
+                facts.request_id = Some(value);
+            } else if is(name, "x-forwarded-for") {
+                facts.forwarded_for += 1;
+            } else if is(name, "x-forwarded-proto") {
+                facts.forwarded_proto = true;
+            } else if is(name, "x-forwarded-host") {
+                facts.forwarded_host = true;
+            }
+        }
+        Ok(facts)
+    }
+
+    /// Whether the `Connection` header lists `name`.
+    fn lists(&self, name: &str) -> bool {
+        self.listed.iter().any(|l| l.eq_ignore_ascii_case(name))
+    }
+}
+
+/// Digits only, at most 18 of them (no sign, no list, no overflow).
+fn parse_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(value.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+/// The request target, as the upstream will see it.
+struct Target<'b> {
+    /// Path and query in origin form.
+    path_and_query: &'b str,
+    /// The authority of an absolute-form target.
+    authority: Option<&'b [u8]>,
+}
+
+// === impl Target ===
+
+impl<'b> Target<'b> {
+    fn parse(method: &str, target: &'b str) -> Result<Self, ProxyError> {
+        if method == "CONNECT" {
+            return Err(ProxyError::Malformed {
+                reason: "CONNECT is not supported",
+            });
+        }
+        if target.starts_with('/') || (target == "*" && method == "OPTIONS") {
+            return Ok(Self {
+                path_and_query: target,
+                authority: None,
+            });
+        }
+        let rest = strip_prefix_ignore_case(target, "http://")
+            .or_else(|| strip_prefix_ignore_case(target, "https://"))
+            .ok_or(ProxyError::Malformed {
+                reason: "invalid request target",
+            })?;
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, path_and_query) = rest.split_at(end);
+        if authority.is_empty() || authority.contains('@') {
+            return Err(ProxyError::Malformed {
+                reason: "invalid request target authority",
+            });
+        }
+        Ok(Self {
+            path_and_query,
+            authority: Some(authority.as_bytes()),
+        })
+    }
+
+    fn path(&self) -> &'b str {
+        let pq = self.path_and_query;
+        let path = pq.split_once('?').map_or(pq, |(path, _)| path);
+        if path.is_empty() { "/" } else { path }
+    }
+
+    fn query(&self) -> Option<&'b str> {
+        self.path_and_query.split_once('?').map(|(_, query)| query)
+    }
+}
+
+fn strip_prefix_ignore_case<'s>(s: &'s str, prefix: &str) -> Option<&'s str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
+}
+
+/// Request headers that never cross the hop (RFC 9110 7.6.1), or that we write ourselves.
+fn dropped(name: &str, trusted: bool, absolute: bool, facts: &Facts<'_>) -> bool {
+    is(name, "connection")
+        || is(name, "keep-alive")
+        || is(name, "proxy-connection")
+        || is(name, "te")
+        || is(name, "trailer")
+        || is(name, "transfer-encoding")
+        || is(name, "upgrade")
+        || is(name, "proxy-authenticate")
+        || is(name, "proxy-authorization")
+        || is(name, "content-length")
+        || is(name, "expect")
+        || is(name, "x-request-id")
+        || is(name, "x-forwarded-for")
+        || (!trusted && (is(name, "x-forwarded-proto") || is(name, "x-forwarded-host")))
+        || (absolute && is(name, "host"))
+        || (!facts.listed.is_empty() && facts.lists(name))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_upstream_head(
+    out: &mut Vec<u8>,
+    conn: &Connection,
+    method: &Method,
+    target: &Target<'_>,
+    headers: &[httparse::Header<'_>],
+    facts: &Facts<'_>,
+    host: Option<&[u8]>,
+    framing: Framing,
+    request_id: &RequestId,
+) {
+    out.clear();
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    if target.path_and_query.starts_with('?') || target.path_and_query.is_empty() {
+        out.push(b'/');
+    }
+    out.extend_from_slice(target.path_and_query.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    if let Some(authority) = target.authority {
+        write_header(out, "host", authority);
+    }
+    let absolute = target.authority.is_some();
+    for h in headers {
+        if !dropped(h.name, conn.trusted, absolute, facts) {
+            write_header(out, h.name, h.value);
+        }
+    }
+    // X-Forwarded-For: a trusted peer's chain with the peer appended, else the peer alone.
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if conn.trusted && facts.forwarded_for > 0 {
+        for h in headers.iter().filter(|h| is(h.name, "x-forwarded-for")) {
+            out.extend_from_slice(h.value);
+            out.extend_from_slice(b", ");
+        }
+    }
+    out.extend_from_slice(conn.peer_ip.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if !(conn.trusted && facts.forwarded_proto) {
+        out.extend_from_slice(b"x-forwarded-proto: http\r\n");
+    }
+    if !(conn.trusted && facts.forwarded_host)
+        && let Some(host) = host
+    {
+        write_header(out, "x-forwarded-host", host);
+    }
+    write_header(out, "x-request-id", request_id.as_bytes());
+    match framing {
+        Framing::Length(n) => write_content_length(out, n),
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Empty if facts.length == Some(0) => {
+            out.extend_from_slice(b"content-length: 0\r\n")
+        }
+        Framing::Empty | Framing::UntilClose => {}
+    }
+    out.extend_from_slice(b"\r\n");
+}

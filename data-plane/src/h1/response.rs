@@ -1,0 +1,171 @@
+//! The response head from the upstream: parsed, its framing decided, and rewritten for the
+//! client (hop-by-hop headers out, our framing and request id in).
+
+use super::{
+    body::Framing,
+    head::{is, write_content_length, write_decimal, write_header},
+    request::MAX_HEADERS,
+};
+use crate::{proxy::request_id::RequestId, server::MAX_HEADER_BYTES};
+
+/// What the client asked, which shapes the response it gets.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Asked<'a> {
+    pub(crate) is_head: bool,
+    pub http10: bool,
+    /// The client wants to keep the connection, and we are not draining.
+    pub(crate) keep_alive: bool,
+    pub(crate) request_id: &'a RequestId,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub(crate) enum Head {
+    /// A 1xx other than 101: dropped (we asked for no upgrade and sent no `Expect`).
+    Interim {
+        head_len: usize,
+    },
+    Final(Response),
+}
+
+/// A final response whose client head is in the caller's buffer.
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub(crate) head_len: usize,
+    pub(crate) status: u16,
+    /// How the upstream delimits the body.
+    pub(crate) framing: Framing,
+    /// Strip the chunk framing for an HTTP/1.0 client.
+    pub(crate) decode: bool,
+    /// The upstream connection may carry another request afterwards.
+    pub(crate) reusable: bool,
+    /// The client connection stays open afterwards.
+    pub(crate) keep_alive: bool,
+}
+
+/// Parses the response head at the front of `buf`; `Ok(None)` if incomplete. The head for the
+/// client is appended to `out`.
+pub(crate) fn parse(
+    buf: &[u8],
+    asked: Asked<'_>,
+    out: &mut Vec<u8>,
+) -> Result<Option<Head>, &'static str> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut headers);
+    let head_len = match res.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n <= MAX_HEADER_BYTES => n,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEADER_BYTES => return Ok(None),
+        Ok(_) => return Err("response head over 64 KiB"),
+        Err(_) => return Err("invalid response head"),
+    };
+    let (Some(status), Some(version)) = (res.code, res.version) else {
+        return Err("incomplete status line");
+    };
+    if status == 101 {
+        return Err("unexpected 101 Switching Protocols");
+    }
+    if (100..200).contains(&status) {
+        return Ok(Some(Head::Interim { head_len }));
+    }
+
+    let mut length = None;
+    let mut chunked = false;
+    let mut other_coding = false;
+    let mut close = false;
+    let mut keep_alive = false;
+    let mut listed: Vec<&str> = Vec::new();
+    for h in res.headers.iter() {
+        if is(h.name, "content-length") {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or("invalid content-length")?;
+            if length.is_some_and(|m| m != n) {
+                return Err("conflicting content-length headers");
+            }
+            length = Some(n);
+        } else if is(h.name, "transfer-encoding") {
+            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            other_coding |= !chunked || h.value.contains(&b',');
+        } else if is(h.name, "connection") {
+            for token in h.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive = true;
+                } else if let Ok(token) = std::str::from_utf8(token)
+                    && !token.is_empty()
+                {
+                    listed.push(token);
+                }
+            }
+        }
+    }
+    let no_body = asked.is_head || status == 204 || status == 304;
+    let framing = if no_body {
+        Framing::Empty
+    } else if chunked && !other_coding {
+        Framing::Chunked
+    } else if other_coding {
+        Framing::UntilClose
+    } else {
+        match length {
+            Some(0) => Framing::Empty,
+            Some(n) => Framing::Length(n),
+            None => Framing::UntilClose,
+        }
+    };
+    let reusable = !close
+        && (version == 1 || keep_alive)
+        && framing != Framing::UntilClose
+        && !(chunked && length.is_some());
+    let decode = framing == Framing::Chunked && asked.http10;
+    let client_keep_alive = asked.keep_alive && framing != Framing::UntilClose && !decode;
+
+    out.extend_from_slice(b"HTTP/1.1 ");
+    write_decimal(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(res.reason.unwrap_or_default().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let ours = matches!(framing, Framing::Length(_) | Framing::Chunked);
+    for h in res.headers.iter() {
+        let hop = is(h.name, "connection")
+            || is(h.name, "keep-alive")
+            || is(h.name, "proxy-connection")
+            || is(h.name, "te")
+            || is(h.name, "trailer")
+            || is(h.name, "transfer-encoding")
+            || is(h.name, "upgrade")
+            || is(h.name, "proxy-authenticate")
+            || is(h.name, "proxy-authorization")
+            || is(h.name, "x-request-id")
+            || (ours && is(h.name, "content-length"))
+            || (!listed.is_empty() && listed.iter().any(|l| l.eq_ignore_ascii_case(h.name)));
+        if !hop {
+            write_header(out, h.name, h.value);
+        }
+    }
+    match framing {
+        Framing::Length(n) => write_content_length(out, n),
+        Framing::Chunked if !decode => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        _ => {}
+    }
+    write_header(out, "x-request-id", asked.request_id.as_bytes());
+    if !client_keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if asked.http10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(Some(Head::Final(Response {
+        head_len,
+        status,
+        framing,
+        decode,
+        reusable,
+        keep_alive: client_keep_alive,
+    })))
+}
