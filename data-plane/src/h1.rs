@@ -17,13 +17,13 @@ mod pool;
 mod request;
 mod response;
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
     sync::watch,
-    time::{Instant, timeout_at},
+    time::{Instant, Sleep},
 };
 
 pub use self::pool::EndpointPool;
@@ -65,9 +65,29 @@ pub(crate) async fn serve(
 ) -> Ended {
     let mut bufs = Buffers::default();
     let mut first = true;
+    let draining = shutdown.clone();
+    let stop = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    // One long-lived timer per deadline, moved forward for each request: extending a
+    // registered timer is an atomic store, where a new one per request costs a wheel insert
+    // and removal.
+    let header_timer = tokio::time::sleep(HEADER_READ_TIMEOUT);
+    let upstream_timer = tokio::time::sleep(HEADER_READ_TIMEOUT);
+    tokio::pin!(stop, header_timer, upstream_timer);
     loop {
-        let request = match read_request(&mut client, &conn, &mut bufs, &mut shutdown, first).await
-        {
+        let reading = read_request(
+            &mut client,
+            &conn,
+            &mut bufs,
+            Watch {
+                stop: stop.as_mut(),
+                draining: &draining,
+                timer: header_timer.as_mut(),
+            },
+            first,
+        );
+        let request = match reading.await {
             Ok(Some(request)) => request,
             Ok(None) => return Ended::Closed,
             Err(Some(error)) => {
@@ -83,7 +103,15 @@ pub(crate) async fn serve(
             }
         };
         first = false;
-        let keep = exchange(&mut client, &conn, &mut bufs, request, &shutdown).await;
+        let keep = exchange(
+            &mut client,
+            &conn,
+            &mut bufs,
+            request,
+            &draining,
+            upstream_timer.as_mut(),
+        )
+        .await;
         if !keep {
             let _ = client.shutdown().await;
             return Ended::Closed;
@@ -94,14 +122,17 @@ pub(crate) async fn serve(
 /// Reads until a complete request head is buffered. `Ok(None)`: the client closed, went idle
 /// past the timeout, or we are draining. `Err(Some)`: answer with the error and close.
 /// `Err(None)`: an HTTP/2 preface.
-async fn read_request(
+async fn read_request<S: Future<Output = ()>>(
     client: &mut TcpStream,
     conn: &Connection,
     bufs: &mut Buffers,
-    shutdown: &mut watch::Receiver<bool>,
+    mut watch: Watch<'_, S>,
     first: bool,
 ) -> Result<Option<Request>, Option<ProxyError>> {
-    let deadline = Instant::now() + HEADER_READ_TIMEOUT;
+    watch
+        .timer
+        .as_mut()
+        .reset(Instant::now() + HEADER_READ_TIMEOUT);
     loop {
         if !bufs.read.is_empty() {
             let preface = &H2_PREFACE[..bufs.read.len().min(H2_PREFACE.len())];
@@ -118,27 +149,37 @@ async fn read_request(
             bufs.read
                 .reserve(bufs.read.capacity().max(exchange::READ_SIZE));
         }
-        let read = if bufs.read.is_empty() {
-            // Idle between requests: the only place where a drain closes the connection.
-            if *shutdown.borrow() {
-                return Ok(None);
+        // Idle between requests is the only place where a drain closes the connection.
+        let idle = bufs.read.is_empty();
+        if idle && *watch.draining.borrow() {
+            return Ok(None);
+        }
+        let read = tokio::select! {
+            biased;
+            read = client.read_buf(&mut bufs.read) => read,
+            () = watch.timer.as_mut() => {
+                // Idle keep-alive connections close quietly; a half-sent head gets a 408.
+                return if idle {
+                    Ok(None)
+                } else {
+                    Err(Some(ProxyError::RequestTimeout(HEADER_READ_TIMEOUT)))
+                };
             }
-            tokio::select! {
-                biased;
-                read = timeout_at(deadline, client.read_buf(&mut bufs.read)) => read,
-                _ = shutdown.changed() => return Ok(None),
-            }
-        } else {
-            timeout_at(deadline, client.read_buf(&mut bufs.read)).await
+            () = watch.stop.as_mut(), if idle => return Ok(None),
         };
         match read {
-            Ok(Ok(0) | Err(_)) => return Ok(None),
-            Ok(Ok(_)) => {}
-            // Idle keep-alive connections close quietly; a half-sent head gets a 408.
-            Err(_) if bufs.read.is_empty() => return Ok(None),
-            Err(_) => return Err(Some(ProxyError::RequestTimeout(HEADER_READ_TIMEOUT))),
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(_) => {}
         }
     }
+}
+
+/// What a connection waiting for a request head watches besides the socket.
+struct Watch<'a, S> {
+    /// Completes when the data plane starts draining.
+    stop: Pin<&'a mut S>,
+    draining: &'a watch::Receiver<bool>,
+    timer: Pin<&'a mut Sleep>,
 }
 
 /// Forwards one request and relays its response; returns whether the connection stays open.
@@ -147,7 +188,8 @@ async fn exchange(
     conn: &Connection,
     bufs: &mut Buffers,
     request: Request,
-    shutdown: &watch::Receiver<bool>,
+    draining: &watch::Receiver<bool>,
+    mut timer: Pin<&mut Sleep>,
 ) -> bool {
     let Request {
         framing,
@@ -160,7 +202,7 @@ async fn exchange(
         route,
         ..
     } = request;
-    let keep_alive = keep_alive && !*shutdown.borrow();
+    let keep_alive = keep_alive && !*draining.borrow();
     let choice = match route {
         Ok(choice) => choice,
         Err(error) => {
@@ -171,7 +213,7 @@ async fn exchange(
     };
     let upstream = &choice.upstream;
     let endpoint = &upstream.endpoints()[choice.endpoint];
-    let deadline = Instant::now() + upstream.timeout();
+    timer.as_mut().reset(Instant::now() + upstream.timeout());
 
     if expect_continue
         && bufs.read.is_empty()
@@ -212,7 +254,7 @@ async fn exchange(
             bufs,
             &mut req_body,
             asked,
-            deadline,
+            timer.as_mut(),
             upstream.timeout(),
         )
         .await

@@ -4,6 +4,7 @@
 
 use std::{
     io,
+    pin::Pin,
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
@@ -11,7 +12,7 @@ use std::{
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite},
     net::TcpStream,
-    time::{Instant, timeout_at},
+    time::Sleep,
 };
 
 use super::{
@@ -138,18 +139,15 @@ pub(crate) async fn run(
     bufs: &mut Buffers,
     req_body: &mut Body,
     asked: Asked<'_>,
-    deadline: Instant,
+    mut deadline: Pin<&mut Sleep>,
     upstream_idle: Duration,
 ) -> Result<Done, Failure> {
-    match timeout_at(
-        deadline,
-        tokio::io::AsyncWriteExt::write_all(up, &bufs.head),
-    )
-    .await
-    {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => return Err(Failure::Closed(error)),
-        Err(_) => return Err(Failure::TimedOut),
+    tokio::select! {
+        biased;
+        written = tokio::io::AsyncWriteExt::write_all(up, &bufs.head) => {
+            written.map_err(Failure::Closed)?;
+        }
+        () = deadline.as_mut() => return Err(Failure::TimedOut),
     }
     let started = AtomicBool::new(false);
     let Buffers {
@@ -221,7 +219,7 @@ async fn relay_response<U, C>(
     out: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
     asked: Asked<'_>,
-    deadline: Instant,
+    mut deadline: Pin<&mut Sleep>,
     upstream_idle: Duration,
     started: &AtomicBool,
 ) -> Result<Done, Failure>
@@ -246,19 +244,23 @@ where
         if buf.len() == buf.capacity() {
             buf.reserve(buf.capacity().max(READ_SIZE));
         }
-        match timeout_at(deadline, up.read_buf(buf)).await {
-            Ok(Ok(0)) if buf.is_empty() => {
+        let read = tokio::select! {
+            biased;
+            read = up.read_buf(buf) => read,
+            () = deadline.as_mut() => return Err(Failure::TimedOut),
+        };
+        match read {
+            Ok(0) if buf.is_empty() => {
                 return Err(Failure::Closed(io::ErrorKind::UnexpectedEof.into()));
             }
-            Ok(Ok(0)) => {
+            Ok(0) => {
                 return Err(Failure::Unavailable(
                     "the response head was cut short".into(),
                 ));
             }
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) if buf.is_empty() => return Err(Failure::Closed(error)),
-            Ok(Err(error)) => return Err(Failure::Unavailable(error.into())),
-            Err(_) => return Err(Failure::TimedOut),
+            Ok(_) => {}
+            Err(error) if buf.is_empty() => return Err(Failure::Closed(error)),
+            Err(error) => return Err(Failure::Unavailable(error.into())),
         }
     };
     buf.drain(..head.head_len);

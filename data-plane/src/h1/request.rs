@@ -133,6 +133,11 @@ pub(crate) fn parse(
     };
     // The Host header, or the authority of an absolute-form target (which overrides it).
     let host = target.authority.or(facts.host);
+    if host.is_some_and(|h| !valid_host(h)) {
+        return Err(ProxyError::Malformed {
+            reason: "invalid host",
+        });
+    }
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| ProxyError::Malformed {
         reason: "invalid method",
     })?;
@@ -144,7 +149,13 @@ pub(crate) fn parse(
         &method,
         &&*req.headers,
     );
-    if route.is_ok() {
+    if let Ok(choice) = &route {
+        // An HTTP/1.1 upstream needs one Host: the absolute-form target's authority, else the
+        // client's Host, else (an HTTP/1.0 client sent none) the endpoint's address.
+        let endpoint = &choice.upstream.endpoints()[choice.endpoint];
+        let added_host = target
+            .authority
+            .or_else(|| (facts.hosts == 0).then(|| endpoint.authority().as_str().as_bytes()));
         write_upstream_head(
             out,
             conn,
@@ -152,7 +163,7 @@ pub(crate) fn parse(
             &target,
             req.headers,
             &facts,
-            host,
+            (host, added_host),
             framing,
             &request_id,
         );
@@ -243,6 +254,13 @@ impl<'b> Facts<'b> {
     fn lists(&self, name: &str) -> bool {
         self.listed.iter().any(|l| l.eq_ignore_ascii_case(name))
     }
+}
+
+/// `uri-host [":" port]` (RFC 9112 section 3.2), loosely: the characters of a registered
+/// name, an IP literal and a port, so no whitespace, slash, userinfo or other delimiter.
+fn valid_host(host: &[u8]) -> bool {
+    host.iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&b))
 }
 
 /// Digits only, at most 18 of them (no sign, no list, no overflow).
@@ -339,7 +357,7 @@ fn write_upstream_head(
     target: &Target<'_>,
     headers: &[httparse::Header<'_>],
     facts: &Facts<'_>,
-    host: Option<&[u8]>,
+    (host, added_host): (Option<&[u8]>, Option<&[u8]>),
     framing: Framing,
     request_id: &RequestId,
 ) {
@@ -351,8 +369,8 @@ fn write_upstream_head(
     }
     out.extend_from_slice(target.path_and_query.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    if let Some(authority) = target.authority {
-        write_header(out, "host", authority);
+    if let Some(host) = added_host {
+        write_header(out, "host", host);
     }
     let absolute = target.authority.is_some();
     for h in headers {

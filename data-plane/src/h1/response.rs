@@ -1,6 +1,8 @@
 //! The response head from the upstream: parsed, its framing decided, and rewritten for the
 //! client (hop-by-hop headers out, our framing and request id in).
 
+use std::mem::MaybeUninit;
+
 use super::{
     body::Framing,
     head::{is, write_content_length, write_decimal, write_header},
@@ -50,9 +52,13 @@ pub(crate) fn parse(
     asked: Asked<'_>,
     out: &mut Vec<u8>,
 ) -> Result<Option<Head>, &'static str> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut headers);
-    let head_len = match res.parse(buf) {
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
+    let head_len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut res,
+        buf,
+        &mut headers,
+    ) {
         Ok(httparse::Status::Complete(n)) if n <= MAX_HEADER_BYTES => n,
         Ok(httparse::Status::Partial) if buf.len() < MAX_HEADER_BYTES => return Ok(None),
         Ok(_) => return Err("response head over 64 KiB"),
