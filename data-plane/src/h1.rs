@@ -88,14 +88,14 @@ pub(crate) async fn serve(
             first,
         );
         let request = match reading.await {
-            Ok(Some(request)) => request,
-            Ok(None) => return Ended::Closed,
-            Err(Some(error)) => {
+            Next::Request(request) => request,
+            Next::Close => return Ended::Closed,
+            Next::Refuse(error) => {
                 let id = RequestId::new();
                 respond_error(&mut client, &conn, &mut bufs, &error, &id, true).await;
                 return Ended::Closed;
             }
-            Err(None) => {
+            Next::Http2 => {
                 return Ended::Http2 {
                     stream: client,
                     read: std::mem::take(&mut bufs.read),
@@ -119,16 +119,25 @@ pub(crate) async fn serve(
     }
 }
 
-/// Reads until a complete request head is buffered. `Ok(None)`: the client closed, went idle
-/// past the timeout, or we are draining. `Err(Some)`: answer with the error and close.
-/// `Err(None)`: an HTTP/2 preface.
+/// What came in on a connection waiting for a request.
+enum Next {
+    Request(Request),
+    /// The client closed, stayed idle past the timeout, or we are draining.
+    Close,
+    /// Answer with this error, then close.
+    Refuse(ProxyError),
+    /// The HTTP/2 preface.
+    Http2,
+}
+
+/// Reads until a complete request head is buffered.
 async fn read_request<S: Future<Output = ()>>(
     client: &mut TcpStream,
     conn: &Connection,
     bufs: &mut Buffers,
     mut watch: Watch<'_, S>,
     first: bool,
-) -> Result<Option<Request>, Option<ProxyError>> {
+) -> Next {
     watch
         .timer
         .as_mut()
@@ -138,11 +147,17 @@ async fn read_request<S: Future<Output = ()>>(
             let preface = &H2_PREFACE[..bufs.read.len().min(H2_PREFACE.len())];
             if first && bufs.read.starts_with(preface) {
                 if bufs.read.len() >= H2_PREFACE.len() {
-                    return Err(None);
+                    return Next::Http2;
                 }
-            } else if let Some(request) = request::parse(&bufs.read, conn, &mut bufs.head)? {
-                bufs.read.drain(..request.head_len);
-                return Ok(Some(request));
+            } else {
+                match request::parse(&bufs.read, conn, &mut bufs.head) {
+                    Ok(Some(request)) => {
+                        bufs.read.drain(..request.head_len);
+                        return Next::Request(request);
+                    }
+                    Ok(None) => {}
+                    Err(error) => return Next::Refuse(error),
+                }
             }
         }
         if bufs.read.len() == bufs.read.capacity() {
@@ -152,7 +167,7 @@ async fn read_request<S: Future<Output = ()>>(
         // Idle between requests is the only place where a drain closes the connection.
         let idle = bufs.read.is_empty();
         if idle && *watch.draining.borrow() {
-            return Ok(None);
+            return Next::Close;
         }
         let read = tokio::select! {
             biased;
@@ -160,15 +175,15 @@ async fn read_request<S: Future<Output = ()>>(
             () = watch.timer.as_mut() => {
                 // Idle keep-alive connections close quietly; a half-sent head gets a 408.
                 return if idle {
-                    Ok(None)
+                    Next::Close
                 } else {
-                    Err(Some(ProxyError::RequestTimeout(HEADER_READ_TIMEOUT)))
+                    Next::Refuse(ProxyError::RequestTimeout(HEADER_READ_TIMEOUT))
                 };
             }
-            () = watch.stop.as_mut(), if idle => return Ok(None),
+            () = watch.stop.as_mut(), if idle => return Next::Close,
         };
         match read {
-            Ok(0) | Err(_) => return Ok(None),
+            Ok(0) | Err(_) => return Next::Close,
             Ok(_) => {}
         }
     }
