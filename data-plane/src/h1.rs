@@ -265,7 +265,7 @@ async fn exchange(
         };
         match exchange::run(
             client,
-            &mut up.stream,
+            &mut up,
             bufs,
             &mut req_body,
             asked,
@@ -277,7 +277,7 @@ async fn exchange(
             Ok(done) => {
                 conn.state.metrics().response_status(done.status);
                 if done.reusable && req_body.is_done() {
-                    endpoint.pool().checkin(up.stream);
+                    endpoint.pool().checkin(up);
                 }
                 return done.keep_alive && req_body.is_done();
             }

@@ -18,6 +18,7 @@ use tokio::{
 use super::{
     CLIENT_IDLE_TIMEOUT,
     body::{self, Body, BodyError},
+    pool,
     response::{self, Asked, Head},
 };
 use crate::{
@@ -36,8 +37,6 @@ pub(crate) struct Buffers {
     /// The head (and first body bytes) for the upstream; kept until the exchange ends so that
     /// it can be sent again.
     pub(crate) head: Vec<u8>,
-    /// From the upstream.
-    up_read: Vec<u8>,
     /// To the client: response heads, our error responses.
     pub(crate) out: Vec<u8>,
     /// Decoded chunks for an HTTP/1.0 client.
@@ -49,7 +48,6 @@ impl Default for Buffers {
         Self {
             read: Vec::with_capacity(READ_SIZE),
             head: Vec::with_capacity(1024),
-            up_read: Vec::with_capacity(READ_SIZE),
             out: Vec::with_capacity(1024),
             scratch: Vec::new(),
         }
@@ -135,13 +133,18 @@ pub(crate) fn chunked_reason(error: &BodyError) -> &'static str {
 /// Sends the request on `up` and relays the response to `client`.
 pub(crate) async fn run(
     client: &mut TcpStream,
-    up: &mut TcpStream,
+    up: &mut pool::Upstream,
     bufs: &mut Buffers,
     req_body: &mut Body,
     asked: Asked<'_>,
     mut deadline: Pin<&mut Sleep>,
     upstream_idle: Duration,
 ) -> Result<Done, Failure> {
+    let pool::Upstream {
+        stream: up,
+        buf: up_read,
+        ..
+    } = up;
     tokio::select! {
         biased;
         written = tokio::io::AsyncWriteExt::write_all(up, &bufs.head) => {
@@ -151,11 +154,7 @@ pub(crate) async fn run(
     }
     let started = AtomicBool::new(false);
     let Buffers {
-        read,
-        up_read,
-        out,
-        scratch,
-        ..
+        read, out, scratch, ..
     } = bufs;
     if req_body.is_done() {
         return relay_response(

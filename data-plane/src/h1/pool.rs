@@ -29,18 +29,23 @@ pub struct EndpointPool {
 
 #[derive(Debug)]
 struct Idle {
-    stream: TcpStream,
+    upstream: Upstream,
     since: Instant,
 }
 
-/// A connection to an upstream endpoint, with whether it came from the pool (a reused
-/// connection may have been closed by the upstream just as we sent, so its failure before any
-/// response byte allows one retry of a replayable request).
+/// A connection to an upstream endpoint with its read buffer (which lives with the
+/// connection, so that idle client connections do not hold one), and whether it came from the
+/// pool (a reused connection may have been closed by the upstream just as we sent, so its
+/// failure before any response byte allows one retry of a replayable request).
 #[derive(Debug)]
 pub(crate) struct Upstream {
     pub(crate) stream: TcpStream,
+    pub(crate) buf: Vec<u8>,
     pub(crate) reused: bool,
 }
+
+/// The initial size of an upstream connection's read buffer.
+const READ_BUFFER: usize = 8 * 1024;
 
 // === impl EndpointPool ===
 
@@ -65,21 +70,21 @@ impl EndpointPool {
                 self.lock().clear();
                 return None;
             }
-            if is_open(&idle.stream) {
+            if is_open(&idle.upstream.stream) {
                 return Some(Upstream {
-                    stream: idle.stream,
                     reused: true,
+                    ..idle.upstream
                 });
             }
         }
     }
 
     /// Returns a connection whose last response was read to its end.
-    pub(crate) fn checkin(&self, stream: TcpStream) {
+    pub(crate) fn checkin(&self, upstream: Upstream) {
         let mut idle = self.lock();
         if idle.len() < MAX_IDLE {
             idle.push(Idle {
-                stream,
+                upstream,
                 since: Instant::now(),
             });
         }
@@ -93,6 +98,7 @@ impl EndpointPool {
         stream.set_nodelay(true)?;
         Ok(Upstream {
             stream,
+            buf: Vec::with_capacity(READ_BUFFER),
             reused: false,
         })
     }
@@ -129,10 +135,10 @@ mod tests {
         let first = pool.connect(Duration::from_secs(5)).await.unwrap();
         assert!(!first.reused);
         let (mut server_side, _) = listener.accept().await.unwrap();
-        pool.checkin(first.stream);
+        pool.checkin(first);
         let again = pool.checkout().expect("the idle connection");
         assert!(again.reused);
-        pool.checkin(again.stream);
+        pool.checkin(again);
 
         // The upstream closes it while idle: the checkout sees the EOF and skips it.
         server_side.shutdown().await.unwrap();
@@ -146,7 +152,7 @@ mod tests {
                 seen_closed = true;
                 break;
             };
-            pool.checkin(upstream.stream);
+            pool.checkin(upstream);
         }
         assert!(seen_closed, "a closed idle connection was handed out");
         assert_eq!(pool.idle(), 0);
