@@ -93,6 +93,7 @@ pub(crate) async fn serve(
             Next::Refuse(error) => {
                 let id = RequestId::new();
                 respond_error(&mut client, &conn, &mut bufs, &error, &id, true).await;
+                linger(&mut client, &mut bufs.read).await;
                 return Ended::Closed;
             }
             Next::Http2 => {
@@ -113,10 +114,34 @@ pub(crate) async fn serve(
         )
         .await;
         if !keep {
-            let _ = client.shutdown().await;
+            linger(&mut client, &mut bufs.read).await;
             return Ended::Closed;
         }
     }
+}
+
+/// How long, and how much, a closing connection reads and discards.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
+
+/// Closes our side, then reads and drops what the client still sends (the rest of a body we
+/// refused) for a while: closing a socket with unread data sends a reset, which can destroy
+/// the response before the client has read it.
+async fn linger(client: &mut TcpStream, buf: &mut Vec<u8>) {
+    if client.shutdown().await.is_err() {
+        return;
+    }
+    let discard = async {
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            buf.clear();
+            match client.read_buf(buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, discard).await;
 }
 
 /// What came in on a connection waiting for a request.

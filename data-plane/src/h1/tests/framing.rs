@@ -99,3 +99,32 @@ async fn partial_head_then_silence_is_408() {
     idle.assert_closed().await;
     backend.assert_untouched();
 }
+
+/// A refused request whose body is still arriving, from a client that reads only after it
+/// has sent everything (as most do): it gets the error and a clean close, and the body goes
+/// nowhere. (Whether an unread body would have turned the close into a reset depends on socket
+/// buffer sizes; the gateway drains it either way, see `linger`.)
+#[tokio::test]
+async fn refused_body_is_drained_so_the_error_arrives() {
+    let (backend, gw) = echo().await;
+    let mut client = Conn::client(gw).await;
+    let body = vec![b'x'; 512 * 1024];
+    let head = format!(
+        "POST /nowhere HTTP/1.1\r\nHost: gw.test\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    client.send(head).await;
+    timeout(PATIENCE, client.stream.write_all(&body))
+        .await
+        .expect("the body is taken in time")
+        .expect("the gateway reads the body instead of resetting the connection");
+    let mut response = Vec::new();
+    timeout(PATIENCE, client.stream.read_to_end(&mut response))
+        .await
+        .expect("the gateway closes in time")
+        .expect("a clean close, not a reset");
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 404 "), "{text}");
+    assert!(text.contains("\"route_not_found\""), "{text}");
+    assert!(backend.seen().is_empty());
+}
