@@ -156,31 +156,9 @@ pub(crate) async fn run(
     let Buffers {
         read, out, scratch, ..
     } = bufs;
-    if req_body.is_done() {
-        return relay_response(
-            up,
-            client,
-            up_read,
-            out,
-            scratch,
-            asked,
-            deadline,
-            upstream_idle,
-            &started,
-        )
-        .await;
-    }
-    // Full duplex: the upstream may answer (and stream) before the request body ends.
+    // Borrowed halves cost nothing, so both paths use them.
     let (mut client_read, mut client_write) = client.split();
     let (mut up_read_half, mut up_write_half) = up.split();
-    let mut unused = Vec::new();
-    let send = req_body.relay(
-        &mut client_read,
-        &mut up_write_half,
-        read,
-        &mut unused,
-        CLIENT_IDLE_TIMEOUT,
-    );
     let receive = relay_response(
         &mut up_read_half,
         &mut client_write,
@@ -191,6 +169,18 @@ pub(crate) async fn run(
         deadline,
         upstream_idle,
         &started,
+    );
+    if req_body.is_done() {
+        return receive.await;
+    }
+    // Full duplex: the upstream may answer (and stream) before the request body ends.
+    let mut unused = Vec::new();
+    let send = req_body.relay(
+        &mut client_read,
+        &mut up_write_half,
+        read,
+        &mut unused,
+        CLIENT_IDLE_TIMEOUT,
     );
     tokio::pin!(send, receive);
     let mut sent = false;
