@@ -23,7 +23,10 @@ mod headers;
 pub(crate) mod request_id;
 
 pub use self::error::{BoxError, ProxyError};
-pub(crate) use self::error::{Chain, error_body, record};
+pub(crate) use self::{
+    error::{Chain, error_body, record},
+    headers::HOP_BY_HOP,
+};
 
 /// The body of every response: the upstream's, streamed, or a small one of our own.
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;

@@ -2,12 +2,58 @@
 
 use http::StatusCode;
 
-use crate::proxy::{ProxyError, error_body, request_id::RequestId};
+use crate::proxy::{HOP_BY_HOP, ProxyError, error_body, request_id::RequestId};
 
 /// Whether a header name is `lower` (the name as sent may be in any case).
 #[inline]
 pub(crate) fn is(name: &str, lower: &str) -> bool {
     name.len() == lower.len() && name.eq_ignore_ascii_case(lower)
+}
+
+/// Whether a header is hop-by-hop by its name alone.
+#[inline]
+pub(crate) fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|hop| is(name, hop))
+}
+
+/// What the `Connection` headers of a message say.
+#[derive(Debug, Default)]
+pub(crate) struct ConnectionOptions<'b> {
+    pub(crate) close: bool,
+    pub(crate) keep_alive: bool,
+    /// Other names listed: hop-by-hop for this message.
+    listed: Vec<&'b str>,
+}
+
+impl<'b> ConnectionOptions<'b> {
+    /// Takes in one `Connection` header value.
+    pub(crate) fn add(&mut self, value: &'b [u8]) {
+        for token in value.split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if let Ok(token) = std::str::from_utf8(token)
+                && !token.is_empty()
+            {
+                self.listed.push(token);
+            }
+        }
+    }
+
+    /// Whether a header stays on this hop: hop-by-hop by name, or listed here.
+    pub(crate) fn drops(&self, name: &str) -> bool {
+        is_hop_by_hop(name) || self.listed.iter().any(|l| l.eq_ignore_ascii_case(name))
+    }
+}
+
+/// A Content-Length value: digits only, at most 18 of them (no sign, no list, no overflow).
+pub(crate) fn parse_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(value.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
 #[inline]

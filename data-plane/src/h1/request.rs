@@ -8,7 +8,7 @@ use http::Method;
 
 use super::{
     body::Framing,
-    head::{is, write_content_length, write_header},
+    head::{ConnectionOptions, is, parse_length, write_content_length, write_header},
 };
 use crate::{
     proxy::{Choice, Connection, ProxyError, choose, request_id::RequestId},
@@ -44,10 +44,7 @@ struct Facts<'b> {
     length: Option<u64>,
     chunked: bool,
     transfer_encodings: usize,
-    close: bool,
-    keep_alive: bool,
-    /// Header names the `Connection` header lists (hop-by-hop for this message only).
-    listed: Vec<&'b str>,
+    connection: ConnectionOptions<'b>,
     host: Option<&'b [u8]>,
     hosts: usize,
     expect: Option<&'b [u8]>,
@@ -126,7 +123,7 @@ pub(crate) fn parse(
         Some(v) if v.eq_ignore_ascii_case(b"100-continue") => !http10 && framing != Framing::Empty,
         Some(_) => return Err(ProxyError::ExpectationFailed),
     };
-    let keep_alive = !facts.close && (!http10 || facts.keep_alive);
+    let keep_alive = !facts.connection.close && (!http10 || facts.connection.keep_alive);
     let request_id = match facts.request_id {
         Some(id) if conn.trusted && !id.is_empty() => RequestId::Kept(id.into()),
         _ => RequestId::new(),
@@ -220,18 +217,7 @@ impl<'b> Facts<'b> {
                 }
                 facts.chunked = true;
             } else if is(name, "connection") {
-                for token in value.split(|&b| b == b',') {
-                    let token = token.trim_ascii();
-                    if token.eq_ignore_ascii_case(b"close") {
-                        facts.close = true;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                        facts.keep_alive = true;
-                    } else if let Ok(token) = std::str::from_utf8(token)
-                        && !token.is_empty()
-                    {
-                        facts.listed.push(token);
-                    }
-                }
+                facts.connection.add(value);
             } else if is(name, "host") {
                 facts.hosts += 1;
                 facts.host = Some(value);
@@ -249,11 +235,6 @@ impl<'b> Facts<'b> {
         }
         Ok(facts)
     }
-
-    /// Whether the `Connection` header lists `name`.
-    fn lists(&self, name: &str) -> bool {
-        self.listed.iter().any(|l| l.eq_ignore_ascii_case(name))
-    }
 }
 
 /// `uri-host [":" port]` (RFC 9112 section 3.2), loosely: the characters of a registered
@@ -261,14 +242,6 @@ impl<'b> Facts<'b> {
 fn valid_host(host: &[u8]) -> bool {
     host.iter()
         .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&b))
-}
-
-/// Digits only, at most 18 of them (no sign, no list, no overflow).
-fn parse_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(value.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
 /// The request target, as the upstream will see it.
@@ -331,22 +304,13 @@ fn strip_prefix_ignore_case<'s>(s: &'s str, prefix: &str) -> Option<&'s str> {
 
 /// Request headers that never cross the hop (RFC 9110 7.6.1), or that we write ourselves.
 fn dropped(name: &str, trusted: bool, absolute: bool, facts: &Facts<'_>) -> bool {
-    is(name, "connection")
-        || is(name, "keep-alive")
-        || is(name, "proxy-connection")
-        || is(name, "te")
-        || is(name, "trailer")
-        || is(name, "transfer-encoding")
-        || is(name, "upgrade")
-        || is(name, "proxy-authenticate")
-        || is(name, "proxy-authorization")
+    facts.connection.drops(name)
         || is(name, "content-length")
         || is(name, "expect")
         || is(name, "x-request-id")
         || is(name, "x-forwarded-for")
         || (!trusted && (is(name, "x-forwarded-proto") || is(name, "x-forwarded-host")))
         || (absolute && is(name, "host"))
-        || (!facts.listed.is_empty() && facts.lists(name))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -5,7 +5,9 @@ use std::mem::MaybeUninit;
 
 use super::{
     body::Framing,
-    head::{is, write_content_length, write_decimal, write_header},
+    head::{
+        ConnectionOptions, is, parse_length, write_content_length, write_decimal, write_header,
+    },
     request::MAX_HEADERS,
 };
 use crate::{proxy::request_id::RequestId, server::MAX_HEADER_BYTES};
@@ -77,16 +79,10 @@ pub(crate) fn parse(
     let mut length = None;
     let mut chunked = false;
     let mut other_coding = false;
-    let mut close = false;
-    let mut keep_alive = false;
-    let mut listed: Vec<&str> = Vec::new();
+    let mut connection = ConnectionOptions::default();
     for h in res.headers.iter() {
         if is(h.name, "content-length") {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or("invalid content-length")?;
+            let n = parse_length(h.value).ok_or("invalid content-length")?;
             if length.is_some_and(|m| m != n) {
                 return Err("conflicting content-length headers");
             }
@@ -96,18 +92,7 @@ pub(crate) fn parse(
             chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
             other_coding |= !chunked || h.value.contains(&b',');
         } else if is(h.name, "connection") {
-            for token in h.value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive = true;
-                } else if let Ok(token) = std::str::from_utf8(token)
-                    && !token.is_empty()
-                {
-                    listed.push(token);
-                }
-            }
+            connection.add(h.value);
         }
     }
     let no_body = asked.is_head || status == 204 || status == 304;
@@ -124,8 +109,8 @@ pub(crate) fn parse(
             None => Framing::UntilClose,
         }
     };
-    let reusable = !close
-        && (version == 1 || keep_alive)
+    let reusable = !connection.close
+        && (version == 1 || connection.keep_alive)
         && framing != Framing::UntilClose
         && !(chunked && length.is_some());
     let decode = framing == Framing::Chunked && asked.http10;
@@ -138,18 +123,9 @@ pub(crate) fn parse(
     out.extend_from_slice(b"\r\n");
     let ours = matches!(framing, Framing::Length(_) | Framing::Chunked);
     for h in res.headers.iter() {
-        let hop = is(h.name, "connection")
-            || is(h.name, "keep-alive")
-            || is(h.name, "proxy-connection")
-            || is(h.name, "te")
-            || is(h.name, "trailer")
-            || is(h.name, "transfer-encoding")
-            || is(h.name, "upgrade")
-            || is(h.name, "proxy-authenticate")
-            || is(h.name, "proxy-authorization")
+        let hop = connection.drops(h.name)
             || is(h.name, "x-request-id")
-            || (ours && is(h.name, "content-length"))
-            || (!listed.is_empty() && listed.iter().any(|l| l.eq_ignore_ascii_case(h.name)));
+            || (ours && is(h.name, "content-length"));
         if !hop {
             write_header(out, h.name, h.value);
         }

@@ -1,20 +1,25 @@
 //! Header rewriting for a hop: hop-by-hop headers out, `X-Forwarded-*` and the request id in.
 
 use bytes::{BufMut, BytesMut};
-use http::{
-    HeaderMap, HeaderName, HeaderValue,
-    header::{
-        CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING,
-        UPGRADE,
-    },
-};
+use http::{HeaderMap, HeaderName, HeaderValue, header::CONNECTION};
 
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub(crate) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// The headers that never cross a hop (RFC 9110 7.6.1), besides those `Connection` names.
+pub(crate) const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
 static HTTP: HeaderValue = HeaderValue::from_static("http");
 
 /// Removes the hop-by-hop headers: those named in `Connection`, and the fixed list.
@@ -31,18 +36,8 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         for name in listed {
             headers.remove(name);
         }
-        headers.remove(CONNECTION);
     }
-    for name in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &TE,
-        &TRAILER,
-        &TRANSFER_ENCODING,
-        &UPGRADE,
-        &PROXY_AUTHENTICATE,
-        &PROXY_AUTHORIZATION,
-    ] {
+    for name in HOP_BY_HOP {
         if headers.contains_key(name) {
             headers.remove(name);
         }
@@ -102,6 +97,8 @@ fn append_for(headers: &HeaderMap, peer_ip: &HeaderValue) -> Option<HeaderValue>
 
 #[cfg(test)]
 mod tests {
+    use http::header::{PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING, UPGRADE};
+
     use super::*;
 
     #[test]
