@@ -111,3 +111,29 @@ fn http2_builder() -> http2::Builder<TokioExecutor> {
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
     builder
 }
+
+/// A listener on 127.0.0.1:0 serving `resources` (none: not ready), for the pipeline tests; it
+/// stops when the sender drops.
+#[cfg(test)]
+pub(crate) async fn serve_for_test(
+    resources: Option<&str>,
+    trusted: &[&str],
+) -> (std::net::SocketAddr, watch::Sender<bool>) {
+    use crate::{
+        config::TrustedPeers,
+        table::{Source, Table},
+    };
+
+    let state = Arc::new(State::new(
+        TrustedPeers::parse(trusted.iter().copied()).unwrap(),
+    ));
+    if let Some(yaml) = resources {
+        let resources = gateway_proto::document::parse_documents(yaml).unwrap();
+        state.install(Table::compile(1, &resources, Source::File, state.side()).unwrap());
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(serve(listener, state, stopped, Duration::from_secs(1)));
+    (addr, stop)
+}

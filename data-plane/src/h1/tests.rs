@@ -10,7 +10,6 @@ use std::{
     time::Duration,
 };
 
-use gateway_proto::document::parse_documents;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -18,12 +17,7 @@ use tokio::{
     time::{Instant, timeout},
 };
 
-use crate::{
-    config::TrustedPeers,
-    server::{self, HEADER_READ_TIMEOUT},
-    state::State,
-    table::{Source, Table},
-};
+use crate::server::{self, HEADER_READ_TIMEOUT};
 
 /// How long a client read waits before the test fails instead of hanging.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -335,15 +329,7 @@ spec:
       backendRefs: [{{ name: slow }}]
 "
     );
-    let state = Arc::new(State::new(TrustedPeers::parse([]).unwrap()));
-    let resources = parse_documents(&yaml).unwrap();
-    state.install(Table::compile(1, &resources, Source::File, state.side()).unwrap());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = watch::channel(false);
-    let drain = Duration::from_secs(1);
-    tokio::spawn(server::serve(listener, state, stopped, drain));
-    (addr, stop)
+    server::serve_for_test(Some(&yaml), &[]).await
 }
 
 /// A backend answering every request with its target as the body, and its gateway.

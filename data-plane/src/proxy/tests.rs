@@ -1,21 +1,15 @@
 //! The pipeline against a real in-process hyper backend, over real TCP on 127.0.0.1:0.
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
-use gateway_proto::document::parse_documents;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::{body::Frame, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::{
-    config::TrustedPeers,
-    server,
-    state::State,
-    table::{Source, Table},
-};
+use crate::server;
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -121,23 +115,7 @@ spec:
       backendRefs: [{{ name: drained }}]
 "
     );
-    let state = Arc::new(State::new(
-        TrustedPeers::parse(trusted.iter().copied()).unwrap(),
-    ));
-    if loaded {
-        let resources = parse_documents(&yaml).unwrap();
-        let table = Table::compile(1, &resources, Source::File, state.side()).unwrap();
-        state.install(table);
-    }
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = watch::channel(false);
-    tokio::spawn(server::serve(
-        listener,
-        state,
-        stopped,
-        Duration::from_secs(1),
-    ));
+    let (addr, stop) = server::serve_for_test(loaded.then_some(&*yaml), trusted).await;
     Gateway { addr, _stop: stop }
 }
 
