@@ -154,7 +154,9 @@ impl v1::discovery_server::Discovery for DiscoveryService {
             self.shared.reflector.subscribe(),
             self.shared.metrics.clone(),
             self.shared.config.clone(),
-            hello.version,
+            // Version 0 is what a data plane with no configuration says: it holds nothing, so
+            // even an empty configuration (version 0, nothing stored yet) is news to it.
+            (hello.version != 0).then_some(hello.version),
             tx,
             status_tx,
         );

@@ -26,8 +26,8 @@ pub(super) struct Session {
     snapshots: SnapshotRx,
     metrics: Arc<Metrics>,
     config: DiscoveryConfig,
-    /// The version the data plane serves.
-    held: i64,
+    /// The version the data plane serves; `None` while it serves nothing.
+    held: Option<i64>,
     /// The version sent and not answered yet.
     pending: Option<i64>,
     /// The last version it refused: not sent again.
@@ -49,7 +49,7 @@ impl Session {
         snapshots: SnapshotRx,
         metrics: Arc<Metrics>,
         config: DiscoveryConfig,
-        held: i64,
+        held: Option<i64>,
         tx: mpsc::Sender<Result<ControlPlaneMessage, Status>>,
         status: watch::Sender<DataPlaneStatus>,
     ) -> Self {
@@ -128,7 +128,7 @@ impl Session {
         let Some(snapshot) = self.snapshots.borrow_and_update().clone() else {
             return Ok(());
         };
-        if snapshot.version == self.held || Some(snapshot.version) == self.refused {
+        if Some(snapshot.version) == self.held || Some(snapshot.version) == self.refused {
             return Ok(());
         }
         let version = snapshot.version;
@@ -171,7 +171,7 @@ impl Session {
             Some(Message::Ack(ack)) => {
                 self.metrics.answered(true);
                 self.answered(ack.version);
-                self.held = ack.version;
+                self.held = Some(ack.version);
                 tracing::debug!(%id, version = ack.version, "data plane acknowledged");
                 self.status.send_modify(|s| {
                     s.acked_version = ack.version;

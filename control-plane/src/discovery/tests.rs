@@ -129,6 +129,39 @@ async fn next_snapshot(inbound: &mut Streaming<ControlPlaneMessage>) -> v1::Snap
     }
 }
 
+/// Reads until the stream ends: `Ok` for a clean end, the status for an error.
+async fn until_the_end(inbound: &mut Streaming<ControlPlaneMessage>) -> Result<(), Status> {
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+            .await
+            .expect("ended in time");
+        match next {
+            Ok(Some(_)) => continue,
+            Ok(None) => return Ok(()),
+            Err(status) => return Err(status),
+        }
+    }
+}
+
+/// Waits until the reflector publishes `version`, seen from a probe data plane's stream.
+async fn published(
+    client: &mut DiscoveryClient<InterceptedService<Channel, Bearer>>,
+    version: i64,
+) {
+    let (tx, mut inbound) = open(client, hello("probe")).await.expect("open probe");
+    loop {
+        let snapshot = next_snapshot(&mut inbound).await;
+        if snapshot.version >= version {
+            return;
+        }
+        tx.send(msg(Message::Ack(Ack {
+            version: snapshot.version,
+        })))
+        .await
+        .expect("probe ack");
+    }
+}
+
 async fn apply(addr: std::net::SocketAddr, port: u16) -> i64 {
     admin(addr)
         .await
@@ -189,6 +222,9 @@ async fn snapshots_acks_nacks_and_registry() {
     let v2 = apply(addr, 9002).await;
     let v3 = apply(addr, 9003).await;
     assert!(v3 > v2);
+    // A second data plane sees v3 only once the reflector has published it: until then an
+    // answer from dp-1 would rightly get v2.
+    published(&mut client, v3).await;
     tx.send(msg(Message::Ack(Ack { version: v1 })))
         .await
         .expect("ack");
@@ -220,6 +256,28 @@ async fn snapshots_acks_nacks_and_registry() {
     drop(tx);
     drop(inbound);
     eventually(addr, "dp-1", |s| s.is_none()).await;
+    server.trigger.trigger();
+    server.task.await.expect("join").expect("clean stop");
+}
+
+#[tokio::test]
+async fn a_fresh_deployment_gets_an_empty_configuration() {
+    // Nothing stored yet: the data plane still gets a (empty) configuration, so that it can
+    // become ready and answer 404 instead of 503 not_ready.
+    let server = start(fast()).await;
+    let mut client = discovery(server.addr, DP_TOKEN).await;
+    let (tx, mut inbound) = open(&mut client, hello("dp-empty")).await.expect("open");
+    let first = next_snapshot(&mut inbound).await;
+    assert!(first.resources.is_empty());
+    tx.send(msg(Message::Ack(Ack {
+        version: first.version,
+    })))
+    .await
+    .expect("ack");
+    eventually(server.addr, "dp-empty", |s| {
+        s.is_some_and(|s| s.acked_version == first.version && s.pending_version == 0)
+    })
+    .await;
     server.trigger.trigger();
     server.task.await.expect("join").expect("clean stop");
 }
@@ -258,16 +316,15 @@ async fn silent_data_planes_are_dropped_and_shutdown_ends_streams() {
     .await;
     let mut client = discovery(server.addr, DP_TOKEN).await;
     let (_tx, mut inbound) = open(&mut client, hello("dp-silent")).await.expect("open");
-    let end = tokio::time::timeout(Duration::from_secs(10), inbound.message())
-        .await
-        .expect("ended in time");
+    // The empty configuration comes first (it is never answered), then the drop.
+    let end = until_the_end(&mut inbound).await;
     assert_eq!(end.expect_err("dropped").code(), Code::Unavailable);
 
     let (_tx, mut inbound) = open(&mut client, hello("dp-2")).await.expect("open");
     server.trigger.trigger();
-    let end = tokio::time::timeout(Duration::from_secs(10), inbound.message())
-        .await
-        .expect("ended in time");
-    assert!(!matches!(end, Ok(Some(_))), "{end:?}");
+    // Ended, cleanly or as shutting down.
+    if let Err(status) = until_the_end(&mut inbound).await {
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    }
     server.task.await.expect("join").expect("clean stop");
 }
