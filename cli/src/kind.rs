@@ -6,8 +6,7 @@ use crate::error::usage;
 
 /// Kinds the gateway's contract names that this server's API does not serve yet, as
 /// (singular, plural).
-const FUTURE_KINDS: [(&str, &str); 4] = [
-    ("policy", "policies"),
+const FUTURE_KINDS: [(&str, &str); 3] = [
     ("consumer", "consumers"),
     ("certificate", "certificates"),
     ("proto", "protos"),
@@ -51,11 +50,14 @@ mod tests {
         for text in ["upstreams", "upstream", "Upstream"] {
             assert_eq!(parse_kind(text).unwrap(), ResourceKind::Upstream, "{text}");
         }
+        for text in ["policies", "policy", "Policy"] {
+            assert_eq!(parse_kind(text).unwrap(), ResourceKind::Policy, "{text}");
+        }
     }
 
     #[test]
     fn future_kinds_are_not_supported_yet() {
-        for text in ["policies", "Policy", "consumer", "certificates", "PROTOS"] {
+        for text in ["consumers", "Consumer", "certificates", "PROTOS"] {
             let err = parse_kind(text).unwrap_err();
             assert_eq!(exit_code(&err), USAGE);
             assert!(
@@ -64,8 +66,8 @@ mod tests {
             );
         }
         assert_eq!(
-            parse_kind("policy").unwrap_err().to_string(),
-            r#"kind "policies" is not supported by this server yet"#
+            parse_kind("consumer").unwrap_err().to_string(),
+            r#"kind "consumers" is not supported by this server yet"#
         );
     }
 
@@ -75,7 +77,7 @@ mod tests {
         assert_eq!(exit_code(&err), USAGE);
         assert_eq!(
             err.to_string(),
-            r#"unknown kind "widgets" (known: upstreams, routes)"#
+            r#"unknown kind "widgets" (known: upstreams, policies, routes)"#
         );
     }
 

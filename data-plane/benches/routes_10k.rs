@@ -182,7 +182,9 @@ fn config(routes: usize, regexes: bool) -> Vec<v1::Resource> {
                         name: format!("svc-{}", r % upstreams),
                         weight: None,
                     }],
+                    ..Default::default()
                 }],
+                ..Default::default()
             })),
         });
     }

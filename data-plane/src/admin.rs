@@ -13,7 +13,7 @@ use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::{metrics::source_name, server::HEADER_READ_TIMEOUT, state::State};
+use crate::{limits::HEADER_READ_TIMEOUT, metrics::source_name, state::State};
 
 /// Serves the admin endpoint until `shutdown` turns true.
 pub(crate) async fn serve(

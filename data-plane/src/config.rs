@@ -8,6 +8,8 @@ use std::{
     time::Duration,
 };
 
+use gateway_proto::net::{BadCidr, Cidr};
+
 /// Everything the data plane needs to start.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -17,8 +19,8 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Where the routing configuration comes from.
     pub source: SourceConfig,
-    /// Peers whose `X-Forwarded-*` and `x-request-id` headers are kept.
-    pub trusted_peers: TrustedPeers,
+    /// The request path's settings (trusted peers, underscores, overload limits).
+    pub settings: Settings,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub drain_timeout: Duration,
 }
@@ -45,49 +47,48 @@ pub struct ControlPlaneConfig {
     pub cache_dir: PathBuf,
 }
 
-/// A set of IP networks.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TrustedPeers(Vec<(IpAddr, u8)>);
-
-/// A network that does not parse.
-#[derive(Debug, thiserror::Error)]
-#[error("{value:?} is not an IP address or CIDR network (e.g. 10.0.0.0/8)")]
-pub struct BadNetwork {
-    value: String,
+/// What to do with a request header whose name has an underscore (`x_user`). Some backends
+/// read `_` as `-` (CGI-style servers do), so `Transfer_Encoding` next to `Content-Length` can
+/// frame a body differently there than here: a request smuggled past the gateway.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UnderscoreHeaders {
+    /// Drop the header before anything sees it (nginx's default).
+    #[default]
+    Drop,
+    /// Refuse the request with 400.
+    Reject,
+    /// Pass it on.
+    Allow,
 }
+
+/// Request-path settings from the command line.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// Peers whose `X-Forwarded-*` and `x-request-id` headers are kept.
+    pub trusted_peers: TrustedPeers,
+    pub underscore_headers: UnderscoreHeaders,
+    /// Requests in flight at once; more get 503 `overloaded` (0: no limit).
+    pub max_requests: usize,
+    /// Client connections open at once; more are answered 503 and closed (0: no limit).
+    pub max_connections: usize,
+}
+
+/// The peers whose forwarding headers are believed: a set of IP networks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrustedPeers(Vec<Cidr>);
 
 // === impl TrustedPeers ===
 
 impl TrustedPeers {
-    /// Parses `IP` or `IP/prefix` items.
-    pub fn parse<'a>(items: impl IntoIterator<Item = &'a str>) -> Result<Self, BadNetwork> {
-        let mut networks = Vec::new();
-        for item in items {
-            let item = item.trim();
-            if item.is_empty() {
-                continue;
-            }
-            let bad = || BadNetwork {
-                value: item.to_owned(),
-            };
-            let (ip, len) = match item.split_once('/') {
-                Some((ip, len)) => {
-                    let ip: IpAddr = ip.parse().map_err(|_| bad())?;
-                    let len: u8 = len.parse().map_err(|_| bad())?;
-                    (ip, len)
-                }
-                None => {
-                    let ip: IpAddr = item.parse().map_err(|_| bad())?;
-                    (ip, if ip.is_ipv4() { 32 } else { 128 })
-                }
-            };
-            let max = if ip.is_ipv4() { 32 } else { 128 };
-            if len > max {
-                return Err(bad());
-            }
-            networks.push((ip, len));
-        }
-        Ok(Self(networks))
+    /// Parses `IP` or `IP/prefix` items (empty items are skipped).
+    pub fn parse<'a>(items: impl IntoIterator<Item = &'a str>) -> Result<Self, BadCidr> {
+        items
+            .into_iter()
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .map(Self)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -96,42 +97,8 @@ impl TrustedPeers {
 
     /// Whether `ip` is inside one of the networks (IPv4-mapped IPv6 peers count as IPv4).
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        self.0.iter().any(|&(net, len)| match (net, ip) {
-            (IpAddr::V4(n), IpAddr::V4(i)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-                u32::from(n) & mask == u32::from(i) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(i)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
-                u128::from(n) & mask == u128::from(i) & mask
-            }
-            _ => false,
-        })
+        self.0.iter().any(|net| net.contains(ip))
     }
-}
-
-/// Parses a duration such as `10s`, `500ms`, `2m` or a bare number of seconds.
-pub fn parse_duration(value: &str) -> Result<Duration, String> {
-    let value = value.trim();
-    let split = value
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(value.len());
-    let (number, unit) = value.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{value:?} is not a duration (e.g. 10s, 500ms)"))?;
-    let seconds = match unit {
-        "" | "s" => number,
-        "ms" => number / 1000.0,
-        "m" => number * 60.0,
-        "h" => number * 3600.0,
-        _ => return Err(format!("{value:?}: unknown unit (use ms, s, m or h)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{value:?}: {e}"))
 }
 
 #[cfg(test)]
@@ -152,15 +119,5 @@ mod tests {
         assert!(TrustedPeers::parse(["10.0.0.0/33"]).is_err());
         assert!(TrustedPeers::parse(["nope"]).is_err());
         assert!(TrustedPeers::default().is_empty());
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5 days").is_err());
     }
 }

@@ -46,7 +46,7 @@ pub struct Gateway {
 impl Gateway {
     /// Loads the first configuration and binds both listeners.
     pub async fn bind(config: Config) -> Result<Self, StartError> {
-        let state = Arc::new(State::new(config.trusted_peers.clone()));
+        let state = Arc::new(State::new(config.settings.clone()));
         let watched = match &config.source {
             SourceConfig::File(path) => {
                 let watched = Watched::load(path, &state).inspect_err(standalone::log_problems)?;

@@ -13,7 +13,6 @@
 mod body;
 mod exchange;
 mod head;
-mod pool;
 mod request;
 mod response;
 
@@ -26,7 +25,7 @@ use tokio::{
     time::{Instant, Sleep},
 };
 
-pub use self::pool::EndpointPool;
+pub(crate) use self::head::write_local;
 use self::{
     body::{Body, Framing},
     exchange::{Buffers, Failure},
@@ -34,13 +33,9 @@ use self::{
     response::Asked,
 };
 use crate::{
-    proxy::{Connection, ProxyError, record, request_id::RequestId},
-    server::HEADER_READ_TIMEOUT,
+    limits::{self, CLIENT_IDLE_TIMEOUT, HEADER_READ_TIMEOUT},
+    pipeline::{Connection, Local, Outcome, ProxyError, record, request_id::RequestId},
 };
-
-/// Time without progress allowed while reading a request body from, or writing a response to,
-/// the client.
-pub(crate) const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a client sends first on a prior-knowledge HTTP/2 connection.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -92,7 +87,17 @@ pub(crate) async fn serve(
             Next::Close => return Ended::Closed,
             Next::Refuse(error) => {
                 let id = RequestId::new();
-                respond_error(&mut client, &conn, &mut bufs, &error, &id, true).await;
+                let outcome = Outcome::start(Instant::now());
+                respond(
+                    &mut client,
+                    &conn,
+                    &mut bufs,
+                    Local::Error(error),
+                    &id,
+                    true,
+                    outcome,
+                )
+                .await;
                 linger(&mut client, &mut bufs.read).await;
                 return Ended::Closed;
             }
@@ -166,7 +171,7 @@ async fn read_request<S: Future<Output = ()>>(
     watch
         .timer
         .as_mut()
-        .reset(Instant::now() + HEADER_READ_TIMEOUT);
+        .reset(limits::deadline(Instant::now(), HEADER_READ_TIMEOUT));
     loop {
         if !bufs.read.is_empty() {
             let preface = &H2_PREFACE[..bufs.read.len().min(H2_PREFACE.len())];
@@ -242,18 +247,28 @@ async fn exchange(
         route,
         ..
     } = request;
+    let now = Instant::now();
+    let mut outcome = Outcome::start(now);
     let keep_alive = keep_alive && !*draining.borrow();
-    let choice = match route {
-        Ok(choice) => choice,
-        Err(error) => {
+    let Some(_admitted) = conn.state.admit() else {
+        let keep = keep_alive && framing == Framing::Empty;
+        let local = Local::Error(ProxyError::Overloaded);
+        return respond(client, conn, bufs, local, &request_id, !keep, outcome).await && keep;
+    };
+    let routed = match route {
+        Ok(routed) => routed,
+        Err((local, rule)) => {
             // The body was not read: the connection can only carry on if there is none.
             let keep = keep_alive && framing == Framing::Empty;
-            return respond_error(client, conn, bufs, &error, &request_id, !keep).await && keep;
+            outcome.rule = rule;
+            return respond(client, conn, bufs, local, &request_id, !keep, outcome).await && keep;
         }
     };
-    let upstream = &choice.upstream;
-    let endpoint = &upstream.endpoints()[choice.endpoint];
-    timer.as_mut().reset(Instant::now() + upstream.timeout());
+    let upstream = &routed.upstream;
+    let endpoint = &upstream.endpoints()[routed.endpoint];
+    timer
+        .as_mut()
+        .reset(limits::deadline(now, upstream.timeout()));
 
     if expect_continue
         && bufs.read.is_empty()
@@ -264,12 +279,24 @@ async fn exchange(
         return false;
     }
     // The body bytes that came with the head go out with the rewritten head.
-    let mut req_body = Body::new(framing, false);
+    let mut req_body = Body::limited(framing, false, routed.body_limit);
     if let Err(error) = req_body.take_into(&mut bufs.read, &mut bufs.head) {
-        let error = ProxyError::Malformed {
-            reason: exchange::chunked_reason(&error),
+        let error = match error {
+            body::BodyError::TooLarge => ProxyError::BodyTooLarge,
+            other => ProxyError::Malformed {
+                reason: exchange::chunked_reason(&other),
+            },
         };
-        respond_error(client, conn, bufs, &error, &request_id, true).await;
+        respond(
+            client,
+            conn,
+            bufs,
+            Local::Error(error),
+            &request_id,
+            true,
+            outcome,
+        )
+        .await;
         return false;
     }
     let asked = Asked {
@@ -277,9 +304,10 @@ async fn exchange(
         http10,
         keep_alive,
         request_id: &request_id,
+        edits: &routed.rule.filters().response,
+        extra: &routed.response_extra,
     };
 
-    let mut retried = false;
     let failure = loop {
         let mut up = match endpoint.pool().checkout() {
             Some(up) => up,
@@ -300,41 +328,75 @@ async fn exchange(
         .await
         {
             Ok(done) => {
-                conn.state.metrics().response_status(done.status);
                 if done.reusable && req_body.is_done() {
                     endpoint.pool().checkin(up);
                 }
+                outcome.status = done.status;
+                outcome.rule = Some(routed.rule);
+                outcome.upstream = Some((routed.upstream.clone(), routed.endpoint));
+                outcome.finish(&conn.state);
                 return done.keep_alive && req_body.is_done();
             }
             // A pooled connection that the upstream had closed: once more on a new one.
-            Err(Failure::Closed(_)) if up.reused && replayable && !retried => retried = true,
+            Err(Failure::Closed(_)) if up.reused && replayable && !outcome.retried => {
+                outcome.retried = true;
+            }
             Err(failure) => break failure,
         }
     };
+    outcome.rule = Some(routed.rule.clone());
+    outcome.upstream = Some((routed.upstream.clone(), routed.endpoint));
     let error = match failure.into_error(upstream, endpoint) {
         Ok(error) => error,
         Err(cut) => {
-            tracing::debug!(request_id = %request_id, error = %crate::proxy::Chain(&cut), "exchange cut short");
+            tracing::debug!(request_id = %request_id, error = %crate::pipeline::Chain(&cut), "exchange cut short");
+            outcome.finish(&conn.state);
             return false;
         }
     };
-    let keep = keep_alive && req_body.is_done() && !matches!(error, ProxyError::Malformed { .. });
-    respond_error(client, conn, bufs, &error, &request_id, !keep).await && keep
+    let keep = keep_alive
+        && req_body.is_done()
+        && !matches!(
+            error,
+            ProxyError::Malformed { .. } | ProxyError::BodyTooLarge
+        );
+    respond(
+        client,
+        conn,
+        bufs,
+        Local::Error(error),
+        &request_id,
+        !keep,
+        outcome,
+    )
+    .await
+        && keep
 }
 
-/// Logs, counts and sends our error response; returns whether it was written.
-async fn respond_error(
+/// Logs and sends the gateway's own answer, and closes the outcome record; returns whether
+/// the answer was written.
+async fn respond(
     client: &mut TcpStream,
     conn: &Connection,
     bufs: &mut Buffers,
-    error: &ProxyError,
+    local: Local,
     request_id: &RequestId,
     close: bool,
+    mut outcome: Outcome,
 ) -> bool {
-    record(&conn.state, error, request_id);
-    conn.state.metrics().response(error.status());
+    if let Local::Error(error) = &local {
+        record(&conn.state, error, request_id);
+    }
+    outcome.status = local.status().as_u16();
+    outcome.error = local.code();
     bufs.out.clear();
-    head::write_error(&mut bufs.out, error, request_id, close);
+    head::write_local(
+        &mut bufs.out,
+        local.into_response(request_id.as_bytes()),
+        request_id,
+        close,
+    );
+    outcome.finish(&conn.state);
     body::write_all(client, &bufs.out, CLIENT_IDLE_TIMEOUT)
         .await
         .is_ok()

@@ -1,65 +1,32 @@
-//! The request pipeline: load the table once, match, pick an upstream endpoint, rewrite the
-//! request for the hop, forward it on the pooled client, and stream the response back. Every
-//! failure becomes a [`ProxyError`], turned into a response in one place.
+//! The HTTP/2 front end (hyper): each stream's request goes through the one pipeline
+//! ([`crate::pipeline`]); this module only moves between hyper's types and the pipeline's, and
+//! forwards over the pooled HTTP/1.1 client.
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+use std::{convert::Infallible, sync::Arc};
 
 use bytes::Bytes;
 use http::{
     HeaderValue, Request, Response, Uri, Version,
-    header::HOST,
+    header::{CONTENT_LENGTH, HOST},
     uri::{PathAndQuery, Scheme},
 };
-use http_body_util::{Either, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 
 use crate::{
-    state::State,
-    table::{RequestHeaders, RequestView},
+    pipeline::{
+        self, Connection, Decision, Head, Local, Outcome, ProxyError, headers, record, request_id,
+    },
+    side::UpstreamBody,
+    state::UnderscoreHeaders,
 };
 
-mod error;
-mod headers;
-pub(crate) mod request_id;
+mod limited;
 
-pub use self::error::{BoxError, ProxyError};
-pub(crate) use self::{
-    error::{Chain, error_body, record},
-    headers::HOP_BY_HOP,
-};
+use self::limited::Limited;
 
 /// The body of every response: the upstream's, streamed, or a small one of our own.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
-
-/// What the pipeline knows about one client connection.
-#[derive(Debug)]
-pub(crate) struct Connection {
-    pub(crate) state: Arc<State>,
-    pub(crate) peer_ip: HeaderValue,
-    pub(crate) trusted: bool,
-}
-
-// === impl Connection ===
-
-impl Connection {
-    pub(crate) fn new(state: Arc<State>, peer: SocketAddr) -> Self {
-        let ip = match peer.ip() {
-            std::net::IpAddr::V6(v6) => v6
-                .to_ipv4_mapped()
-                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
-            v4 => v4,
-        };
-        let trusted = state.trusted_peers().contains(ip);
-        // An IP address always makes a valid header value.
-        let peer_ip = HeaderValue::from_str(&ip.to_string())
-            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Self {
-            state,
-            peer_ip,
-            trusted,
-        }
-    }
-}
+pub(crate) type ProxyBody = Either<Incoming, Full<Bytes>>;
 
 /// Handles one request. Never fails: errors become JSON responses.
 pub(crate) async fn handle(
@@ -70,91 +37,95 @@ pub(crate) async fn handle(
         Some(id) if conn.trusted && !id.is_empty() => id.clone(),
         _ => request_id::generate(),
     };
-    let mut response = match forward(&conn, req, &request_id).await {
+    let mut outcome = Outcome::start(tokio::time::Instant::now());
+    let mut response = match forward(&conn, req, &request_id, &mut outcome).await {
         Ok(response) => response,
-        Err(error) => {
-            let id = String::from_utf8_lossy(request_id.as_bytes());
-            error::record(&conn.state, &error, &id);
-            error::respond(&error, &request_id)
+        Err(local) => {
+            if let Local::Error(error) = &local {
+                let id = String::from_utf8_lossy(request_id.as_bytes());
+                record(&conn.state, error, &id);
+            }
+            outcome.error = local.code();
+            local_response(local, &request_id)
         }
     };
-    conn.state.metrics().response(response.status());
+    outcome.status = response.status().as_u16();
+    outcome.finish(&conn.state);
     response
         .headers_mut()
         .insert(&headers::X_REQUEST_ID, request_id);
     Ok(response)
 }
 
-/// The upstream and endpoint chosen for a request.
-#[derive(Debug)]
-pub(crate) struct Choice {
-    pub(crate) upstream: Arc<crate::table::Upstream>,
-    pub(crate) endpoint: usize,
-}
-
-/// Matches a request against the current table and picks an endpoint. Synchronous, so that
-/// the table's guard is never held across an `.await`.
-pub(crate) fn choose(
-    state: &State,
-    raw_host: Option<&str>,
-    path: &str,
-    query: Option<&str>,
-    method: &http::Method,
-    headers: &dyn RequestHeaders,
-) -> Result<Choice, ProxyError> {
-    let guard = state.load();
-    let table = guard.as_ref().ok_or(ProxyError::NotReady)?;
-    let mut buf = [0u8; 256];
-    let host = if table.uses_hosts() {
-        raw_host.and_then(|h| normalize_host(h, &mut buf))
-    } else {
-        None
-    };
-    let view = RequestView {
-        host,
-        path,
-        query,
-        method,
-        headers,
-    };
-    let rule = table.route(&view).ok_or(ProxyError::RouteNotFound)?;
-    let upstream = rule.upstream();
-    let endpoint = upstream
-        .pick()
-        .ok_or_else(|| ProxyError::NoHealthyUpstream {
-            upstream: upstream.name().clone(),
-        })?;
-    Ok(Choice {
-        upstream: upstream.clone(),
-        endpoint,
-    })
+/// The gateway's own answer as a hyper response.
+fn local_response(local: Local, request_id: &HeaderValue) -> Response<ProxyBody> {
+    let local = local.into_response(request_id.as_bytes());
+    let mut response = Response::new(Either::Right(Full::new(local.body)));
+    *response.status_mut() = local.status;
+    let headers = response.headers_mut();
+    for (name, value) in local.headers {
+        headers.append(name, value);
+    }
+    response
 }
 
 async fn forward(
     conn: &Connection,
     req: Request<Incoming>,
     request_id: &HeaderValue,
-) -> Result<Response<ProxyBody>, ProxyError> {
+    outcome: &mut Outcome,
+) -> Result<Response<ProxyBody>, Local> {
+    let Some(_admitted) = conn.state.admit() else {
+        return Err(Local::Error(ProxyError::Overloaded));
+    };
     let (mut parts, body) = req.into_parts();
-    let Choice { upstream, endpoint } = choose(
-        &conn.state,
-        raw_host(&parts),
-        parts.uri.path(),
-        parts.uri.query(),
-        &parts.method,
-        &parts.headers,
-    )?;
-    let authority = upstream.endpoints()[endpoint].authority();
+    strip_underscores(&mut parts.headers, conn.state.settings().underscore_headers)?;
+    let content_length = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let decision = pipeline::decide(
+        conn,
+        &Head {
+            method: &parts.method,
+            host: raw_host(&parts),
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            content_length,
+        },
+    );
+    let forward = match decision {
+        Decision::Forward(forward) => forward,
+        Decision::Respond(local, rule) => {
+            outcome.rule = rule;
+            return Err(local);
+        }
+    };
+    let upstream = forward.upstream.clone();
+    let authority = upstream.endpoints()[forward.endpoint].authority().clone();
+    let path_and_query = match parts.uri.query() {
+        Some(query) => format!("{}?{query}", forward.path),
+        None => forward.path.clone().into_owned(),
+    };
+    let path_and_query = PathAndQuery::try_from(path_and_query)
+        .map_err(|e| Local::Error(ProxyError::BadRequest { source: e.into() }))?;
+    let body_limit = forward.body_limit;
+    let rewritten_host = forward.host.clone();
+    let rule = forward.rule.clone();
+    let response_extra = forward.response_extra;
+    outcome.rule = Some(rule.clone());
+    outcome.upstream = Some((upstream.clone(), forward.endpoint));
 
     // The upstream URI: http://<endpoint><path?query>.
-    let mut uri = std::mem::take(&mut parts.uri).into_parts();
-    let client_authority = uri.authority.take();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(authority.clone());
-    if uri.path_and_query.is_none() {
-        uri.path_and_query = Some(PathAndQuery::from_static("/"));
-    }
-    parts.uri = Uri::from_parts(uri).map_err(|e| ProxyError::BadRequest { source: e.into() })?;
+    let client_authority = parts.uri.authority().cloned();
+    parts.uri = Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|e| Local::Error(ProxyError::BadRequest { source: e }))?;
     parts.version = Version::HTTP_11;
 
     headers::strip_hop_by_hop(&mut parts.headers);
@@ -176,24 +147,32 @@ async fn forward(
         host,
         request_id,
     );
+    if let Some(host) = rewritten_host {
+        parts.headers.insert(HOST, host);
+    }
+    rule.filters().request.apply(&mut parts.headers);
 
     let timeout = upstream.timeout();
+    let body: UpstreamBody = Limited::new(body, body_limit).boxed();
     let sent = upstream.client().request(Request::from_parts(parts, body));
     let response = match tokio::time::timeout(timeout, sent).await {
         Ok(Ok(response)) => response,
+        Ok(Err(error)) if Limited::caused(&error) => {
+            return Err(Local::Error(ProxyError::BodyTooLarge));
+        }
         Ok(Err(error)) => {
-            return Err(ProxyError::upstream(
+            return Err(Local::Error(ProxyError::upstream(
                 upstream.name().clone(),
                 authority.as_str(),
                 error,
-            ));
+            )));
         }
         Err(_) => {
-            return Err(ProxyError::UpstreamTimeout {
+            return Err(Local::Error(ProxyError::UpstreamTimeout {
                 upstream: upstream.name().clone(),
                 endpoint: authority.as_str().into(),
                 timeout,
-            });
+            }));
         }
     };
     let (mut parts, body) = response.into_parts();
@@ -201,7 +180,35 @@ async fn forward(
     // keep-alive HTTP/1.1 client connection into a one-shot one).
     parts.version = Version::HTTP_11;
     headers::strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(&headers::X_REQUEST_ID);
+    // The response phase.
+    rule.filters().response.apply(&mut parts.headers);
+    for (name, value) in response_extra {
+        parts.headers.append(name, value);
+    }
     Ok(Response::from_parts(parts, Either::Left(body)))
+}
+
+/// Applies the underscore setting to a header map.
+fn strip_underscores(
+    headers: &mut http::HeaderMap,
+    setting: UnderscoreHeaders,
+) -> Result<(), Local> {
+    if setting == UnderscoreHeaders::Allow || !headers.keys().any(|n| n.as_str().contains('_')) {
+        return Ok(());
+    }
+    if setting == UnderscoreHeaders::Reject {
+        return Err(Local::Error(ProxyError::UnderscoreHeader));
+    }
+    let names: Vec<_> = headers
+        .keys()
+        .filter(|n| n.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for name in names {
+        headers.remove(name);
+    }
+    Ok(())
 }
 
 /// The host the client named: the Host header, else the URI's authority (HTTP/2, or an
@@ -215,24 +222,6 @@ fn raw_host(parts: &http::request::Parts) -> Option<&str> {
             .and_then(|h| h.to_str().ok())
             .or_else(|| parts.uri.authority().map(|a| a.as_str())),
     }
-}
-
-/// The host without port or trailing dot, lower-cased into `buf`; `None` if it does not fit.
-pub(crate) fn normalize_host<'b>(raw: &str, buf: &'b mut [u8; 256]) -> Option<&'b str> {
-    let host = if raw.starts_with('[') {
-        // An IPv6 literal: "[::1]:8080".
-        raw.find(']').map_or(raw, |end| &raw[..=end])
-    } else {
-        match raw.rsplit_once(':') {
-            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-            _ => raw,
-        }
-    };
-    let host = host.strip_suffix('.').unwrap_or(host);
-    let out = buf.get_mut(..host.len())?;
-    out.copy_from_slice(host.as_bytes());
-    out.make_ascii_lowercase();
-    std::str::from_utf8(out).ok()
 }
 
 #[cfg(test)]

@@ -6,8 +6,10 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use gateway_data_plane::{
-    Config, ControlPlaneConfig, Gateway, SourceConfig, TrustedPeers, config::parse_duration,
+    Config, ControlPlaneConfig, Gateway, SourceConfig, TrustedPeers,
+    config::{Settings, UnderscoreHeaders},
 };
+use gateway_proto::duration::parse_duration;
 
 /// The gateway's data plane: an HTTP/1.1 + h2c reverse proxy.
 #[derive(Debug, Parser)]
@@ -54,9 +56,27 @@ struct Args {
     /// Time allowed for in-flight requests after SIGTERM/SIGINT.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     drain_timeout: Duration,
+    /// Request header names with an underscore: dropped before anything sees them, refused
+    /// with 400, or passed on.
+    #[arg(long, value_enum, default_value_t = Underscores::Drop)]
+    headers_with_underscores: Underscores,
+    /// Client connections open at once; more are answered 503 `overloaded` and closed
+    /// (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    max_connections: usize,
+    /// Requests in flight at once; more get 503 `overloaded` with Retry-After (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    max_requests: usize,
     /// Log format on stderr (filter from GATEWAY_LOG, default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Underscores {
+    Drop,
+    Reject,
+    Allow,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -145,7 +165,16 @@ fn config(args: Args) -> anyhow::Result<Config> {
         listen: args.listen,
         admin_listen: args.admin_listen,
         source,
-        trusted_peers,
+        settings: Settings {
+            trusted_peers,
+            underscore_headers: match args.headers_with_underscores {
+                Underscores::Drop => UnderscoreHeaders::Drop,
+                Underscores::Reject => UnderscoreHeaders::Reject,
+                Underscores::Allow => UnderscoreHeaders::Allow,
+            },
+            max_requests: args.max_requests,
+            max_connections: args.max_connections,
+        },
         drain_timeout: args.drain_timeout,
     })
 }

@@ -1,7 +1,8 @@
-//! State that outlives a table swap, keyed by upstream name: round-robin positions (later
-//! health and breaker state), and the pooled HTTP clients; also compiled regular expressions,
-//! keyed by pattern, so that a swap recompiles only the expressions that are new. A compile takes the entries it
-//! needs; after a swap, entries that the new table no longer names are pruned.
+//! State that outlives a table swap: round-robin positions by upstream name (later health and
+//! breaker state), rule split positions by route, connection pools by endpoint address, and
+//! compiled regular expressions by pattern, so that a swap recompiles only the expressions that
+//! are new. A compile takes the entries it needs; after a swap, the table prunes the entries it
+//! no longer names (this module knows nothing of tables).
 
 use std::{
     collections::HashMap,
@@ -13,7 +14,6 @@ use std::{
 };
 
 use gateway_proto::RegexCache;
-use hyper::body::Incoming;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::{TokioExecutor, TokioTimer},
@@ -21,10 +21,14 @@ use hyper_util::{
 
 use regex::Regex;
 
-use crate::{h1::EndpointPool, table::Table};
+use crate::pool::EndpointPool;
 
-/// The pooled HTTP/1.1 client that forwards requests upstream.
-pub type HttpClient = Client<HttpConnector, Incoming>;
+/// The request body the HTTP/2 front end sends upstream.
+pub type UpstreamBody =
+    http_body_util::combinators::BoxBody<bytes::Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The pooled HTTP/1.1 client that forwards the HTTP/2 front end's requests upstream.
+pub type HttpClient = Client<HttpConnector, UpstreamBody>;
 
 /// How long an idle upstream connection stays in the pool.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -39,7 +43,12 @@ pub struct SideTables {
     pools: Mutex<HashMap<Box<str>, Arc<EndpointPool>>>,
     /// Anchored regular expressions by pattern as written, shared with validation.
     regexes: RegexCache,
+    /// The position in each weighted rule's split, by route name and rule index.
+    splits: Mutex<HashMap<SplitKey, Arc<AtomicUsize>>>,
 }
+
+/// A weighted rule: its route's name and its index in the route.
+type SplitKey = (Arc<str>, usize);
 
 /// What an upstream keeps across swaps.
 #[derive(Debug, Default)]
@@ -94,31 +103,32 @@ impl SideTables {
         &self.regexes
     }
 
-    /// Drops entries that `table` no longer uses.
-    pub fn prune(&self, table: &Table) {
-        self.regexes.retain(|pattern| table.uses_regex(pattern));
-        self.upstreams
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|name, _| table.upstream(name).is_some());
-        let addresses: std::collections::HashSet<&str> = table
-            .upstreams()
-            .flat_map(|u| u.endpoints())
-            .map(|e| e.authority().as_str())
-            .collect();
-        self.pools
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|address, _| addresses.contains(&**address));
-        // A client stays while an upstream of the table still holds it; the default stays
-        // always, so the common pool is never rebuilt.
-        self.clients
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|timeout, _| {
-                *timeout == crate::table::DEFAULT_CONNECT_TIMEOUT
-                    || table.upstreams().any(|u| u.connect_timeout() == *timeout)
-            });
+    /// The split position of rule `rule` of route `route`, created on first use.
+    pub fn split(&self, route: &Arc<str>, rule: usize) -> Arc<AtomicUsize> {
+        lock(&self.splits)
+            .entry((route.clone(), rule))
+            .or_default()
+            .clone()
+    }
+
+    /// Keeps the upstream entries whose name `keep` accepts.
+    pub fn retain_upstreams(&self, keep: impl Fn(&str) -> bool) {
+        lock(&self.upstreams).retain(|name, _| keep(name));
+    }
+
+    /// Keeps the pools whose endpoint address `keep` accepts.
+    pub fn retain_pools(&self, keep: impl Fn(&str) -> bool) {
+        lock(&self.pools).retain(|address, _| keep(address));
+    }
+
+    /// Keeps the split positions of the routes `keep` accepts.
+    pub fn retain_splits(&self, keep: impl Fn(&str) -> bool) {
+        lock(&self.splits).retain(|(route, _), _| keep(route));
+    }
+
+    /// Keeps the clients whose connect timeout `keep` accepts.
+    pub fn retain_clients(&self, keep: impl Fn(Duration) -> bool) {
+        lock(&self.clients).retain(|timeout, _| keep(*timeout));
     }
 
     /// The number of upstream entries (for tests).
@@ -132,6 +142,11 @@ impl SideTables {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Side tables stay valid after a panic elsewhere: every entry is inserted whole.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn new_client(connect_timeout: Duration) -> HttpClient {

@@ -128,7 +128,7 @@ impl Watched {
         let text = match read(&self.path) {
             Ok(text) => text,
             Err(error) => {
-                tracing::warn!(error = %crate::proxy::Chain(&error), "cannot reload the config file");
+                tracing::warn!(error = %crate::pipeline::Chain(&error), "cannot reload the config file");
                 return;
             }
         };
@@ -188,7 +188,7 @@ pub(crate) async fn watch(
 pub fn log_problems(error: &FileError) {
     match error {
         FileError::Read { .. } => {
-            tracing::warn!(error = %crate::proxy::Chain(error), "config file problem");
+            tracing::warn!(error = %crate::pipeline::Chain(error), "config file problem");
         }
         FileError::Parse { path, errors } => {
             for e in &errors.0 {

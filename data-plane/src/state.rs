@@ -1,11 +1,16 @@
 //! The state that the listeners, the admin endpoint and the configuration sources share: the
-//! current table behind one `ArcSwap`, the side tables and the counters.
+//! current table behind one `ArcSwap`, the side tables, the counters, and the request-path
+//! settings given at start-up.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
 
 use arc_swap::{ArcSwapOption, Guard};
 
-use crate::{config::TrustedPeers, metrics::Metrics, side::SideTables, table::Table};
+pub use crate::config::{Settings, UnderscoreHeaders};
+use crate::{metrics::Metrics, side::SideTables, table::Table};
 
 /// Shared by everything in one data plane.
 #[derive(Debug)]
@@ -13,18 +18,34 @@ pub struct State {
     table: ArcSwapOption<Table>,
     side: SideTables,
     metrics: Metrics,
-    trusted_peers: TrustedPeers,
+    settings: Settings,
+    in_flight: AtomicUsize,
+    open_connections: AtomicUsize,
+}
+
+/// A request counted against `--max-requests` until dropped.
+#[derive(Debug)]
+pub(crate) struct InFlight<'a>(Option<&'a AtomicUsize>);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(count) = self.0 {
+            count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 // === impl State ===
 
 impl State {
-    pub fn new(trusted_peers: TrustedPeers) -> Self {
+    pub fn new(settings: Settings) -> Self {
         Self {
             table: ArcSwapOption::empty(),
             side: SideTables::default(),
             metrics: Metrics::default(),
-            trusted_peers,
+            settings,
+            in_flight: AtomicUsize::new(0),
+            open_connections: AtomicUsize::new(0),
         }
     }
 
@@ -48,7 +69,7 @@ impl State {
     pub fn install(&self, table: Table) -> Arc<Table> {
         let table = Arc::new(table);
         self.table.store(Some(table.clone()));
-        self.side.prune(&table);
+        table.prune_side(&self.side);
         self.metrics.swapped();
         table
     }
@@ -61,7 +82,25 @@ impl State {
         &self.metrics
     }
 
-    pub fn trusted_peers(&self) -> &TrustedPeers {
-        &self.trusted_peers
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Counts a request in flight; `None` when `--max-requests` are in flight already.
+    /// Without a limit nothing is counted (no shared cache line on the request path).
+    #[inline]
+    pub(crate) fn admit(&self) -> Option<InFlight<'_>> {
+        let max = self.settings.max_requests;
+        if max == 0 {
+            return Some(InFlight(None));
+        }
+        let before = self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let guard = InFlight(Some(&self.in_flight));
+        (before < max).then_some(guard)
+    }
+
+    /// Open client connections (counted by the listener).
+    pub(crate) fn open_connections(&self) -> &AtomicUsize {
+        &self.open_connections
     }
 }

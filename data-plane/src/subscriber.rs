@@ -24,7 +24,7 @@ use tonic::{
 use crate::{
     cache,
     config::ControlPlaneConfig,
-    proxy::Chain,
+    pipeline::Chain,
     state::State,
     table::{Source, Table},
 };

@@ -2,13 +2,7 @@
 //! the router, the rules' backend choices and the upstreams. Request handling reads only this;
 //! it never touches generated protobuf types.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::SystemTime,
-};
+use std::{sync::Arc, time::SystemTime};
 
 use gateway_proto::{
     ValidationErrors,
@@ -20,20 +14,26 @@ use http::Method;
 
 use crate::side::SideTables;
 
+mod filter;
 mod hash;
 mod matchers;
+mod policy;
 mod router;
+mod rule;
 mod upstream;
 mod warm;
 
+pub use self::{
+    filter::{Filters, HeaderEdits, PathRewrite, Redirect, Rewrite},
+    policy::{Cors, IpAccess, Limits, Policy, RulePolicies},
+    router::{RequestHeaders, RequestView},
+    rule::Rule,
+    upstream::{BadEndpoint, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Endpoint, Upstream},
+};
 use self::{
     hash::{FxHashMap, FxHashSet},
     matchers::{BadMatcher, HeaderMatcher, QueryMatcher, Regexes},
     router::{CompiledPath, Conditions, Router, RouterBuilder},
-};
-pub use self::{
-    router::{RequestHeaders, RequestView},
-    upstream::{BadEndpoint, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Endpoint, Upstream},
 };
 
 /// Where a table's configuration came from.
@@ -51,29 +51,12 @@ pub struct Table {
     source: Source,
     loaded_at: SystemTime,
     router: Router,
-    rules: Box<[Rule]>,
+    rules: Box<[Arc<Rule>]>,
     upstreams: FxHashMap<Arc<str>, Arc<Upstream>>,
-    routes: usize,
+    /// Route names, sorted.
+    routes: Box<[Arc<str>]>,
     /// The regular expressions this table uses (to prune the side table's cache).
     regexes: FxHashSet<Box<str>>,
-}
-
-/// One route rule: where its matching requests go.
-#[derive(Debug)]
-pub struct Rule {
-    route: Arc<str>,
-    backends: Backends,
-}
-
-#[derive(Debug)]
-enum Backends {
-    One(Arc<Upstream>),
-    /// Upstreams split by weight, in smooth weighted round-robin order.
-    Weighted {
-        upstreams: Box<[Arc<Upstream>]>,
-        sequence: Box<[u32]>,
-        next: AtomicUsize,
-    },
 }
 
 /// Why a snapshot does not compile. The text is the NACK reason.
@@ -115,6 +98,22 @@ impl Table {
             }
         }
 
+        let mut policies = FxHashMap::default();
+        let mut global = Vec::new();
+        for resource in resources {
+            if let Some(Spec::Policy(spec)) = &resource.spec
+                && let Some(policy) = Policy::compile(spec)
+            {
+                let policy = Arc::new(policy);
+                if spec.global {
+                    global.push((resource.name.as_str(), policy.clone()));
+                }
+                policies.insert(resource.name.as_str(), policy);
+            }
+        }
+        global.sort_by_key(|(name, _)| *name);
+        let global: Vec<Arc<Policy>> = global.into_iter().map(|(_, p)| p).collect();
+
         let mut routes: Vec<(&str, &v1::RouteSpec)> = resources
             .iter()
             .filter_map(|r| match &r.spec {
@@ -124,24 +123,28 @@ impl Table {
             .collect();
         routes.sort_by_key(|(name, _)| *name);
 
+        let cx = rule::Context {
+            upstreams: &upstreams,
+            policies: &policies,
+            global: &global,
+            side,
+        };
         let default_match = [v1::RouteMatch::default()];
         let mut builder = RouterBuilder::default();
         let mut rules = Vec::new();
+        let mut names = Vec::with_capacity(routes.len());
         let mut order = 0u32;
         let mut regexes = Regexes::new(side);
         for &(name, spec) in &routes {
             let route: Arc<str> = name.into();
+            names.push(route.clone());
             for (r, rule) in spec.rules.iter().enumerate() {
-                let backends = compile_backends(name, r, rule, &upstreams)?;
                 let index = u32::try_from(rules.len()).map_err(|_| CompileError::Route {
                     route: name.to_owned(),
                     field: "spec.rules".into(),
                     reason: "too many rules".into(),
                 })?;
-                rules.push(Rule {
-                    route: route.clone(),
-                    backends,
-                });
+                rules.push(Arc::new(Rule::compile(&route, spec, r, rule, &cx)));
                 let matches = if rule.matches.is_empty() {
                     &default_match[..]
                 } else {
@@ -171,14 +174,14 @@ impl Table {
             router: builder.build(),
             rules: rules.into(),
             upstreams,
-            routes: routes.len(),
+            routes: names.into(),
             regexes: regexes.used,
         })
     }
 
     /// The rule that the request matches, if any.
     #[inline]
-    pub fn route(&self, req: &RequestView<'_>) -> Option<&Rule> {
+    pub fn route(&self, req: &RequestView<'_>) -> Option<&Arc<Rule>> {
         let index = self.router.find(req)?;
         self.rules.get(index as usize)
     }
@@ -203,7 +206,31 @@ impl Table {
 
     /// The number of routes.
     pub fn routes(&self) -> usize {
-        self.routes
+        self.routes.len()
+    }
+
+    /// Whether the table has a route of this name.
+    pub fn has_route(&self, name: &str) -> bool {
+        self.routes.binary_search_by(|r| (**r).cmp(name)).is_ok()
+    }
+
+    /// Drops the side tables' entries that this table no longer uses.
+    pub fn prune_side(&self, side: &SideTables) {
+        side.regexes().retain(|pattern| self.uses_regex(pattern));
+        side.retain_upstreams(|name| self.upstream(name).is_some());
+        let addresses: FxHashSet<&str> = self
+            .upstreams()
+            .flat_map(|u| u.endpoints())
+            .map(|e| e.authority().as_str())
+            .collect();
+        side.retain_pools(|address| addresses.contains(address));
+        side.retain_splits(|route| self.has_route(route));
+        // A client stays while an upstream of the table still holds it; the default stays
+        // always, so the common pool is never rebuilt.
+        side.retain_clients(|timeout| {
+            timeout == DEFAULT_CONNECT_TIMEOUT
+                || self.upstreams().any(|u| u.connect_timeout() == timeout)
+        });
     }
 
     pub fn upstreams(&self) -> impl Iterator<Item = &Arc<Upstream>> {
@@ -218,67 +245,6 @@ impl Table {
     pub fn uses_regex(&self, pattern: &str) -> bool {
         self.regexes.contains(pattern)
     }
-}
-
-// === impl Rule ===
-
-impl Rule {
-    /// The name of the route this rule belongs to.
-    pub fn route(&self) -> &Arc<str> {
-        &self.route
-    }
-
-    /// The upstream for the next request, by the rule's backend weights.
-    #[inline]
-    pub fn upstream(&self) -> &Arc<Upstream> {
-        match &self.backends {
-            Backends::One(upstream) => upstream,
-            Backends::Weighted {
-                upstreams,
-                sequence,
-                next,
-            } => {
-                let i = next.fetch_add(1, Ordering::Relaxed) % sequence.len();
-                &upstreams[sequence[i] as usize]
-            }
-        }
-    }
-}
-
-fn compile_backends(
-    route: &str,
-    r: usize,
-    rule: &v1::RouteRule,
-    upstreams: &FxHashMap<Arc<str>, Arc<Upstream>>,
-) -> Result<Backends, CompileError> {
-    let mut chosen = Vec::with_capacity(rule.backend_refs.len());
-    let mut weights = Vec::with_capacity(rule.backend_refs.len());
-    for (b, backend) in rule.backend_refs.iter().enumerate() {
-        let upstream = upstreams
-            .get(backend.name.as_str())
-            .ok_or_else(|| CompileError::Route {
-                route: route.to_owned(),
-                field: format!("spec.rules[{r}].backendRefs[{b}].name"),
-                reason: format!("upstream {:?} does not exist", backend.name),
-            })?;
-        chosen.push(upstream.clone());
-        weights.push(backend.weight.unwrap_or(1));
-    }
-    let sequence = upstream::smooth_wrr(&weights);
-    let no_backend = || CompileError::Route {
-        route: route.to_owned(),
-        field: format!("spec.rules[{r}].backendRefs"),
-        reason: "no backend with a weight above 0".into(),
-    };
-    let first = *sequence.first().ok_or_else(no_backend)?;
-    if sequence.iter().all(|&i| i == first) {
-        return Ok(Backends::One(chosen[first as usize].clone()));
-    }
-    Ok(Backends::Weighted {
-        upstreams: chosen.into(),
-        sequence: sequence.into(),
-        next: AtomicUsize::new(0),
-    })
 }
 
 fn compile_path(

@@ -207,6 +207,7 @@ fn parse_spec(kind: ResourceKind, value: Value) -> Result<Spec, (String, String)
     })?;
     let transcoded = match kind {
         ResourceKind::Upstream => message.transcode_to().map(Spec::Upstream),
+        ResourceKind::Policy => message.transcode_to().map(Spec::Policy),
         ResourceKind::Route => message.transcode_to().map(Spec::Route),
     };
     transcoded.map_err(|e| (String::new(), e.to_string()))
@@ -217,6 +218,7 @@ pub fn to_document(resource: &v1::Resource) -> Value {
     let mut document = Map::new();
     let (kind, spec) = match &resource.spec {
         Some(Spec::Upstream(spec)) => (ResourceKind::Upstream, spec.encode_to_vec()),
+        Some(Spec::Policy(spec)) => (ResourceKind::Policy, spec.encode_to_vec()),
         Some(Spec::Route(spec)) => (ResourceKind::Route, spec.encode_to_vec()),
         None => {
             document.insert("name".into(), resource.name.clone().into());

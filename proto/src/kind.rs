@@ -9,6 +9,7 @@ use crate::v1::{self, resource::Spec};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ResourceKind {
     Upstream,
+    Policy,
     Route,
 }
 
@@ -16,12 +17,17 @@ pub enum ResourceKind {
 
 impl ResourceKind {
     /// Every kind, in dependency order.
-    pub const ALL: [ResourceKind; 2] = [ResourceKind::Upstream, ResourceKind::Route];
+    pub const ALL: [ResourceKind; 3] = [
+        ResourceKind::Upstream,
+        ResourceKind::Policy,
+        ResourceKind::Route,
+    ];
 
     /// The `kind:` of a resource document, e.g. `Route`.
     pub fn as_str(self) -> &'static str {
         match self {
             ResourceKind::Upstream => "Upstream",
+            ResourceKind::Policy => "Policy",
             ResourceKind::Route => "Route",
         }
     }
@@ -30,6 +36,7 @@ impl ResourceKind {
     pub fn plural(self) -> &'static str {
         match self {
             ResourceKind::Upstream => "upstreams",
+            ResourceKind::Policy => "policies",
             ResourceKind::Route => "routes",
         }
     }
@@ -45,6 +52,7 @@ impl ResourceKind {
     pub fn of(resource: &v1::Resource) -> Option<Self> {
         match resource.spec.as_ref()? {
             Spec::Upstream(_) => Some(ResourceKind::Upstream),
+            Spec::Policy(_) => Some(ResourceKind::Policy),
             Spec::Route(_) => Some(ResourceKind::Route),
         }
     }
@@ -53,6 +61,7 @@ impl ResourceKind {
     pub(crate) fn spec_message(self) -> &'static str {
         match self {
             ResourceKind::Upstream => "gateway.v1.UpstreamSpec",
+            ResourceKind::Policy => "gateway.v1.PolicySpec",
             ResourceKind::Route => "gateway.v1.RouteSpec",
         }
     }
@@ -60,6 +69,7 @@ impl ResourceKind {
     pub fn to_proto(self) -> v1::Kind {
         match self {
             ResourceKind::Upstream => v1::Kind::Upstream,
+            ResourceKind::Policy => v1::Kind::Policy,
             ResourceKind::Route => v1::Kind::Route,
         }
     }
@@ -68,6 +78,7 @@ impl ResourceKind {
     pub fn from_proto(kind: i32) -> Option<Self> {
         match v1::Kind::try_from(kind).ok()? {
             v1::Kind::Upstream => Some(ResourceKind::Upstream),
+            v1::Kind::Policy => Some(ResourceKind::Policy),
             v1::Kind::Route => Some(ResourceKind::Route),
             v1::Kind::Unspecified => None,
         }

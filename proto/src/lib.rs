@@ -7,6 +7,8 @@
 //!   control plane runs it before writing, the data plane before swapping, `gatewayctl validate`
 //!   offline: the same bytes get the same verdict everywhere.
 //! - [`template`]: path templates (`/users/{id}`), parsed once, matched without allocating.
+//! - [`duration`]: the one duration grammar of every program's flags, and the range of a
+//!   configured duration; [`net`]: IP networks (`10.0.0.0/8`).
 //!
 //! This crate does no IO: no sockets, no files, no runtime.
 
@@ -23,8 +25,10 @@ pub mod v1 {
 
 mod descriptor;
 pub mod document;
+pub mod duration;
 mod kind;
 pub mod names;
+pub mod net;
 pub mod template;
 pub mod validate;
 

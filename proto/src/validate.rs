@@ -14,7 +14,11 @@ use crate::{
     v1::{self, path_match, resource::Spec},
 };
 
+mod filter;
+mod policy;
 mod route;
+
+pub use policy::MAX_HEAD_BYTES;
 
 /// Largest weight of an endpoint or backend reference.
 pub const MAX_WEIGHT: u32 = 10_000;
@@ -73,6 +77,8 @@ pub fn validate_with(
     let mut report = Report::default();
     let mut seen: HashSet<(ResourceKind, &str)> = HashSet::new();
     let mut upstreams = HashSet::new();
+    // Policy names, and whether each is global.
+    let mut policies = HashMap::new();
     for resource in resources {
         let Some(kind) = ResourceKind::of(resource) else {
             report.push("Resource", &resource.name, "kind", "has no spec".into());
@@ -89,8 +95,14 @@ pub fn validate_with(
                 format!("duplicate: another {kind} is named {:?}", resource.name),
             );
         }
-        if kind == ResourceKind::Upstream {
-            upstreams.insert(resource.name.as_str());
+        match &resource.spec {
+            Some(Spec::Upstream(_)) => {
+                upstreams.insert(resource.name.as_str());
+            }
+            Some(Spec::Policy(spec)) => {
+                policies.insert(resource.name.as_str(), spec.global);
+            }
+            _ => {}
         }
     }
 
@@ -100,8 +112,17 @@ pub fn validate_with(
         let mut at = report.at(resource);
         match &resource.spec {
             Some(Spec::Upstream(spec)) => check_upstream(&mut at, spec),
+            Some(Spec::Policy(spec)) => policy::check_policy(&mut at, spec),
             Some(Spec::Route(spec)) => {
-                route::check_route(&mut at, spec, &upstreams, regexes);
+                route::check_route(
+                    &mut at,
+                    spec,
+                    &route::Known {
+                        upstreams: &upstreams,
+                        policies: &policies,
+                    },
+                    regexes,
+                );
                 routes.push((resource.name.as_str(), spec));
             }
             None => {}
@@ -141,9 +162,9 @@ fn check_weight(at: &mut At<'_>, field: &str, weight: Option<u32>) {
 
 fn check_duration(at: &mut At<'_>, field: &str, duration: Option<&prost_types::Duration>) {
     if let Some(d) = duration
-        && (d.seconds < 0 || d.nanos < 0 || (d.seconds == 0 && d.nanos == 0))
+        && let Err(reason) = crate::duration::check_proto_duration(d)
     {
-        at.error(field, "must be positive".into());
+        at.error(field, reason);
     }
 }
 

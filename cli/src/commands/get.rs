@@ -55,6 +55,17 @@ fn render_list(kind: ResourceKind, resources: &[v1::Resource], format: Format) -
     }
 }
 
+/// The body of a policy, by its field name in the resource file.
+fn policy_type(spec: &v1::PolicySpec) -> &'static str {
+    use v1::policy_spec::Body;
+    match &spec.body {
+        Some(Body::IpAccess(_)) => "ipAccess",
+        Some(Body::Cors(_)) => "cors",
+        Some(Body::RequestLimits(_)) => "requestLimits",
+        None => "-",
+    }
+}
+
 fn json(value: &serde_json::Value) -> String {
     let mut text = serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{e}"));
     text.push('\n');
@@ -73,6 +84,22 @@ fn table(kind: ResourceKind, resources: &[v1::Resource]) -> Table {
                 table.push(vec![
                     resource.name.clone(),
                     endpoints.to_string(),
+                    resource.version.to_string(),
+                ]);
+            }
+            table
+        }
+        ResourceKind::Policy => {
+            let mut table = Table::new(&["NAME", "TYPE", "GLOBAL", "VERSION"]);
+            for resource in resources {
+                let (body, global) = match &resource.spec {
+                    Some(Spec::Policy(spec)) => (policy_type(spec), spec.global),
+                    _ => ("-", false),
+                };
+                table.push(vec![
+                    resource.name.clone(),
+                    body.to_owned(),
+                    global.to_string(),
                     resource.version.to_string(),
                 ]);
             }

@@ -62,7 +62,9 @@ pub fn route(name: &str, upstream: &str) -> Resource {
                     name: upstream.to_owned(),
                     weight: None,
                 }],
+                ..Default::default()
             }],
+            ..Default::default()
         })),
     }
 }

@@ -23,6 +23,10 @@ pub(crate) enum Framing {
 pub(crate) enum BodyError {
     #[error("the sender's chunked framing is invalid: {0}")]
     Chunked(&'static str),
+    /// The chunks add up to more than the body limit (checked at each chunk's size line,
+    /// before its data is passed on).
+    #[error("the body is over its size limit")]
+    TooLarge,
     #[error("the sender closed the connection before the body's end")]
     Truncated,
     #[error("reading the body: no progress within {0:?}")]
@@ -61,10 +65,19 @@ enum Left {
 
 impl Body {
     pub(crate) fn new(framing: Framing, decode: bool) -> Self {
+        Self::limited(framing, decode, u64::MAX)
+    }
+
+    /// A body whose chunked payload may not add up to more than `limit` bytes (a declared
+    /// length over the limit is refused before the body is read at all).
+    pub(crate) fn limited(framing: Framing, decode: bool, limit: u64) -> Self {
         let left = match framing {
             Framing::Empty => Left::Bytes(0),
             Framing::Length(n) => Left::Bytes(n),
-            Framing::Chunked => Left::Chunked(Chunked::default()),
+            Framing::Chunked => Left::Chunked(Chunked {
+                limit,
+                ..Chunked::default()
+            }),
             Framing::UntilClose => Left::UntilClose,
         };
         Self { left, decode }
@@ -179,11 +192,25 @@ where
 /// Where a chunked body is: a strict parser of the chunk framing that follows it byte by byte
 /// without buffering, so that the end of the body is known exactly (bare LFs, overlong sizes and
 /// oversized lines are refused: they are how requests get smuggled).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Chunked {
     state: ChunkState,
     /// Bytes in the current size line, or in the trailer section.
     line: usize,
+    /// Payload announced so far, and the most allowed.
+    total: u64,
+    limit: u64,
+}
+
+impl Default for Chunked {
+    fn default() -> Self {
+        Self {
+            state: ChunkState::default(),
+            line: 0,
+            total: 0,
+            limit: u64::MAX,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -265,6 +292,10 @@ impl Chunked {
                 },
                 SizeLf(n) => match b {
                     b'\n' => {
+                        self.total = self.total.saturating_add(n);
+                        if self.total > self.limit {
+                            return Err(BodyError::TooLarge);
+                        }
                         // The limits count the trailers, or the next size line, afresh.
                         self.line = 0;
                         i += 1;

@@ -16,13 +16,13 @@ use tokio::{
 };
 
 use super::{
-    CLIENT_IDLE_TIMEOUT,
     body::{self, Body, BodyError},
-    pool,
     response::{self, Asked, Head},
 };
 use crate::{
-    proxy::{BoxError, ProxyError},
+    limits::CLIENT_IDLE_TIMEOUT,
+    pipeline::{BoxError, ProxyError},
+    pool,
     table::{Endpoint, Upstream},
 };
 
@@ -78,6 +78,8 @@ pub(crate) enum Failure {
     TimedOut,
     /// The client's chunked body is malformed (nothing was sent to the client yet).
     BadBody(&'static str),
+    /// The client's body went over the route's limit (nothing was sent to the client yet).
+    TooLarge,
     /// The response had started, or the client went away: the connection can only close.
     Cut(BodyError),
 }
@@ -117,6 +119,7 @@ impl Failure {
                 timeout: upstream.timeout(),
             },
             Self::BadBody(reason) => ProxyError::Malformed { reason },
+            Self::TooLarge => ProxyError::BodyTooLarge,
             Self::Cut(error) => return Err(error),
         })
     }
@@ -191,6 +194,7 @@ pub(crate) async fn run(
                 // The upstream stopped reading (it may be answering early): wait for its answer.
                 Err(BodyError::Write(_)) => sent = true,
                 Err(BodyError::Chunked(reason)) if !started.load(Ordering::Relaxed) => return Err(Failure::BadBody(reason)),
+                Err(BodyError::TooLarge) if !started.load(Ordering::Relaxed) => return Err(Failure::TooLarge),
                 Err(error) => return Err(Failure::Cut(error)),
             },
             result = &mut receive => return result,

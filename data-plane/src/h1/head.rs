@@ -2,7 +2,7 @@
 
 use http::StatusCode;
 
-use crate::proxy::{HOP_BY_HOP, ProxyError, error_body, request_id::RequestId};
+use crate::pipeline::{LocalResponse, headers::HOP_BY_HOP, request_id::RequestId};
 
 /// Whether a header name is `lower` (the name as sent may be in any case).
 #[inline]
@@ -87,29 +87,24 @@ pub(crate) fn write_decimal(out: &mut Vec<u8>, mut n: u64) {
 /// The interim response a client that sent `Expect: 100-continue` waits for.
 pub(crate) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
-/// Our JSON error response for `error`, appended to `out`.
-pub(crate) fn write_error(
+/// The gateway's own response, appended to `out`.
+pub(crate) fn write_local(
     out: &mut Vec<u8>,
-    error: &ProxyError,
+    response: LocalResponse,
     request_id: &RequestId,
     close: bool,
 ) {
-    let status = error.status();
-    let body = error_body(
-        status,
-        error.code(),
-        error.public_message(),
-        request_id.as_bytes(),
-    );
-    write_status_line(out, status);
-    out.extend_from_slice(b"content-type: application/json\r\n");
-    write_content_length(out, body.len() as u64);
+    write_status_line(out, response.status);
+    for (name, value) in &response.headers {
+        write_header(out, name.as_str(), value.as_bytes());
+    }
+    write_content_length(out, response.body.len() as u64);
     write_header(out, "x-request-id", request_id.as_bytes());
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body.as_bytes());
+    out.extend_from_slice(&response.body);
 }
 
 fn write_status_line(out: &mut Vec<u8>, status: StatusCode) {

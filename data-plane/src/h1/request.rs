@@ -2,21 +2,32 @@
 //! into the head sent upstream, all while it is borrowed from the read buffer (nothing is
 //! copied into a header map).
 
-use std::mem::MaybeUninit;
+use std::{mem::MaybeUninit, sync::Arc};
 
-use http::Method;
+use http::{HeaderName, HeaderValue, Method};
 
 use super::{
     body::Framing,
     head::{ConnectionOptions, is, parse_length, write_content_length, write_header},
 };
 use crate::{
-    proxy::{Choice, Connection, ProxyError, choose, request_id::RequestId},
-    server::MAX_HEADER_BYTES,
+    limits::{MAX_HEADER_BYTES, MAX_HEADERS},
+    pipeline::{
+        self, Connection, Decision, Forward, Head, Local, ProxyError, request_id::RequestId,
+    },
+    state::UnderscoreHeaders,
+    table::{HeaderEdits, Rule, Upstream},
 };
 
-/// Header lines accepted in one head; more gets a 431.
-pub(crate) const MAX_HEADERS: usize = 128;
+/// Where a routed request goes, once its head is written.
+#[derive(Debug)]
+pub(crate) struct Routed {
+    pub(crate) rule: Arc<Rule>,
+    pub(crate) upstream: Arc<Upstream>,
+    pub(crate) endpoint: usize,
+    pub(crate) body_limit: u64,
+    pub(crate) response_extra: Vec<(HeaderName, HeaderValue)>,
+}
 
 /// A parsed request, its head already written upstream-ready into the caller's buffer.
 #[derive(Debug)]
@@ -34,8 +45,8 @@ pub(crate) struct Request {
     /// idempotent method and no body.
     pub(crate) replayable: bool,
     pub(crate) request_id: RequestId,
-    /// Where it goes, or why it cannot go anywhere.
-    pub(crate) route: Result<Choice, ProxyError>,
+    /// Where it goes, or the answer the gateway gives instead (with the rule, if one matched).
+    pub(crate) route: Result<Routed, (Local, Option<Arc<Rule>>)>,
 }
 
 /// What the header lines say, gathered in one pass.
@@ -85,7 +96,8 @@ pub(crate) fn parse(
         });
     };
     let http10 = version == 0;
-    let facts = Facts::gather(req.headers)?;
+    let headers = strip_underscores(req.headers, conn.state.settings().underscore_headers)?;
+    let facts = Facts::gather(headers)?;
 
     let target = Target::parse(method, target)?;
     if !http10 && target.authority.is_none() {
@@ -138,33 +150,44 @@ pub(crate) fn parse(
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| ProxyError::Malformed {
         reason: "invalid method",
     })?;
-    let route = choose(
-        &conn.state,
-        host.and_then(|h| std::str::from_utf8(h).ok()),
-        target.path(),
-        target.query(),
-        &method,
-        &&*req.headers,
-    );
-    if let Ok(choice) = &route {
-        // An HTTP/1.1 upstream needs one Host: the absolute-form target's authority, else the
-        // client's Host, else (an HTTP/1.0 client sent none) the endpoint's address.
-        let endpoint = &choice.upstream.endpoints()[choice.endpoint];
-        let added_host = target
-            .authority
-            .or_else(|| (facts.hosts == 0).then(|| endpoint.authority().as_str().as_bytes()));
-        write_upstream_head(
-            out,
-            conn,
-            &method,
-            &target,
-            req.headers,
-            &facts,
-            (host, added_host),
-            framing,
-            &request_id,
-        );
-    }
+    let head = Head {
+        method: &method,
+        host: host.and_then(|h| std::str::from_utf8(h).ok()),
+        path: target.path(),
+        query: target.query(),
+        headers: &headers,
+        content_length: facts.length,
+    };
+    let route = match pipeline::decide(conn, &head) {
+        Decision::Forward(forward) => {
+            // An HTTP/1.1 upstream needs one Host: the absolute-form target's authority, else
+            // the client's Host, else (an HTTP/1.0 client sent none) the endpoint's address.
+            let endpoint = &forward.upstream.endpoints()[forward.endpoint];
+            let added_host = target
+                .authority
+                .or_else(|| (facts.hosts == 0).then(|| endpoint.authority().as_str().as_bytes()));
+            write_upstream_head(
+                out,
+                conn,
+                &method,
+                &target,
+                headers,
+                &facts,
+                (host, added_host),
+                framing,
+                &request_id,
+                &forward,
+            );
+            Ok(Routed {
+                rule: forward.rule,
+                upstream: forward.upstream,
+                endpoint: forward.endpoint,
+                body_limit: forward.body_limit,
+                response_extra: forward.response_extra,
+            })
+        }
+        Decision::Respond(local, rule) => Err((local, rule)),
+    };
     Ok(Some(Request {
         head_len,
         framing,
@@ -237,6 +260,28 @@ impl<'b> Facts<'b> {
     }
 }
 
+/// Applies the underscore setting: header lines whose names have an underscore are moved out
+/// of the slice (keeping the others' order), or refuse the request.
+fn strip_underscores<'h, 'b>(
+    headers: &'h mut [httparse::Header<'b>],
+    setting: UnderscoreHeaders,
+) -> Result<&'h [httparse::Header<'b>], ProxyError> {
+    if setting == UnderscoreHeaders::Allow || !headers.iter().any(|h| h.name.contains('_')) {
+        return Ok(headers);
+    }
+    if setting == UnderscoreHeaders::Reject {
+        return Err(ProxyError::UnderscoreHeader);
+    }
+    let mut kept = 0;
+    for i in 0..headers.len() {
+        if !headers[i].name.contains('_') {
+            headers.swap(kept, i);
+            kept += 1;
+        }
+    }
+    Ok(&headers[..kept])
+}
+
 /// `uri-host [":" port]` (RFC 9112 section 3.2), loosely: the characters of a registered
 /// name, an IP literal and a port, so no whitespace, slash, userinfo or other delimiter.
 fn valid_host(host: &[u8]) -> bool {
@@ -303,14 +348,14 @@ fn strip_prefix_ignore_case<'s>(s: &'s str, prefix: &str) -> Option<&'s str> {
 }
 
 /// Request headers that never cross the hop (RFC 9110 7.6.1), or that we write ourselves.
-fn dropped(name: &str, trusted: bool, absolute: bool, facts: &Facts<'_>) -> bool {
+fn dropped(name: &str, trusted: bool, replaced_host: bool, facts: &Facts<'_>) -> bool {
     facts.connection.drops(name)
         || is(name, "content-length")
         || is(name, "expect")
         || is(name, "x-request-id")
         || is(name, "x-forwarded-for")
         || (!trusted && (is(name, "x-forwarded-proto") || is(name, "x-forwarded-host")))
-        || (absolute && is(name, "host"))
+        || (replaced_host && is(name, "host"))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -324,43 +369,57 @@ fn write_upstream_head(
     (host, added_host): (Option<&[u8]>, Option<&[u8]>),
     framing: Framing,
     request_id: &RequestId,
+    forward: &Forward<'_>,
 ) {
+    let edits: &HeaderEdits = forward.request_edits();
     out.clear();
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
-    if target.path_and_query.starts_with('?') || target.path_and_query.is_empty() {
-        out.push(b'/');
+    out.extend_from_slice(forward.path.as_bytes());
+    if let Some(query) = target.query() {
+        out.push(b'?');
+        out.extend_from_slice(query.as_bytes());
     }
-    out.extend_from_slice(target.path_and_query.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    if let Some(host) = added_host {
+    let rewritten_host = forward.host.as_ref();
+    if let Some(host) = rewritten_host {
+        write_header(out, "host", host.as_bytes());
+    } else if let Some(host) = added_host {
         write_header(out, "host", host);
     }
-    let absolute = target.authority.is_some();
+    // The client's Host goes when it is replaced: by the target's authority, or a rewrite.
+    let replaced_host = target.authority.is_some() || rewritten_host.is_some();
     for h in headers {
-        if !dropped(h.name, conn.trusted, absolute, facts) {
+        if !dropped(h.name, conn.trusted, replaced_host, facts) && !edits.drops(h.name) {
             write_header(out, h.name, h.value);
         }
     }
+    // Our forwarding headers, unless a header modifier of the route replaces them.
     // X-Forwarded-For: a trusted peer's chain with the peer appended, else the peer alone.
-    out.extend_from_slice(b"x-forwarded-for: ");
-    if conn.trusted && facts.forwarded_for > 0 {
-        for h in headers.iter().filter(|h| is(h.name, "x-forwarded-for")) {
-            out.extend_from_slice(h.value);
-            out.extend_from_slice(b", ");
+    if !edits.drops("x-forwarded-for") {
+        out.extend_from_slice(b"x-forwarded-for: ");
+        if conn.trusted && facts.forwarded_for > 0 {
+            for h in headers.iter().filter(|h| is(h.name, "x-forwarded-for")) {
+                out.extend_from_slice(h.value);
+                out.extend_from_slice(b", ");
+            }
         }
+        out.extend_from_slice(conn.peer_ip.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(conn.peer_ip.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    if !(conn.trusted && facts.forwarded_proto) {
+    let keep_theirs = |sent: bool| conn.trusted && sent;
+    if !(keep_theirs(facts.forwarded_proto) || edits.drops("x-forwarded-proto")) {
         out.extend_from_slice(b"x-forwarded-proto: http\r\n");
     }
-    if !(conn.trusted && facts.forwarded_host)
+    if !(keep_theirs(facts.forwarded_host) || edits.drops("x-forwarded-host"))
         && let Some(host) = host
     {
         write_header(out, "x-forwarded-host", host);
     }
     write_header(out, "x-request-id", request_id.as_bytes());
+    for (name, value) in edits.appended() {
+        write_header(out, name.as_str(), value.as_bytes());
+    }
     match framing {
         Framing::Length(n) => write_content_length(out, n),
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),

@@ -3,14 +3,19 @@
 
 use std::mem::MaybeUninit;
 
+use http::{HeaderName, HeaderValue};
+
 use super::{
     body::Framing,
     head::{
         ConnectionOptions, is, parse_length, write_content_length, write_decimal, write_header,
     },
-    request::MAX_HEADERS,
 };
-use crate::{proxy::request_id::RequestId, server::MAX_HEADER_BYTES};
+use crate::{
+    limits::{MAX_HEADER_BYTES, MAX_HEADERS},
+    pipeline::request_id::RequestId,
+    table::HeaderEdits,
+};
 
 /// What the client asked, which shapes the response it gets.
 #[derive(Clone, Copy, Debug)]
@@ -20,6 +25,9 @@ pub(crate) struct Asked<'a> {
     /// The client wants to keep the connection, and we are not draining.
     pub(crate) keep_alive: bool,
     pub(crate) request_id: &'a RequestId,
+    /// The rule's response header edits, and headers a policy adds (CORS).
+    pub(crate) edits: &'a HeaderEdits,
+    pub(crate) extra: &'a [(HeaderName, HeaderValue)],
 }
 
 /// A parsed response head.
@@ -126,9 +134,12 @@ pub(crate) fn parse(
         let hop = connection.drops(h.name)
             || is(h.name, "x-request-id")
             || (ours && is(h.name, "content-length"));
-        if !hop {
+        if !hop && !asked.edits.drops(h.name) {
             write_header(out, h.name, h.value);
         }
+    }
+    for (name, value) in asked.edits.appended().iter().chain(asked.extra) {
+        write_header(out, name.as_str(), value.as_bytes());
     }
     match framing {
         Framing::Length(n) => write_content_length(out, n),

@@ -17,7 +17,7 @@ use tokio::{
     time::{Instant, timeout},
 };
 
-use crate::server::{self, HEADER_READ_TIMEOUT};
+use crate::{limits::HEADER_READ_TIMEOUT, server};
 
 /// How long a client read waits before the test fails instead of hanging.
 const PATIENCE: Duration = Duration::from_secs(10);

@@ -319,13 +319,19 @@ async fn h2c_prior_knowledge_is_served() {
 fn host_normalisation() {
     let mut buf = [0u8; 256];
     assert_eq!(
-        super::normalize_host("API.Example.com:8080", &mut buf),
+        crate::pipeline::normalize_host("API.Example.com:8080", &mut buf),
         Some("api.example.com")
     );
     assert_eq!(
-        super::normalize_host("example.com.", &mut buf),
+        crate::pipeline::normalize_host("example.com.", &mut buf),
         Some("example.com")
     );
-    assert_eq!(super::normalize_host("[::1]:80", &mut buf), Some("[::1]"));
-    assert_eq!(super::normalize_host(&"a".repeat(300), &mut buf), None);
+    assert_eq!(
+        crate::pipeline::normalize_host("[::1]:80", &mut buf),
+        Some("[::1]")
+    );
+    assert_eq!(
+        crate::pipeline::normalize_host(&"a".repeat(300), &mut buf),
+        None
+    );
 }

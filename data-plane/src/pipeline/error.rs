@@ -1,15 +1,12 @@
-//! The one error type of the request path, and the one place that turns it into a response.
-//! Clients get a status, a stable code and a fixed message; the detail goes to the log with the
-//! request id.
+//! The one error type of the request path, with its status, stable code and fixed public
+//! message in one place ([`super::Local`] turns it into a response). The detail goes to the
+//! log with the request id.
 
 use std::{error::Error as _, sync::Arc, time::Duration};
 
-use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::{Either, Full};
+use http::StatusCode;
 
-use super::ProxyBody;
-use crate::metrics::UpstreamFailure;
+use crate::{metrics::UpstreamFailure, normalize::PathError};
 
 /// Why a request was not forwarded, or its upstream did not answer.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +64,27 @@ pub enum ProxyError {
     /// An `Expect` other than `100-continue`.
     #[error("unsupported expectation")]
     ExpectationFailed,
+    /// A path that normalisation refuses (it could mean something else to the backend).
+    #[error("refused path: {0}")]
+    BadPath(#[source] PathError),
+    /// A header name with an underscore, and the data plane set to refuse them.
+    #[error("a header name contains an underscore")]
+    UnderscoreHeader,
+    /// An `ipAccess` policy does not let the client in.
+    #[error("the client address is not allowed")]
+    Forbidden,
+    /// The body is over the route's `maxBodyBytes`.
+    #[error("the request body is over the route's limit")]
+    BodyTooLarge,
+    /// The target is over the route's `maxUriBytes`.
+    #[error("the request target is over the route's limit")]
+    UriTooLong,
+    /// A rule with nowhere to send the request (validation refuses such rules).
+    #[error("route {route:?} has no backend")]
+    NoBackend { route: Arc<str> },
+    /// Over `--max-requests` in flight, or `--max-connections`.
+    #[error("the data plane is at its request or connection limit")]
+    Overloaded,
 }
 
 /// The source of an upstream failure, from whichever client met it.
@@ -103,7 +121,14 @@ impl ProxyError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::NotReady | Self::NoHealthyUpstream { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotReady | Self::NoHealthyUpstream { .. } | Self::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::BadPath(_) | Self::UnderscoreHeader => StatusCode::BAD_REQUEST,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UriTooLong => StatusCode::URI_TOO_LONG,
+            Self::NoBackend { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Self::RouteNotFound => StatusCode::NOT_FOUND,
             Self::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
             Self::ConnectTimeout { .. } | Self::UpstreamTimeout { .. } => {
@@ -121,6 +146,13 @@ impl ProxyError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::NotReady => "not_ready",
+            Self::BadPath(_) => "bad_path",
+            Self::UnderscoreHeader => "bad_request",
+            Self::Forbidden => "forbidden",
+            Self::BodyTooLarge => "body_too_large",
+            Self::UriTooLong => "uri_too_long",
+            Self::NoBackend { .. } => "internal_error",
+            Self::Overloaded => "overloaded",
             Self::RouteNotFound => "route_not_found",
             Self::NoHealthyUpstream { .. } => "no_healthy_upstream",
             Self::UpstreamUnavailable { .. } => "upstream_unavailable",
@@ -137,6 +169,13 @@ impl ProxyError {
     pub(crate) fn public_message(&self) -> &'static str {
         match self {
             Self::NotReady => "the gateway has no configuration yet",
+            Self::BadPath(_) => "the request path is not allowed",
+            Self::UnderscoreHeader => "header names with underscores are not allowed",
+            Self::Forbidden => "access is not allowed",
+            Self::BodyTooLarge => "the request body is too large",
+            Self::UriTooLong => "the request target is too long",
+            Self::NoBackend { .. } => "the gateway failed to handle the request",
+            Self::Overloaded => "the gateway is overloaded; retry later",
             Self::RouteNotFound => "no route matches the request",
             Self::NoHealthyUpstream { .. } => "no healthy upstream is available",
             Self::UpstreamUnavailable { .. } => "the upstream service is unavailable",
@@ -163,29 +202,6 @@ impl ProxyError {
             _ => None,
         }
     }
-}
-
-/// The error as a response: `{"error": {"status", "code", "message", "request_id"}}`.
-pub(crate) fn respond(error: &ProxyError, request_id: &HeaderValue) -> Response<ProxyBody> {
-    let status = error.status();
-    error_response(status, error.code(), error.public_message(), request_id)
-}
-
-/// A JSON error response with a status, a code and a message.
-pub(crate) fn error_response(
-    status: StatusCode,
-    code: &str,
-    message: &str,
-    request_id: &HeaderValue,
-) -> Response<ProxyBody> {
-    let body = error_body(status, code, message, request_id.as_bytes());
-    let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
 }
 
 /// The JSON error body.

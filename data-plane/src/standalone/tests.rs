@@ -1,7 +1,6 @@
 use std::fs;
 
 use super::*;
-use crate::config::TrustedPeers;
 
 const GOOD: &str = "
 kind: Upstream
@@ -51,7 +50,7 @@ fn reload_keeps_the_old_table_on_a_bad_edit() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gateway.yaml");
     fs::write(&path, GOOD).unwrap();
-    let state = State::new(TrustedPeers::default());
+    let state = State::new(crate::state::Settings::default());
     let mut watched = Watched::load(&path, &state).unwrap();
     assert_eq!(state.version(), 1);
 
@@ -98,7 +97,7 @@ fn a_bad_file_at_start_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gateway.yaml");
     fs::write(&path, BAD).unwrap();
-    let state = State::new(TrustedPeers::default());
+    let state = State::new(crate::state::Settings::default());
     let error = Watched::load(&path, &state).unwrap_err();
     assert!(
         error

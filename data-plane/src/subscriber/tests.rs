@@ -12,7 +12,7 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming, codec::CompressionEncoding};
 
 use super::*;
-use crate::{config::TrustedPeers, table::Source};
+use crate::table::Source;
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -107,7 +107,9 @@ fn snapshot(version: i64, backend: &str) -> ControlPlaneMessage {
                         name: backend.into(),
                         weight: None,
                     }],
+                    ..Default::default()
                 }],
+                ..Default::default()
             })),
         },
     ];
@@ -135,7 +137,7 @@ async fn hello_ack_nack_cache_and_reconnect() {
         id: "dp-1".into(),
         cache_dir: cache_dir.path().to_owned(),
     };
-    let state = Arc::new(State::new(TrustedPeers::default()));
+    let state = Arc::new(State::new(crate::state::Settings::default()));
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(run(config, "127.0.0.1:8080".into(), state.clone(), stopped));
 
@@ -203,14 +205,14 @@ async fn hello_ack_nack_cache_and_reconnect() {
     tokio::time::timeout(PATIENCE, task).await.unwrap().unwrap();
 
     // A restart serves the cache at once.
-    let restarted = State::new(TrustedPeers::default());
+    let restarted = State::new(crate::state::Settings::default());
     restore_cache(cache_dir.path(), &restarted);
     let table = restarted.table().unwrap();
     assert_eq!((table.version(), table.source()), (7, Source::Cache));
 
     // A corrupt cache is refused without a panic.
     std::fs::write(cache::path(cache_dir.path()), b"GWSNAP\x00\x01 torn").unwrap();
-    let fresh = State::new(TrustedPeers::default());
+    let fresh = State::new(crate::state::Settings::default());
     restore_cache(cache_dir.path(), &fresh);
     assert!(fresh.table().is_none());
 }

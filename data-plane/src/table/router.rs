@@ -6,7 +6,7 @@
 use std::{cmp::Reverse, collections::HashMap, sync::Arc};
 
 use gateway_proto::template::PathTemplate;
-use http::{HeaderMap, HeaderName, Method};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use regex::Regex;
 
 use super::{
@@ -37,15 +37,30 @@ impl std::fmt::Debug for RequestView<'_> {
     }
 }
 
-/// A request's headers as routing reads them, whichever HTTP stack parsed them.
+/// A request's headers as routing and policies read them, whichever HTTP stack parsed them.
 pub trait RequestHeaders {
     /// Whether any value of the header `name` satisfies `accept`.
     fn any_value(&self, name: &HeaderName, accept: &mut dyn FnMut(&[u8]) -> bool) -> bool;
+
+    /// The first value of the header `name`.
+    fn first(&self, name: &HeaderName) -> Option<&[u8]>;
+
+    /// The size of every header name and value together (what `maxHeaderBytes` limits, the
+    /// same on every protocol).
+    fn total_bytes(&self) -> usize;
 }
 
 impl RequestHeaders for HeaderMap {
     fn any_value(&self, name: &HeaderName, accept: &mut dyn FnMut(&[u8]) -> bool) -> bool {
         self.get_all(name).iter().any(|v| accept(v.as_bytes()))
+    }
+
+    fn first(&self, name: &HeaderName) -> Option<&[u8]> {
+        self.get(name).map(HeaderValue::as_bytes)
+    }
+
+    fn total_bytes(&self) -> usize {
+        self.iter().map(|(n, v)| n.as_str().len() + v.len()).sum()
     }
 }
 
@@ -54,6 +69,16 @@ impl RequestHeaders for &[httparse::Header<'_>] {
         self.iter()
             .filter(|h| h.name.eq_ignore_ascii_case(name.as_str()))
             .any(|h| accept(h.value))
+    }
+
+    fn first(&self, name: &HeaderName) -> Option<&[u8]> {
+        self.iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name.as_str()))
+            .map(|h| h.value)
+    }
+
+    fn total_bytes(&self) -> usize {
+        self.iter().map(|h| h.name.len() + h.value.len()).sum()
     }
 }
 

@@ -7,7 +7,7 @@ use gateway_proto::v1;
 use http::uri::Authority;
 
 use crate::{
-    h1::EndpointPool,
+    pool::EndpointPool,
     side::{HttpClient, SideTables, UpstreamSide},
 };
 

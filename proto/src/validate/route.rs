@@ -2,18 +2,36 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{At, MAX_WEIGHT, RegexCache, Report, check_weight, normalized_path, parse_template};
+use super::{
+    At, MAX_WEIGHT, RegexCache, Report, check_weight, filter, normalized_path, parse_template,
+    policy,
+};
 use crate::{
     names,
     v1::{self, header_match, path_match, query_param_match},
 };
 
+/// The names a route may refer to.
+pub(super) struct Known<'a> {
+    pub(super) upstreams: &'a HashSet<&'a str>,
+    /// Policy names, and whether each is global.
+    pub(super) policies: &'a HashMap<&'a str, bool>,
+}
+
 pub(super) fn check_route(
     at: &mut At<'_>,
     spec: &v1::RouteSpec,
-    upstreams: &HashSet<&str>,
+    known: &Known<'_>,
     regexes: &RegexCache,
 ) {
+    let mut route_policies = HashSet::new();
+    policy::check_references(
+        at,
+        "spec.policies",
+        &spec.policies,
+        known.policies,
+        &mut route_policies,
+    );
     let mut hostnames = HashSet::new();
     for (i, hostname) in spec.hostnames.iter().enumerate() {
         let field = format!("spec.hostnames[{i}]");
@@ -35,7 +53,16 @@ pub(super) fn check_route(
                 regexes,
             );
         }
-        if rule.backend_refs.is_empty() {
+        filter::check_filters(at, r, rule);
+        let mut seen = route_policies.clone();
+        policy::check_references(
+            at,
+            &format!("spec.rules[{r}].policies"),
+            &rule.policies,
+            known.policies,
+            &mut seen,
+        );
+        if rule.backend_refs.is_empty() && !filter::redirects(rule) {
             at.error(
                 &format!("spec.rules[{r}].backendRefs"),
                 "must name at least one upstream".into(),
@@ -43,7 +70,7 @@ pub(super) fn check_route(
         }
         for (b, backend) in rule.backend_refs.iter().enumerate() {
             let field = format!("spec.rules[{r}].backendRefs[{b}]");
-            if !upstreams.contains(backend.name.as_str()) {
+            if !known.upstreams.contains(backend.name.as_str()) {
                 at.error(
                     &format!("{field}.name"),
                     format!("upstream {:?} does not exist", backend.name),
@@ -103,7 +130,10 @@ fn check_match(at: &mut At<'_>, field: &str, route_match: &v1::RouteMatch, regex
             Ok(header_match::Type::RegularExpression) => {
                 regexes.get_or_compile(&header.value).map(drop)
             }
-            Err(_) => Err("unknown type".into()),
+            Err(_) => {
+                at.error(&format!("{field}.type"), "unknown type".into());
+                Ok(())
+            }
         };
         if let Err(reason) = checked {
             at.error(&format!("{field}.value"), reason);
@@ -120,16 +150,19 @@ fn check_match(at: &mut At<'_>, field: &str, route_match: &v1::RouteMatch, regex
                 format!("query parameter {:?} is matched twice", param.name),
             );
         }
-        if let Ok(query_param_match::Type::RegularExpression) =
-            query_param_match::Type::try_from(param.r#type)
-            && let Err(reason) = regexes.get_or_compile(&param.value)
-        {
-            at.error(&format!("{field}.value"), reason);
+        match query_param_match::Type::try_from(param.r#type) {
+            Ok(query_param_match::Type::Exact) => {}
+            Ok(query_param_match::Type::RegularExpression) => {
+                if let Err(reason) = regexes.get_or_compile(&param.value) {
+                    at.error(&format!("{field}.value"), reason);
+                }
+            }
+            Err(_) => at.error(&format!("{field}.type"), "unknown type".into()),
         }
     }
 }
 
-fn check_literal_path(path: &str) -> Result<(), String> {
+pub(super) fn check_literal_path(path: &str) -> Result<(), String> {
     if !path.starts_with('/') {
         return Err(format!("{path:?} must start with '/'"));
     }

@@ -141,3 +141,5 @@ fn rejects_bad_route_fields() {
         "{found:#?}"
     );
 }
+
+mod filters_and_policies;

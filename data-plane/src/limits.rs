@@ -1,0 +1,28 @@
+//! The request path's fixed limits and timeouts, shared by the front ends and the listener.
+
+use std::time::Duration;
+
+/// Time a client has to send a request's headers (also the idle keep-alive limit).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest request head (HTTP/1.1 head, HTTP/2 header list); larger gets a 431. The same
+/// figure bounds a `requestLimits` policy's `maxHeaderBytes` in validation.
+pub const MAX_HEADER_BYTES: usize = gateway_proto::validate::MAX_HEAD_BYTES as usize;
+
+/// Header lines accepted in one HTTP/1 head; more gets a 431.
+pub const MAX_HEADERS: usize = 128;
+
+/// Time without progress allowed while reading a request body from, or writing a response to,
+/// the client.
+pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Concurrent HTTP/2 streams per client connection.
+pub const MAX_CONCURRENT_STREAMS: u32 = 256;
+
+/// An instant `after` from `now`, saturating: a configured duration of any size meets the
+/// clock without overflowing it (a century is as good as forever here).
+#[inline]
+pub fn deadline(now: tokio::time::Instant, after: Duration) -> tokio::time::Instant {
+    now.checked_add(after)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}

@@ -1,0 +1,82 @@
+//! Answers given at the gateway: errors, redirects and CORS preflights, built once into a
+//! status, headers and a body that each front end writes with its own framing.
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode, header};
+
+use super::{ProxyError, error::error_body};
+
+/// An answer the gateway gives itself.
+#[derive(Debug)]
+pub(crate) enum Local {
+    Error(ProxyError),
+    Redirect {
+        status: StatusCode,
+        location: HeaderValue,
+    },
+    /// A CORS preflight: 204 with these headers.
+    Preflight {
+        headers: Vec<(HeaderName, HeaderValue)>,
+    },
+}
+
+/// A local answer, ready for a front end to write.
+#[derive(Debug)]
+pub(crate) struct LocalResponse {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) body: Bytes,
+}
+
+// === impl Local ===
+
+impl Local {
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            Self::Error(error) => error.status(),
+            Self::Redirect { status, .. } => *status,
+            Self::Preflight { .. } => StatusCode::NO_CONTENT,
+        }
+    }
+
+    /// The error code for the outcome record, if this is an error.
+    pub(crate) fn code(&self) -> Option<&'static str> {
+        match self {
+            Self::Error(error) => Some(error.code()),
+            _ => None,
+        }
+    }
+
+    /// The response. An error's body is the JSON error with the request id; its details go
+    /// to the log, never to the client.
+    pub(crate) fn into_response(self, request_id: &[u8]) -> LocalResponse {
+        match self {
+            Self::Error(error) => {
+                let status = error.status();
+                let body = error_body(status, error.code(), error.public_message(), request_id);
+                let mut headers = vec![(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )];
+                if let ProxyError::Overloaded = error {
+                    headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
+                }
+                LocalResponse {
+                    status,
+                    headers,
+                    body: Bytes::from(body),
+                }
+            }
+            Self::Redirect { status, location } => LocalResponse {
+                status,
+                headers: vec![(header::LOCATION, location)],
+                body: Bytes::new(),
+            },
+            Self::Preflight { headers } => LocalResponse {
+                status: StatusCode::NO_CONTENT,
+                headers,
+                body: Bytes::new(),
+            },
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! Policies, compiled once per table: networks parsed, CORS header values built, limits
+//! resolved. A rule holds its policies in order (global, the route's, the rule's); the
+//! pipeline runs them.
+
+use std::{net::IpAddr, sync::Arc};
+
+use gateway_proto::{
+    net::Cidr,
+    v1::{self, policy_spec::Body},
+};
+use http::{HeaderValue, Method};
+
+/// One compiled policy.
+#[derive(Debug)]
+pub enum Policy {
+    IpAccess(IpAccess),
+    Cors(Cors),
+    Limits(Limits),
+}
+
+/// Client networks allowed and denied.
+#[derive(Debug)]
+pub struct IpAccess {
+    allow: Box<[Cidr]>,
+    deny: Box<[Cidr]>,
+}
+
+/// Request size limits; `u64::MAX` where none is set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub body: u64,
+    pub header: u64,
+    pub uri: u64,
+}
+
+/// A CORS policy with its response header values built.
+#[derive(Debug)]
+pub struct Cors {
+    origins: Box<[Origin]>,
+    any_origin: bool,
+    pub credentials: bool,
+    /// `access-control-allow-methods`; `None`: echo the requested method ("*" configured).
+    pub methods: Option<HeaderValue>,
+    /// `access-control-allow-headers`; `None` with `echo_headers`: echo the requested ones.
+    pub headers: Option<HeaderValue>,
+    pub echo_headers: bool,
+    pub expose: Option<HeaderValue>,
+    pub max_age: Option<HeaderValue>,
+}
+
+#[derive(Debug)]
+enum Origin {
+    Exact(Box<str>),
+    /// `https://*.example.com`: the scheme with "://", the suffix with its dot, the port part.
+    Wildcard {
+        scheme: Box<str>,
+        suffix: Box<str>,
+        port: Box<str>,
+    },
+}
+
+// === impl Policy ===
+
+impl Policy {
+    /// Compiles a validated policy; `None` for a spec without a body (refused by validation).
+    pub(crate) fn compile(spec: &v1::PolicySpec) -> Option<Self> {
+        Some(match spec.body.as_ref()? {
+            Body::IpAccess(ip) => Self::IpAccess(IpAccess {
+                allow: ip.allow.iter().filter_map(|c| c.parse().ok()).collect(),
+                deny: ip.deny.iter().filter_map(|c| c.parse().ok()).collect(),
+            }),
+            Body::Cors(cors) => Self::Cors(Cors::compile(cors)),
+            Body::RequestLimits(l) => Self::Limits(Limits {
+                body: l.max_body_bytes.unwrap_or(u64::MAX),
+                header: l.max_header_bytes.unwrap_or(u64::MAX),
+                uri: l.max_uri_bytes.unwrap_or(u64::MAX),
+            }),
+        })
+    }
+}
+
+/// The policies of one rule, in order, with the limits of all of them folded into one.
+#[derive(Debug, Default)]
+pub struct RulePolicies {
+    pub list: Box<[Arc<Policy>]>,
+    /// The tightest of the rule's request limits.
+    pub limits: Limits,
+    /// Whether a policy needs the client's address.
+    pub needs_client_ip: bool,
+}
+
+impl RulePolicies {
+    pub(crate) fn new(list: Vec<Arc<Policy>>) -> Self {
+        let mut limits = Limits::default();
+        let mut needs_client_ip = false;
+        for policy in &list {
+            match &**policy {
+                Policy::Limits(l) => limits = limits.min(l),
+                Policy::IpAccess(_) => needs_client_ip = true,
+                Policy::Cors(_) => {}
+            }
+        }
+        Self {
+            list: list.into(),
+            limits,
+            needs_client_ip,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
+
+// === impl IpAccess ===
+
+impl IpAccess {
+    /// Whether the client may pass; an unknown client address never does.
+    pub fn allows(&self, client: Option<IpAddr>) -> bool {
+        let Some(ip) = client else {
+            return false;
+        };
+        !self.deny.iter().any(|net| net.contains(ip))
+            && (self.allow.is_empty() || self.allow.iter().any(|net| net.contains(ip)))
+    }
+}
+
+// === impl Limits ===
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            body: u64::MAX,
+            header: u64::MAX,
+            uri: u64::MAX,
+        }
+    }
+}
+
+impl Limits {
+    fn min(self, other: &Limits) -> Self {
+        Self {
+            body: self.body.min(other.body),
+            header: self.header.min(other.header),
+            uri: self.uri.min(other.uri),
+        }
+    }
+
+    pub fn is_unlimited(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+// === impl Cors ===
+
+impl Cors {
+    fn compile(cors: &v1::CorsPolicy) -> Self {
+        let join = |items: &[String]| {
+            (!items.is_empty())
+                .then(|| HeaderValue::from_str(&items.join(", ")).ok())
+                .flatten()
+        };
+        let star = |items: &[String]| items.iter().any(|i| i == "*");
+        let origins = cors
+            .allow_origins
+            .iter()
+            .filter(|o| *o != "*")
+            .map(|o| Origin::compile(o))
+            .collect();
+        let echo_headers = star(&cors.allow_headers);
+        Self {
+            origins,
+            any_origin: star(&cors.allow_origins),
+            credentials: cors.allow_credentials,
+            methods: if star(&cors.allow_methods) {
+                None
+            } else if cors.allow_methods.is_empty() {
+                // The CORS-safelisted methods, when none is configured.
+                Some(HeaderValue::from_static("GET, HEAD, POST"))
+            } else {
+                join(&cors.allow_methods)
+            },
+            headers: if echo_headers {
+                None
+            } else {
+                join(&cors.allow_headers)
+            },
+            echo_headers,
+            expose: join(&cors.expose_headers),
+            max_age: cors
+                .max_age
+                .as_ref()
+                .and_then(gateway_proto::duration::from_proto)
+                .map(|d| HeaderValue::from(d.as_secs())),
+        }
+    }
+
+    /// Whether a request from `origin` may read the response.
+    pub fn allows(&self, origin: &[u8]) -> bool {
+        let Ok(origin) = std::str::from_utf8(origin) else {
+            return false;
+        };
+        self.any_origin || self.origins.iter().any(|o| o.matches(origin))
+    }
+
+    /// The `access-control-allow-origin` value for an allowed `origin`: `*` when any origin
+    /// may read and no credentials are involved, else the origin itself.
+    pub fn allow_origin(&self, origin: &HeaderValue) -> HeaderValue {
+        if self.any_origin && !self.credentials {
+            HeaderValue::from_static("*")
+        } else {
+            origin.clone()
+        }
+    }
+
+    /// Whether the preflight's requested method may be used.
+    pub fn allows_method(&self, method: &[u8]) -> bool {
+        let Some(methods) = &self.methods else {
+            return true;
+        };
+        Method::from_bytes(method).is_ok_and(|m| {
+            methods
+                .as_bytes()
+                .split(|&b| b == b',')
+                .any(|item| item.trim_ascii() == m.as_str().as_bytes())
+        })
+    }
+}
+
+impl Origin {
+    fn compile(origin: &str) -> Self {
+        if let Some((scheme, rest)) = origin.split_once("://*.") {
+            let (host, port) = match rest.rsplit_once(':') {
+                Some((host, port)) => (host, format!(":{port}")),
+                None => (rest, String::new()),
+            };
+            return Self::Wildcard {
+                scheme: format!("{scheme}://").into(),
+                suffix: format!(".{host}").to_ascii_lowercase().into(),
+                port: port.into(),
+            };
+        }
+        Self::Exact(origin.to_ascii_lowercase().into())
+    }
+
+    fn matches(&self, origin: &str) -> bool {
+        match self {
+            Self::Exact(exact) => origin.eq_ignore_ascii_case(exact),
+            Self::Wildcard {
+                scheme,
+                suffix,
+                port,
+            } => {
+                let Some(rest) = strip_prefix_ignore_case(origin, scheme) else {
+                    return false;
+                };
+                let Some(host) = strip_suffix_ignore_case(rest, port) else {
+                    return false;
+                };
+                // At least one label before the suffix, and no port left over.
+                host.len() > suffix.len()
+                    && !host.contains(':')
+                    && strip_suffix_ignore_case(host, suffix).is_some()
+            }
+        }
+    }
+}
+
+fn strip_prefix_ignore_case<'s>(s: &'s str, prefix: &str) -> Option<&'s str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
+}
+
+fn strip_suffix_ignore_case<'s>(s: &'s str, suffix: &str) -> Option<&'s str> {
+    let cut = s.len().checked_sub(suffix.len())?;
+    let tail = s.get(cut..)?;
+    tail.eq_ignore_ascii_case(suffix).then(|| &s[..cut])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cors(origins: &[&str]) -> Cors {
+        Cors::compile(&v1::CorsPolicy {
+            allow_origins: origins.iter().map(|o| (*o).to_owned()).collect(),
+            allow_methods: vec!["GET".into(), "PUT".into()],
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn origins() {
+        let c = cors(&["https://app.example.com", "https://*.corp.example:8443"]);
+        assert!(c.allows(b"https://app.example.com"));
+        assert!(c.allows(b"HTTPS://APP.example.com"));
+        assert!(!c.allows(b"http://app.example.com"));
+        assert!(!c.allows(b"https://app.example.com.evil.com"));
+        assert!(c.allows(b"https://a.corp.example:8443"));
+        assert!(c.allows(b"https://a.b.corp.example:8443"));
+        assert!(!c.allows(b"https://corp.example:8443"));
+        assert!(!c.allows(b"https://a.corp.example"));
+        assert!(!c.allows(b"https://evilcorp.example:8443"));
+        assert!(c.allows_method(b"PUT"));
+        assert!(!c.allows_method(b"DELETE"));
+        assert!(cors(&["*"]).allows(b"https://anything.test"));
+    }
+
+    #[test]
+    fn ip_access() {
+        let ip = IpAccess {
+            allow: ["10.0.0.0/8".parse().unwrap()].into(),
+            deny: ["10.9.0.0/16".parse().unwrap()].into(),
+        };
+        assert!(ip.allows(Some("10.1.1.1".parse().unwrap())));
+        assert!(!ip.allows(Some("10.9.1.1".parse().unwrap())));
+        assert!(!ip.allows(Some("11.1.1.1".parse().unwrap())));
+        assert!(!ip.allows(None));
+    }
+}

@@ -1,0 +1,183 @@
+//! One route rule, compiled: where its requests go (backends split by weight, the position in
+//! the split kept in the side tables), its filters and its policies.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
+
+use gateway_proto::{
+    v1::{self, path_match},
+    validate::normalized_path,
+};
+
+use super::{
+    filter::Filters,
+    hash::FxHashMap,
+    policy::{Policy, RulePolicies},
+    upstream::{self, Upstream},
+};
+use crate::side::SideTables;
+
+/// One route rule: what the pipeline needs once the router has chosen it.
+#[derive(Debug)]
+pub struct Rule {
+    route: Arc<str>,
+    backends: Backends,
+    filters: Filters,
+    policies: RulePolicies,
+    /// Whether the route wants the normalised path (the default) or the one the client sent.
+    normalize: bool,
+    /// The rule's PathPrefix values, longest first (for ReplacePrefixMatch).
+    prefixes: Box<[Box<str>]>,
+    /// No filters and no policies: the pipeline has nothing to run.
+    plain: bool,
+}
+
+#[derive(Debug)]
+enum Backends {
+    /// A rule that answers itself (a redirect).
+    None,
+    One(Arc<Upstream>),
+    /// Upstreams split by weight, in smooth weighted round-robin order.
+    Weighted {
+        upstreams: Box<[Arc<Upstream>]>,
+        sequence: Box<[u32]>,
+        /// In the side tables, so a swap does not restart the split.
+        next: Arc<AtomicUsize>,
+    },
+}
+
+/// What a rule is compiled from besides its spec.
+pub(super) struct Context<'a> {
+    pub(super) upstreams: &'a FxHashMap<Arc<str>, Arc<Upstream>>,
+    pub(super) policies: &'a FxHashMap<&'a str, Arc<Policy>>,
+    /// Global policies, in name order.
+    pub(super) global: &'a [Arc<Policy>],
+    pub(super) side: &'a SideTables,
+}
+
+// === impl Rule ===
+
+impl Rule {
+    /// Compiles a validated rule: every reference resolves, or validation refused it.
+    pub(super) fn compile(
+        route: &Arc<str>,
+        spec: &v1::RouteSpec,
+        index: usize,
+        rule: &v1::RouteRule,
+        cx: &Context<'_>,
+    ) -> Self {
+        let mut chosen = Vec::with_capacity(rule.backend_refs.len());
+        let mut weights = Vec::with_capacity(rule.backend_refs.len());
+        for backend in &rule.backend_refs {
+            if let Some(upstream) = cx.upstreams.get(backend.name.as_str()) {
+                chosen.push(upstream.clone());
+                weights.push(backend.weight.unwrap_or(1));
+            }
+        }
+        let sequence = upstream::smooth_wrr(&weights);
+        let backends = match sequence.first() {
+            None => Backends::None,
+            Some(&first) if sequence.iter().all(|&i| i == first) => {
+                Backends::One(chosen[first as usize].clone())
+            }
+            Some(_) => Backends::Weighted {
+                upstreams: chosen.into(),
+                sequence: sequence.into(),
+                next: cx.side.split(route, index),
+            },
+        };
+
+        let mut policies: Vec<Arc<Policy>> = cx.global.to_vec();
+        for name in spec.policies.iter().chain(&rule.policies) {
+            if let Some(policy) = cx.policies.get(name.as_str()) {
+                policies.push(policy.clone());
+            }
+        }
+        let policies = RulePolicies::new(policies);
+        let filters = Filters::compile(&rule.filters);
+
+        let mut prefixes: Vec<Box<str>> = if rule.matches.is_empty() {
+            vec!["/".into()]
+        } else {
+            rule.matches
+                .iter()
+                .filter_map(|m| match &m.path {
+                    None => Some("/".into()),
+                    Some(p) if p.r#type == path_match::Type::PathPrefix as i32 => {
+                        let prefix = normalized_path(path_match::Type::PathPrefix, &p.value);
+                        Some(if prefix.is_empty() { "/" } else { prefix }.into())
+                    }
+                    Some(_) => None,
+                })
+                .collect()
+        };
+        prefixes.sort_by_key(|p| std::cmp::Reverse(p.len()));
+
+        Self {
+            route: route.clone(),
+            backends,
+            plain: filters.is_empty() && policies.is_empty(),
+            filters,
+            policies,
+            normalize: spec.normalize_path.unwrap_or(true),
+            prefixes: prefixes.into(),
+        }
+    }
+
+    /// The name of the route this rule belongs to.
+    pub fn route(&self) -> &Arc<str> {
+        &self.route
+    }
+
+    /// The upstream for the next request, by the rule's backend weights; `None` for a rule
+    /// that answers itself.
+    #[inline]
+    pub fn upstream(&self) -> Option<&Arc<Upstream>> {
+        match &self.backends {
+            Backends::None => None,
+            Backends::One(upstream) => Some(upstream),
+            Backends::Weighted {
+                upstreams,
+                sequence,
+                next,
+            } => {
+                let i = next.fetch_add(1, Ordering::Relaxed) % sequence.len();
+                upstreams.get(sequence[i] as usize)
+            }
+        }
+    }
+
+    pub fn filters(&self) -> &Filters {
+        &self.filters
+    }
+
+    pub fn policies(&self) -> &RulePolicies {
+        &self.policies
+    }
+
+    /// Whether the rule has neither filters nor policies.
+    #[inline]
+    pub fn is_plain(&self) -> bool {
+        self.plain
+    }
+
+    #[inline]
+    pub fn normalizes(&self) -> bool {
+        self.normalize
+    }
+
+    /// The longest of the rule's path prefixes that `path` is under (segment-wise).
+    pub fn matched_prefix(&self, path: &str) -> &str {
+        self.prefixes
+            .iter()
+            .find(|p| {
+                p.as_ref() == "/"
+                    || path
+                        .strip_prefix(&***p)
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+            .map_or("/", |p| p)
+    }
+}
