@@ -1,0 +1,151 @@
+//! Real HTTP/1.1 backends (hyper) that record what reached them and answer with it as JSON.
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// What one backend received.
+#[derive(Clone, Debug)]
+pub(crate) struct Seen {
+    pub(crate) backend: String,
+    #[allow(dead_code, reason = "shown when a case fails")]
+    pub(crate) method: String,
+    /// Path and query as received.
+    pub(crate) target: String,
+    pub(crate) headers: Vec<(String, String)>,
+    #[allow(dead_code, reason = "shown when a case fails")]
+    pub(crate) body: Vec<u8>,
+}
+
+impl Seen {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn count(&self, name: &str) -> usize {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .count()
+    }
+}
+
+/// Named backends on 127.0.0.1:0.
+pub(crate) struct Backends {
+    addrs: HashMap<String, SocketAddr>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Backends {
+    pub(crate) async fn start(names: &[&str]) -> Self {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut addrs = HashMap::new();
+        for name in names {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            addrs.insert((*name).to_owned(), listener.local_addr().expect("addr"));
+            tokio::spawn(serve(listener, (*name).to_owned(), seen.clone()));
+        }
+        Self { addrs, seen }
+    }
+
+    /// The config with `{name}` placeholders replaced by backend addresses.
+    pub(crate) fn render(&self, yaml: &str) -> String {
+        let mut yaml = yaml.to_owned();
+        for (name, addr) in &self.addrs {
+            yaml = yaml.replace(&format!("{{{name}}}"), &addr.to_string());
+        }
+        yaml
+    }
+
+    pub(crate) fn reset(&self) {
+        self.lock().clear();
+    }
+
+    pub(crate) fn take(&self) -> Vec<Seen> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Seen>> {
+        self.seen.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+async fn serve(listener: TcpListener, name: String, seen: Arc<Mutex<Vec<Seen>>>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        let name = name.clone();
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let name = name.clone();
+                let seen = seen.clone();
+                async move { Ok::<_, Infallible>(answer(name, req, &seen).await) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn answer(
+    name: String,
+    req: Request<Incoming>,
+    seen: &Mutex<Vec<Seen>>,
+) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let slow = parts.uri.path().ends_with("/slow");
+    // A request whose body was cut off never arrived as a request: not recorded.
+    let Ok(body) = body.collect().await.map(|b| b.to_bytes().to_vec()) else {
+        return Response::new(Full::new(Bytes::new()));
+    };
+    let record = Seen {
+        backend: name,
+        method: parts.method.to_string(),
+        target: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), ToString::to_string),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: body.clone(),
+    };
+    seen.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(record);
+    if slow {
+        // Holds the request in flight (the overload cases).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let headers = response.headers_mut();
+    headers.insert("x-backend-public", "1".parse().expect("value"));
+    headers.insert("server", "backend".parse().expect("value"));
+    headers.insert("connection", "x-backend-private".parse().expect("value"));
+    headers.insert("x-backend-private", "1".parse().expect("value"));
+    response
+}

@@ -1,0 +1,543 @@
+//! The behaviour table: what the gateway does to a request, whatever protocol it came on.
+
+use super::{
+    backend::Seen,
+    clients::{Protocol, Request, Response},
+};
+
+/// Backends `public`, `admin` and `other`; `{name}` becomes the backend's address.
+pub(crate) const CONFIG: &str = r#"
+kind: Upstream
+name: public
+spec: { endpoints: [{ address: "{public}" }] }
+---
+kind: Upstream
+name: admin
+spec: { endpoints: [{ address: "{admin}" }] }
+---
+kind: Upstream
+name: other
+spec: { endpoints: [{ address: "{other}" }] }
+---
+kind: Policy
+name: deny-all
+spec: { ipAccess: { deny: [0.0.0.0/0, "::/0"] } }
+---
+kind: Policy
+name: loopback-only
+spec: { ipAccess: { allow: [127.0.0.0/8] } }
+---
+kind: Policy
+name: web
+spec:
+  cors: { allowOrigins: [https://app.example.com], allowMethods: [GET, PUT], allowHeaders: [x-token], exposeHeaders: [x-trace], allowCredentials: true, maxAge: 600s }
+---
+kind: Policy
+name: small
+spec: { requestLimits: { maxBodyBytes: 16, maxUriBytes: 64, maxHeaderBytes: 2048 } }
+---
+kind: Route
+name: admin
+spec:
+  policies: [deny-all]
+  rules:
+    - matches: [{ path: { type: PathPrefix, value: /admin } }]
+      backendRefs: [{ name: admin }]
+---
+kind: Route
+name: public
+spec:
+  rules:
+    - matches: [{ path: { type: PathPrefix, value: /public } }]
+      backendRefs: [{ name: public }]
+    - matches: [{ path: { type: PathPrefix, value: /edit } }]
+      filters:
+        - type: RequestHeaderModifier
+          requestHeaderModifier: { set: [{ name: x-env, value: prod }, { name: x-forwarded-proto, value: https }], add: [{ name: x-added, value: "1" }], remove: [x-debug] }
+        - type: ResponseHeaderModifier
+          responseHeaderModifier: { set: [{ name: server, value: gateway }], add: [{ name: x-resp, value: "1" }], remove: [x-backend-public] }
+      backendRefs: [{ name: public }]
+    - matches: [{ path: { type: PathPrefix, value: /v1/users } }]
+      filters:
+        - type: URLRewrite
+          urlRewrite: { hostname: users.internal, path: { type: ReplacePrefixMatch, replacePrefixMatch: /v2/people } }
+      backendRefs: [{ name: public }]
+    - matches: [{ path: { type: Exact, value: /legacy } }]
+      filters:
+        - type: URLRewrite
+          urlRewrite: { path: { type: ReplaceFullPath, replaceFullPath: /modern } }
+      backendRefs: [{ name: public }]
+    - matches: [{ path: { type: PathPrefix, value: /old } }]
+      filters:
+        - type: RequestRedirect
+          requestRedirect: { scheme: https, hostname: new.example.com, statusCode: 301, path: { type: ReplacePrefixMatch, replacePrefixMatch: /new } }
+    - matches: [{ path: { type: PathPrefix, value: /cors } }]
+      policies: [web]
+      backendRefs: [{ name: public }]
+    - matches: [{ path: { type: PathPrefix, value: /limited } }]
+      policies: [small]
+      backendRefs: [{ name: public }]
+    - matches: [{ path: { type: PathPrefix, value: /local } }]
+      policies: [loopback-only]
+      backendRefs: [{ name: other }]
+---
+kind: Route
+name: raw
+spec:
+  normalizePath: false
+  rules:
+    - matches: [{ path: { type: PathPrefix, value: /raw } }]
+      backendRefs: [{ name: other }]
+"#;
+
+/// One row of the table.
+#[derive(Debug)]
+pub(crate) struct Case {
+    pub(crate) name: String,
+    pub(crate) protocols: Vec<Protocol>,
+    pub(crate) request: Request,
+    status: u16,
+    /// The JSON error code the gateway answers with.
+    code: Option<&'static str>,
+    /// The backend that must get the request; `None`: no backend may.
+    backend: Option<&'static str>,
+    /// The target the backend must see.
+    target: Option<String>,
+    /// Headers at the backend: `Some(v)` exactly once with value v, `None` absent.
+    saw: Vec<(&'static str, Option<&'static str>)>,
+    /// Headers at the backend with any value.
+    saw_any: Vec<&'static str>,
+    /// Response headers: `Some(v)` with value v, `None` absent.
+    responds: Vec<(&'static str, Option<&'static str>)>,
+    /// Any backend but this one may get it (the path-confusion corpus).
+    never: Option<&'static str>,
+}
+
+fn case(name: &str, method: &'static str, target: &str) -> Case {
+    Case {
+        name: name.to_owned(),
+        protocols: Protocol::ALL.to_vec(),
+        request: Request {
+            method,
+            target: target.to_owned(),
+            host: "example.com",
+            ..Request::default()
+        },
+        status: 200,
+        code: None,
+        backend: None,
+        target: None,
+        saw: Vec::new(),
+        saw_any: Vec::new(),
+        responds: Vec::new(),
+        never: None,
+    }
+}
+
+impl Case {
+    fn header(mut self, name: &str, value: &str) -> Self {
+        self.request
+            .headers
+            .push((name.to_owned(), value.to_owned()));
+        self
+    }
+    fn body(mut self, pieces: &[&[u8]], length: bool) -> Self {
+        self.request.body = pieces.iter().map(|p| p.to_vec()).collect();
+        self.request.length = length;
+        self
+    }
+    fn only(mut self, protocol: Protocol) -> Self {
+        self.protocols = vec![protocol];
+        self
+    }
+    fn to(mut self, backend: &'static str, target: &str) -> Self {
+        self.backend = Some(backend);
+        self.target = Some(target.to_owned());
+        self
+    }
+    fn status(mut self, status: u16) -> Self {
+        self.status = status;
+        self
+    }
+    fn error(mut self, status: u16, code: &'static str) -> Self {
+        self.status = status;
+        self.code = Some(code);
+        self
+    }
+    fn saw(mut self, name: &'static str, value: &'static str) -> Self {
+        self.saw.push((name, Some(value)));
+        self
+    }
+    fn saw_any(mut self, name: &'static str) -> Self {
+        self.saw_any.push(name);
+        self
+    }
+    fn not_saw(mut self, name: &'static str) -> Self {
+        self.saw.push((name, None));
+        self
+    }
+    fn responds(mut self, name: &'static str, value: &'static str) -> Self {
+        self.responds.push((name, Some(value)));
+        self
+    }
+    fn lacks(mut self, name: &'static str) -> Self {
+        self.responds.push((name, None));
+        self
+    }
+
+    /// Compares what happened with what the row says.
+    pub(crate) fn check(&self, got: &Response, seen: &[Seen]) -> Result<(), String> {
+        if let Some(never) = self.never {
+            if let Some(s) = seen.iter().find(|s| s.backend == never) {
+                return Err(format!("reached {never} with {:?}", s.target));
+            }
+            // What another backend got must mean to it what it meant to the gateway: a path
+            // already in normal form, so no backend can resolve it somewhere else.
+            for s in seen {
+                let path = s.target.split('?').next().unwrap_or_default();
+                let canonical =
+                    gateway_data_plane::normalize::normalize_path(path).is_ok_and(|n| n == path);
+                if !canonical || path.starts_with(&format!("/{never}")) {
+                    return Err(format!("{} got {:?}", s.backend, s.target));
+                }
+            }
+            return Ok(());
+        }
+        if got.status != self.status {
+            return Err(format!(
+                "status {} instead of {}: {:?}",
+                got.status,
+                self.status,
+                String::from_utf8_lossy(&got.body)
+            ));
+        }
+        if got.header("x-request-id").is_none_or(str::is_empty) {
+            return Err("no x-request-id in the response".into());
+        }
+        if let Some(code) = self.code {
+            let json: serde_json::Value = serde_json::from_slice(&got.body)
+                .map_err(|e| format!("error body is not JSON: {e}"))?;
+            let error = &json["error"];
+            if error["code"] != code || error["status"] != self.status {
+                return Err(format!("error body {json}, wanted code {code}"));
+            }
+            if error["request_id"].as_str() != got.header("x-request-id") {
+                return Err(format!(
+                    "error body request_id differs from the header: {json}"
+                ));
+            }
+            if got.header("content-type") != Some("application/json") {
+                return Err("error without content-type application/json".into());
+            }
+        }
+        for (name, want) in &self.responds {
+            if got.header(name) != *want {
+                return Err(format!(
+                    "response header {name}: {:?}, wanted {want:?}",
+                    got.header(name)
+                ));
+            }
+        }
+        let Some(backend) = self.backend else {
+            if let Some(s) = seen.first() {
+                return Err(format!(
+                    "{} got {:?} but no backend should have",
+                    s.backend, s.target
+                ));
+            }
+            return Ok(());
+        };
+        let [s] = seen else {
+            return Err(format!(
+                "{} backends got it, wanted exactly {backend}",
+                seen.len()
+            ));
+        };
+        if s.backend != backend {
+            return Err(format!("{} got it instead of {backend}", s.backend));
+        }
+        if let Some(target) = &self.target
+            && s.target != *target
+        {
+            return Err(format!(
+                "backend saw target {:?}, wanted {target:?}",
+                s.target
+            ));
+        }
+        for (name, want) in &self.saw {
+            match want {
+                Some(value) if s.count(name) != 1 || s.header(name) != Some(value) => {
+                    return Err(format!(
+                        "backend saw {name}: {:?} x{}, wanted {value:?} once",
+                        s.header(name),
+                        s.count(name)
+                    ));
+                }
+                None if s.header(name).is_some() => {
+                    return Err(format!(
+                        "backend saw {name}: {:?}, wanted none",
+                        s.header(name)
+                    ));
+                }
+                _ => {}
+            }
+        }
+        for name in &self.saw_any {
+            if s.header(name).is_none() {
+                return Err(format!("backend did not see {name}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn all() -> Vec<Case> {
+    let origin = "https://app.example.com";
+    vec![
+        case("plain request", "GET", "/public/x?q=1")
+            .to("public", "/public/x?q=1")
+            .saw("x-forwarded-for", "127.0.0.1")
+            .saw("x-forwarded-proto", "http")
+            .saw("x-forwarded-host", "example.com")
+            .saw("host", "example.com")
+            .saw_any("x-request-id")
+            .responds("x-backend-public", "1")
+            .lacks("x-backend-private"),
+        case("hop-by-hop request headers stay", "GET", "/public/hop")
+            .header("proxy-authorization", "Basic eA==")
+            .header("te", "trailers")
+            .to("public", "/public/hop")
+            .not_saw("proxy-authorization")
+            .not_saw("te"),
+        case("connection-listed headers stay", "GET", "/public/hop")
+            .header("connection", "x-secret")
+            .header("x-secret", "1")
+            .only(Protocol::Http1)
+            .to("public", "/public/hop")
+            .not_saw("x-secret"),
+        case(
+            "an untrusted client's forwarding headers are replaced",
+            "GET",
+            "/public/f",
+        )
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "evil.test")
+        .to("public", "/public/f")
+        .saw("x-forwarded-for", "127.0.0.1")
+        .saw("x-forwarded-proto", "http")
+        .saw("x-forwarded-host", "example.com"),
+        case("header modifiers", "GET", "/edit/x")
+            .header("x-debug", "1")
+            .header("x-env", "dev")
+            .to("public", "/edit/x")
+            .saw("x-env", "prod")
+            .saw("x-added", "1")
+            .saw("x-forwarded-proto", "https")
+            .not_saw("x-debug")
+            .responds("server", "gateway")
+            .responds("x-resp", "1")
+            .lacks("x-backend-public"),
+        case("URLRewrite: prefix and hostname", "GET", "/v1/users/7?q=1")
+            .to("public", "/v2/people/7?q=1")
+            .saw("host", "users.internal")
+            .saw("x-forwarded-host", "example.com"),
+        case("URLRewrite: the prefix alone", "GET", "/v1/users").to("public", "/v2/people"),
+        case("URLRewrite: full path", "GET", "/legacy?x=1").to("public", "/modern?x=1"),
+        case("RequestRedirect", "GET", "/old/page?a=b")
+            .status(301)
+            .responds("location", "https://new.example.com/new/page?a=b"),
+        case("CORS preflight, allowed origin", "OPTIONS", "/cors/x")
+            .header("origin", origin)
+            .header("access-control-request-method", "PUT")
+            .status(204)
+            .responds("access-control-allow-origin", origin)
+            .responds("access-control-allow-methods", "GET, PUT")
+            .responds("access-control-allow-headers", "x-token")
+            .responds("access-control-allow-credentials", "true")
+            .responds("access-control-max-age", "600")
+            .responds("vary", "origin"),
+        case("CORS preflight, disallowed method", "OPTIONS", "/cors/x")
+            .header("origin", origin)
+            .header("access-control-request-method", "DELETE")
+            .status(204)
+            .lacks("access-control-allow-origin"),
+        case("CORS preflight, disallowed origin", "OPTIONS", "/cors/x")
+            .header("origin", "https://evil.example")
+            .header("access-control-request-method", "GET")
+            .status(204)
+            .lacks("access-control-allow-origin")
+            .lacks("access-control-allow-methods"),
+        case("CORS actual request, allowed origin", "GET", "/cors/x")
+            .header("origin", origin)
+            .to("public", "/cors/x")
+            .responds("access-control-allow-origin", origin)
+            .responds("access-control-allow-credentials", "true")
+            .responds("access-control-expose-headers", "x-trace")
+            .responds("vary", "origin"),
+        case("CORS actual request, disallowed origin", "GET", "/cors/x")
+            .header("origin", "https://evil.example")
+            .to("public", "/cors/x")
+            .lacks("access-control-allow-origin"),
+        case("a plain OPTIONS is forwarded", "OPTIONS", "/cors/x").to("public", "/cors/x"),
+        case("body within maxBodyBytes", "POST", "/limited/a")
+            .body(&[b"0123456789abcdef"], true)
+            .to("public", "/limited/a"),
+        case("declared body over maxBodyBytes", "POST", "/limited/a")
+            .body(&[b"0123456789abcdefg"], true)
+            .error(413, "body_too_large"),
+        case("streamed body over maxBodyBytes", "POST", "/limited/a")
+            .body(&[b"0123456789", b"0123456789"], false)
+            .error(413, "body_too_large"),
+        case("streamed body within maxBodyBytes", "POST", "/limited/a")
+            .body(&[b"01234567", b"89abcdef"], false)
+            .to("public", "/limited/a"),
+        case(
+            "target over maxUriBytes",
+            "GET",
+            &format!("/limited/{}", "a".repeat(60)),
+        )
+        .error(414, "uri_too_long"),
+        case("headers over maxHeaderBytes", "GET", "/limited/a")
+            .header("x-big", &"b".repeat(3000))
+            .error(431, "request_header_too_large"),
+        case("ipAccess deny", "GET", "/admin/x").error(403, "forbidden"),
+        case("ipAccess allow", "GET", "/local/x").to("other", "/local/x"),
+        case(
+            "ipAccess ignores an untrusted X-Forwarded-For",
+            "GET",
+            "/local/x",
+        )
+        .header("x-forwarded-for", "10.0.0.1")
+        .to("other", "/local/x"),
+        case("dot segments", "GET", "/public/a/../b/./c").to("public", "/public/b/c"),
+        case(
+            "duplicate slashes and unreserved escapes",
+            "GET",
+            "/public//%61%7e?x=%2F",
+        )
+        .to("public", "/public/a~?x=%2F"),
+        case(
+            "escapes of reserved characters stay, upper-cased",
+            "GET",
+            "/public/a%3ab",
+        )
+        .to("public", "/public/a%3Ab"),
+        case(
+            "encoded dot segments climb to a protected route",
+            "GET",
+            "/public/%2e%2e/admin",
+        )
+        .error(403, "forbidden"),
+        case("an encoded slash", "GET", "/public/a%2fb").error(400, "bad_path"),
+        case("an invalid escape", "GET", "/public/a%zz").error(400, "bad_path"),
+        case(
+            "a route that opted out of normalisation",
+            "GET",
+            "/raw/a/../b",
+        )
+        .to("other", "/raw/a/../b"),
+        case(
+            "an opted-out route takes what normalisation refuses",
+            "GET",
+            "/raw/a%2Fb",
+        )
+        .to("other", "/raw/a%2Fb"),
+        case("underscore header names are dropped", "GET", "/public/u")
+            .header("x_user", "root")
+            .to("public", "/public/u")
+            .not_saw("x_user"),
+        case(
+            "Transfer_Encoding next to Content-Length is not smuggled",
+            "POST",
+            "/public/s",
+        )
+        .header("transfer_encoding", "chunked")
+        .body(&[b"hello"], true)
+        .to("public", "/public/s")
+        .not_saw("transfer_encoding")
+        .saw("content-length", "5"),
+        case("a control character in a header value", "GET", "/public/c")
+            .header("x-bad", "a\u{1}b")
+            .only(Protocol::Http1)
+            .error(400, "bad_request"),
+        case("no route", "GET", "/nowhere").error(404, "route_not_found"),
+    ]
+}
+
+/// `..`, `%2e%2e`, `%2f`, `\`, `..%5c`, `;`, `%00`, overlong UTF-8, double encoding: none of
+/// them may reach the admin backend, which its route denies to everyone.
+pub(crate) fn path_confusion() -> Vec<Case> {
+    let corpus = [
+        "/public/../admin",
+        "/public/../admin/",
+        "/public/%2e%2e/admin",
+        "/public/%2E%2E/admin",
+        "/public/.%2e/admin",
+        "/public/%2e./admin",
+        "/public/..%2fadmin",
+        "/public/%2fadmin",
+        "/public%2f..%2fadmin",
+        "/public/..%5cadmin",
+        "/public/..%5Cadmin",
+        "/public\\..\\admin",
+        "/public/..\\admin",
+        "/public/..;/admin",
+        "/public/.;/../admin",
+        "/public/;/../admin",
+        "/admin;x",
+        "/admin;/x",
+        "/public/%00/../admin",
+        "/public/..%00/admin",
+        "/public/%c0%ae%c0%ae/admin",
+        "/public/%e0%80%ae%e0%80%ae/admin",
+        "/public/%252e%252e/admin",
+        "/public/%25%32%65%25%32%65/admin",
+        "//admin",
+        "/./admin",
+        "/public/./../admin",
+        "/PUBLIC/../admin",
+        "/public/....//admin",
+        "/public/%2e%2e%2fadmin",
+        "/%61dmin",
+        "/public/..%252fadmin",
+    ];
+    corpus
+        .iter()
+        .map(|path| {
+            let mut c = case(&format!("path confusion {path:?}"), "GET", path);
+            c.never = Some("admin");
+            // Not every such path is a URI an HTTP/2 client will send; HTTP/1 carries all.
+            if http::Uri::try_from(format!("http://example.com{path}")).is_err() {
+                c.protocols = vec![Protocol::Http1];
+            }
+            c
+        })
+        .collect()
+}
+
+pub(crate) fn underscores_rejected() -> Vec<Case> {
+    vec![
+        case("underscore header names refused", "GET", "/public/u")
+            .header("x_user", "root")
+            .error(400, "bad_request"),
+        case("other headers pass", "GET", "/public/u")
+            .header("x-user", "root")
+            .to("public", "/public/u")
+            .saw("x-user", "root"),
+    ]
+}
+
+pub(crate) fn underscores_allowed() -> Vec<Case> {
+    vec![
+        case("underscore header names allowed", "GET", "/public/u")
+            .header("x_user", "root")
+            .to("public", "/public/u")
+            .saw("x_user", "root"),
+    ]
+}
+
+pub(crate) fn overload() -> Vec<Case> {
+    // One request at a time passes; the table sends them one after the other.
+    vec![case("within --max-requests", "GET", "/public/x").to("public", "/public/x")]
+}

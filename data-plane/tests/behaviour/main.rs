@@ -1,0 +1,121 @@
+//! One behaviour table, every protocol: each case goes to the real data plane (standalone, on
+//! 127.0.0.1:0) over HTTP/1.1 (raw bytes on TCP) and over h2c (hyper's HTTP/2 client), and both
+//! must give the same status, the same headers at the backend and the same response headers.
+//! Future capabilities add their cases to `cases.rs`; a protocol front end added later joins
+//! by adding a client to `clients.rs`.
+
+mod backend;
+mod cases;
+mod clients;
+
+use std::{net::SocketAddr, time::Duration};
+
+use gateway_data_plane::{Config, Gateway, SourceConfig, config::Settings};
+
+use self::{backend::Backends, cases::Case, clients::Protocol};
+
+/// How long anything may take before the test fails instead of hanging.
+pub(crate) const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A data plane serving `yaml` from a file, stopped when dropped.
+pub(crate) struct DataPlane {
+    pub(crate) addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl DataPlane {
+    pub(crate) async fn start(yaml: &str, settings: Settings) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("gateway.yaml");
+        std::fs::write(&file, yaml).expect("write config");
+        let gateway = Gateway::bind(Config {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            admin_listen: "127.0.0.1:0".parse().expect("addr"),
+            source: SourceConfig::File(file),
+            settings,
+            drain_timeout: Duration::from_secs(1),
+        })
+        .await
+        .expect("the data plane starts");
+        let addr = gateway.http_addr().expect("bound");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(gateway.run(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            stop: Some(stop),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for DataPlane {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Runs every case of `cases` over every protocol against one data plane.
+async fn run_table(yaml: &str, settings: Settings, cases: &[Case]) {
+    let backends = Backends::start(&["public", "admin", "other"]).await;
+    let yaml = backends.render(yaml);
+    let gateway = DataPlane::start(&yaml, settings).await;
+    let mut failures = Vec::new();
+    for case in cases {
+        for protocol in Protocol::ALL {
+            if !case.protocols.contains(&protocol) {
+                continue;
+            }
+            backends.reset();
+            let got = protocol.send(gateway.addr, &case.request).await;
+            let seen = backends.take();
+            if let Err(problem) = case.check(&got, &seen) {
+                failures.push(format!("{} over {protocol:?}: {problem}", case.name));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn behaviour_table() {
+    run_table(cases::CONFIG, Settings::default(), &cases::all()).await;
+}
+
+#[tokio::test]
+async fn path_confusion_never_reaches_admin() {
+    run_table(cases::CONFIG, Settings::default(), &cases::path_confusion()).await;
+}
+
+#[tokio::test]
+async fn underscore_headers_can_be_refused_or_allowed() {
+    use gateway_data_plane::config::UnderscoreHeaders;
+    for (setting, cases) in [
+        (UnderscoreHeaders::Reject, cases::underscores_rejected()),
+        (UnderscoreHeaders::Allow, cases::underscores_allowed()),
+    ] {
+        let settings = Settings {
+            underscore_headers: setting,
+            ..Settings::default()
+        };
+        run_table(cases::CONFIG, settings, &cases).await;
+    }
+}
+
+#[tokio::test]
+async fn overload_limits() {
+    let settings = Settings {
+        max_requests: 1,
+        ..Settings::default()
+    };
+    run_table(cases::CONFIG, settings, &cases::overload()).await;
+}
