@@ -25,13 +25,14 @@ use tokio::{
     time::{Instant, Sleep},
 };
 
-pub(crate) use self::head::write_local;
-use self::{
-    body::{Body, Framing},
-    exchange::{Buffers, Failure},
-    request::Request,
-    response::Asked,
+pub(crate) use self::{
+    body::{Body, BodyError, Framing, write_all},
+    exchange::Failure,
+    head::write_local,
+    request::{BodyFrom, Line, Target, prepare},
+    response::{Asked, Head, Response as ParsedResponse, Sink, parse_into as parse_response},
 };
+use self::{exchange::Buffers, request::Request};
 use crate::{
     limits::{self, CLIENT_IDLE_TIMEOUT, HEADER_READ_TIMEOUT},
     pipeline::{Connection, Local, Outcome, ProxyError, record, request_id::RequestId},

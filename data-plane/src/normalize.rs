@@ -68,27 +68,13 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
 /// RFC 9110 token (header field name) check.
 pub fn is_token(name: &[u8]) -> bool {
     !name.is_empty()
-        && name.iter().all(|&b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'!' | b'#'
-                        | b'$'
-                        | b'%'
-                        | b'&'
-                        | b'\''
-                        | b'*'
-                        | b'+'
-                        | b'-'
-                        | b'.'
-                        | b'^'
-                        | b'_'
-                        | b'`'
-                        | b'|'
-                        | b'~'
-                )
-        })
+        && name
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || TCHAR_SYMBOLS.contains(&b))
 }
+
+/// The tchar symbols of RFC 9110 §5.6.2 (besides DIGIT and ALPHA).
+const TCHAR_SYMBOLS: &[u8] = b"!#$%&'*+-.^_`|~";
 
 /// RFC 9110 field-value check: no NUL, CR, LF or other control characters except HTAB;
 /// obs-text (0x80-0xFF) allowed; leading/trailing whitespace is tolerated (callers trim).

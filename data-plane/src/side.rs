@@ -10,35 +10,17 @@ use std::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicUsize, Ordering},
     },
-    time::Duration,
 };
 
 use gateway_proto::RegexCache;
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioTimer},
-};
-
 use regex::Regex;
 
 use crate::pool::EndpointPool;
-
-/// The request body the HTTP/2 front end sends upstream.
-pub type UpstreamBody =
-    http_body_util::combinators::BoxBody<bytes::Bytes, Box<dyn std::error::Error + Send + Sync>>;
-
-/// The pooled HTTP/1.1 client that forwards the HTTP/2 front end's requests upstream.
-pub type HttpClient = Client<HttpConnector, UpstreamBody>;
-
-/// How long an idle upstream connection stays in the pool.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The side tables.
 #[derive(Debug, Default)]
 pub struct SideTables {
     upstreams: Mutex<HashMap<Arc<str>, Arc<UpstreamSide>>>,
-    /// One client per connect timeout (the connector holds the timeout); almost always one.
-    clients: Mutex<HashMap<Duration, HttpClient>>,
     /// Idle upstream connections by endpoint address.
     pools: Mutex<HashMap<Box<str>, Arc<EndpointPool>>>,
     /// Anchored regular expressions by pattern as written, shared with validation.
@@ -71,15 +53,6 @@ impl SideTables {
         let side = Arc::new(UpstreamSide::default());
         upstreams.insert(name.into(), side.clone());
         side
-    }
-
-    /// The shared client with this connect timeout.
-    pub fn client(&self, connect_timeout: Duration) -> HttpClient {
-        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
-        clients
-            .entry(connect_timeout)
-            .or_insert_with(|| new_client(connect_timeout))
-            .clone()
     }
 
     /// The pool of idle connections to `address`, created on first use.
@@ -126,11 +99,6 @@ impl SideTables {
         lock(&self.splits).retain(|(route, _), _| keep(route));
     }
 
-    /// Keeps the clients whose connect timeout `keep` accepts.
-    pub fn retain_clients(&self, keep: impl Fn(Duration) -> bool) {
-        lock(&self.clients).retain(|timeout, _| keep(*timeout));
-    }
-
     /// The number of upstream entries (for tests).
     pub fn len(&self) -> usize {
         self.upstreams
@@ -147,19 +115,6 @@ impl SideTables {
 /// Side tables stay valid after a panic elsewhere: every entry is inserted whole.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn new_client(connect_timeout: Duration) -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.enforce_http(true);
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector)
 }
 
 // === impl UpstreamSide ===

@@ -225,12 +225,6 @@ impl Table {
             .collect();
         side.retain_pools(|address| addresses.contains(address));
         side.retain_splits(|route| self.has_route(route));
-        // A client stays while an upstream of the table still holds it; the default stays
-        // always, so the common pool is never rebuilt.
-        side.retain_clients(|timeout| {
-            timeout == DEFAULT_CONNECT_TIMEOUT
-                || self.upstreams().any(|u| u.connect_timeout() == timeout)
-        });
     }
 
     pub fn upstreams(&self) -> impl Iterator<Item = &Arc<Upstream>> {

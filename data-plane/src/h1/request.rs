@@ -95,11 +95,56 @@ pub(crate) fn parse(
             reason: "incomplete request line",
         });
     };
-    let http10 = version == 0;
-    let headers = strip_underscores(req.headers, conn.state.settings().underscore_headers)?;
+    let line = Line {
+        method,
+        target: Target::parse(method, target)?,
+        http10: version == 0,
+        body: BodyFrom::Headers,
+    };
+    prepare(conn, line, req.headers, out).map(|prepared| {
+        Some(Request {
+            head_len,
+            ..prepared
+        })
+    })
+}
+
+/// The request line, as a front end parsed it.
+pub(crate) struct Line<'b> {
+    pub(crate) method: &'b str,
+    pub(crate) target: Target<'b>,
+    pub(crate) http10: bool,
+    pub(crate) body: BodyFrom,
+}
+
+/// Where a request's body framing comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BodyFrom {
+    /// HTTP/1: Content-Length or Transfer-Encoding.
+    Headers,
+    /// HTTP/2: a Content-Length, else a stream that has ended (no body) or not (chunked
+    /// upstream).
+    Stream { ended: bool },
+}
+
+/// Checks a request head, runs the pipeline on it, and writes the head for the upstream into
+/// `out` when it is forwarded. Shared by the HTTP/1 front end and the HTTP/2 one, whose
+/// requests go to HTTP/1.1 upstreams the same way (`head_len` is left 0).
+pub(crate) fn prepare<'b>(
+    conn: &Connection,
+    line: Line<'b>,
+    headers: &mut [httparse::Header<'b>],
+    out: &mut Vec<u8>,
+) -> Result<Request, ProxyError> {
+    let Line {
+        method,
+        target,
+        http10,
+        body,
+    } = line;
+    let headers = strip_underscores(headers, conn.state.settings().underscore_headers)?;
     let facts = Facts::gather(headers)?;
 
-    let target = Target::parse(method, target)?;
     if !http10 && target.authority.is_none() {
         match facts.hosts {
             0 => {
@@ -127,8 +172,12 @@ pub(crate) fn parse(
             });
         }
         (true, None) => Framing::Chunked,
-        (false, Some(0) | None) => Framing::Empty,
+        (false, Some(0)) => Framing::Empty,
         (false, Some(n)) => Framing::Length(n),
+        (false, None) => match body {
+            BodyFrom::Stream { ended: false } => Framing::Chunked,
+            BodyFrom::Headers | BodyFrom::Stream { ended: true } => Framing::Empty,
+        },
     };
     let expect_continue = match facts.expect {
         None => false,
@@ -188,8 +237,8 @@ pub(crate) fn parse(
         }
         Decision::Respond(local, rule) => Err((local, rule)),
     };
-    Ok(Some(Request {
-        head_len,
+    Ok(Request {
+        head_len: 0,
         framing,
         keep_alive,
         http10,
@@ -207,7 +256,7 @@ pub(crate) fn parse(
             ),
         request_id,
         route,
-    }))
+    })
 }
 
 // === impl Facts ===
@@ -290,11 +339,11 @@ fn valid_host(host: &[u8]) -> bool {
 }
 
 /// The request target, as the upstream will see it.
-struct Target<'b> {
+pub(crate) struct Target<'b> {
     /// Path and query in origin form.
-    path_and_query: &'b str,
-    /// The authority of an absolute-form target.
-    authority: Option<&'b [u8]>,
+    pub(crate) path_and_query: &'b str,
+    /// The authority of an absolute-form target (HTTP/2: `:authority`), which wins over Host.
+    pub(crate) authority: Option<&'b [u8]>,
 }
 
 // === impl Target ===

@@ -55,12 +55,30 @@ pub(crate) struct Response {
     pub(crate) keep_alive: bool,
 }
 
+/// Where the rewritten response head goes: bytes for an HTTP/1 client, or the parts of a
+/// response for a front end that keeps a header map (HTTP/2).
+#[derive(Debug)]
+pub(crate) enum Sink<'o> {
+    Bytes(&'o mut Vec<u8>),
+    Parts(&'o mut http::HeaderMap),
+}
+
 /// Parses the response head at the front of `buf`; `Ok(None)` if incomplete. The head for the
 /// client is appended to `out`.
 pub(crate) fn parse(
     buf: &[u8],
     asked: Asked<'_>,
     out: &mut Vec<u8>,
+) -> Result<Option<Head>, &'static str> {
+    parse_into(buf, asked, Sink::Bytes(out))
+}
+
+/// Like [`parse`], with the rewritten head going to `sink`. The same headers are kept,
+/// dropped and added whichever sink it is.
+pub(crate) fn parse_into(
+    buf: &[u8],
+    asked: Asked<'_>,
+    sink: Sink<'_>,
 ) -> Result<Option<Head>, &'static str> {
     let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut []);
@@ -121,38 +139,64 @@ pub(crate) fn parse(
         && (version == 1 || connection.keep_alive)
         && framing != Framing::UntilClose
         && !(chunked && length.is_some());
-    let decode = framing == Framing::Chunked && asked.http10;
+    // HTTP/1.0 clients cannot read chunks, and HTTP/2 frames the payload itself.
+    let decode = framing == Framing::Chunked && (asked.http10 || matches!(sink, Sink::Parts(_)));
     let client_keep_alive = asked.keep_alive && framing != Framing::UntilClose && !decode;
 
-    out.extend_from_slice(b"HTTP/1.1 ");
-    write_decimal(out, u64::from(status));
-    out.push(b' ');
-    out.extend_from_slice(res.reason.unwrap_or_default().as_bytes());
-    out.extend_from_slice(b"\r\n");
     let ours = matches!(framing, Framing::Length(_) | Framing::Chunked);
-    for h in res.headers.iter() {
+    let kept = res.headers.iter().filter(|h| {
         let hop = connection.drops(h.name)
             || is(h.name, "x-request-id")
             || (ours && is(h.name, "content-length"));
-        if !hop && !asked.edits.drops(h.name) {
-            write_header(out, h.name, h.value);
+        !hop && !asked.edits.drops(h.name)
+    });
+    let added = asked.edits.appended().iter().chain(asked.extra);
+    match sink {
+        Sink::Bytes(out) => {
+            out.extend_from_slice(b"HTTP/1.1 ");
+            write_decimal(out, u64::from(status));
+            out.push(b' ');
+            out.extend_from_slice(res.reason.unwrap_or_default().as_bytes());
+            out.extend_from_slice(b"\r\n");
+            for h in kept {
+                write_header(out, h.name, h.value);
+            }
+            for (name, value) in added {
+                write_header(out, name.as_str(), value.as_bytes());
+            }
+            match framing {
+                Framing::Length(n) => write_content_length(out, n),
+                Framing::Chunked if !decode => {
+                    out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                }
+                _ => {}
+            }
+            write_header(out, "x-request-id", asked.request_id.as_bytes());
+            if !client_keep_alive {
+                out.extend_from_slice(b"connection: close\r\n");
+            } else if asked.http10 {
+                out.extend_from_slice(b"connection: keep-alive\r\n");
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+        Sink::Parts(map) => {
+            // HTTP/2 frames the body itself; a length is kept as the client's hint.
+            for h in kept {
+                if let (Ok(name), Ok(value)) = (
+                    HeaderName::from_bytes(h.name.as_bytes()),
+                    HeaderValue::from_bytes(h.value),
+                ) {
+                    map.append(name, value);
+                }
+            }
+            for (name, value) in added {
+                map.append(name.clone(), value.clone());
+            }
+            if let Framing::Length(n) = framing {
+                map.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
+            }
         }
     }
-    for (name, value) in asked.edits.appended().iter().chain(asked.extra) {
-        write_header(out, name.as_str(), value.as_bytes());
-    }
-    match framing {
-        Framing::Length(n) => write_content_length(out, n),
-        Framing::Chunked if !decode => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        _ => {}
-    }
-    write_header(out, "x-request-id", asked.request_id.as_bytes());
-    if !client_keep_alive {
-        out.extend_from_slice(b"connection: close\r\n");
-    } else if asked.http10 {
-        out.extend_from_slice(b"connection: keep-alive\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
     Ok(Some(Head::Final(Response {
         head_len,
         status,

@@ -335,3 +335,90 @@ fn host_normalisation() {
         None
     );
 }
+
+/// An h2c client on a new connection.
+async fn h2c(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+#[tokio::test]
+async fn a_stalled_upstream_body_fails_the_h2_stream_instead_of_hanging() {
+    // The backend promises 100 bytes, sends 5, and goes quiet with the connection open.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
+        let head = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhello";
+        tokio::io::AsyncWriteExt::write_all(&mut stream, head)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(stream);
+    });
+    let yaml = format!(
+        "kind: Upstream\nname: stall\nspec: {{ endpoints: [{{ address: '{backend}' }}], timeout: 0.5s }}\n---\nkind: Route\nname: r\nspec: {{ rules: [{{ backendRefs: [{{ name: stall }}] }}] }}\n"
+    );
+    let (addr, _stop) = server::serve_for_test(Some(&yaml), &[]).await;
+    let mut sender = h2c(addr).await;
+    let req = Request::get("http://h2.test/stall")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = tokio::time::timeout(PATIENCE, response.into_body().collect())
+        .await
+        .expect("the stream ends instead of hanging");
+    assert!(body.is_err(), "a body cut short must not look complete");
+}
+
+#[tokio::test]
+async fn h2_requests_share_the_endpoint_pool() {
+    // Counts the backend's connections: sequential h2 requests reuse one pooled connection.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = service_fn(|_req: Request<hyper::body::Incoming>| async {
+                    Ok::<_, Infallible>(Response::new(full("ok")))
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let yaml = format!(
+        "kind: Upstream\nname: b\nspec: {{ endpoints: [{{ address: '{backend}' }}] }}\n---\nkind: Route\nname: r\nspec: {{ rules: [{{ backendRefs: [{{ name: b }}] }}] }}\n"
+    );
+    let (addr, _stop) = server::serve_for_test(Some(&yaml), &[]).await;
+    let mut sender = h2c(addr).await;
+    for i in 0..5 {
+        let req = Request::get(format!("http://h2.test/{i}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = sender.send_request(req).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"ok");
+    }
+    // Over HTTP/1 too: the same pool.
+    let (response, body) = get(addr, "/h1").await;
+    assert_eq!((response.status(), body.as_str()), (StatusCode::OK, "ok"));
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

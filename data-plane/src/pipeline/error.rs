@@ -2,7 +2,7 @@
 //! message in one place ([`super::Local`] turns it into a response). The detail goes to the
 //! log with the request id.
 
-use std::{error::Error as _, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use http::StatusCode;
 
@@ -93,32 +93,6 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 // === impl ProxyError ===
 
 impl ProxyError {
-    /// Classifies a client error: a connect timeout is a 504, anything else a 502.
-    pub(crate) fn upstream(
-        upstream: Arc<str>,
-        endpoint: &str,
-        error: hyper_util::client::legacy::Error,
-    ) -> Self {
-        let mut source = error.source();
-        while let Some(e) = source {
-            if let Some(io) = e.downcast_ref::<std::io::Error>()
-                && io.kind() == std::io::ErrorKind::TimedOut
-            {
-                return Self::ConnectTimeout {
-                    upstream,
-                    endpoint: endpoint.into(),
-                    source: error.into(),
-                };
-            }
-            source = e.source();
-        }
-        Self::UpstreamUnavailable {
-            upstream,
-            endpoint: endpoint.into(),
-            source: error.into(),
-        }
-    }
-
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NotReady | Self::NoHealthyUpstream { .. } | Self::Overloaded => {

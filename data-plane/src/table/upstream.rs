@@ -8,7 +8,7 @@ use http::uri::Authority;
 
 use crate::{
     pool::EndpointPool,
-    side::{HttpClient, SideTables, UpstreamSide},
+    side::{SideTables, UpstreamSide},
 };
 
 /// Time allowed for an upstream to answer with response headers, unless the upstream says.
@@ -30,7 +30,6 @@ pub struct Upstream {
     side: Arc<UpstreamSide>,
     timeout: Duration,
     connect_timeout: Duration,
-    client: HttpClient,
 }
 
 /// One endpoint, parsed once, with its pool of idle connections.
@@ -96,7 +95,6 @@ impl Upstream {
                 .and_then(to_duration)
                 .unwrap_or(DEFAULT_TIMEOUT),
             connect_timeout,
-            client: side.client(connect_timeout),
         })
     }
 
@@ -127,10 +125,6 @@ impl Upstream {
         self.connect_timeout
     }
 
-    pub fn client(&self) -> &HttpClient {
-        &self.client
-    }
-
     pub fn endpoints(&self) -> &[Endpoint] {
         &self.endpoints
     }
@@ -143,9 +137,14 @@ impl Endpoint {
         &self.authority
     }
 
-    /// Idle connections to this endpoint (HTTP/1.1 clients' requests).
+    /// Idle connections to this endpoint, for both front ends.
     pub fn pool(&self) -> &EndpointPool {
         &self.pool
+    }
+
+    /// The pool, for a response body that returns its connection when it ends.
+    pub fn shared_pool(&self) -> Arc<EndpointPool> {
+        self.pool.clone()
     }
 }
 

@@ -1,0 +1,356 @@
+//! One HTTP/2 stream's request over a pooled HTTP/1.1 upstream connection, the same pool and
+//! codec as the HTTP/1 front end: the head the codec wrote, the body from hyper's frames
+//! (chunk-encoded when it has no length), the response head parsed by the codec into a header
+//! map, and the body streamed back as an [`UpstreamResponse`] that hands the connection back
+//! to its pool when it ends.
+
+use std::{
+    io,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::Frame;
+use http_body_util::BodyExt;
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite},
+    time::{Instant, Sleep},
+};
+
+use super::limited::Limited;
+use crate::{
+    h1::{
+        Asked, Body, BodyError, Failure, Framing, Head, ParsedResponse, Sink, parse_response,
+        write_all,
+    },
+    limits::{self, CLIENT_IDLE_TIMEOUT},
+    pipeline::{BoxError, Outcome},
+    pool::{self, EndpointPool},
+    table::{Endpoint, Upstream},
+};
+
+/// How much an upstream read takes at most while streaming a response body.
+const READ_SIZE: usize = 16 * 1024;
+
+/// Sends the request and waits for the response head: on a pooled connection (once more on a
+/// fresh one if a reused connection turns out closed and the request can be replayed), within
+/// the upstream's timeout.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn exchange(
+    endpoint: &Endpoint,
+    upstream: &Upstream,
+    head: &[u8],
+    body: Limited,
+    framing: Framing,
+    replayable: bool,
+    asked: Asked<'_>,
+    outcome: &mut Outcome,
+) -> Result<(HeaderMap, ParsedResponse, UpstreamResponse), Failure> {
+    let deadline = limits::deadline(Instant::now(), upstream.timeout());
+    let mut body = Some(body);
+    loop {
+        let mut up = match endpoint.pool().checkout() {
+            Some(up) => up,
+            None => endpoint
+                .pool()
+                .connect(upstream.connect_timeout())
+                .await
+                .map_err(Failure::Connect)?,
+        };
+        match try_once(&mut up, head, &mut body, framing, deadline, asked).await {
+            Ok((headers, parsed, sent)) => {
+                let response = UpstreamResponse::new(
+                    up,
+                    endpoint.shared_pool(),
+                    &parsed,
+                    sent,
+                    upstream.timeout(),
+                );
+                return Ok((headers, parsed, response));
+            }
+            // A pooled connection that the upstream had closed: once more on a new one.
+            Err(Failure::Closed(_)) if up.reused && replayable && !outcome.retried => {
+                outcome.retried = true;
+            }
+            Err(failure) => return Err(failure),
+        }
+    }
+}
+
+/// One try: the head, then the body while the response head is awaited (an upstream may
+/// answer before it has read the body). Returns the head and whether the whole body went.
+async fn try_once(
+    up: &mut pool::Upstream,
+    head: &[u8],
+    body: &mut Option<Limited>,
+    framing: Framing,
+    deadline: Instant,
+    asked: Asked<'_>,
+) -> Result<(HeaderMap, ParsedResponse, bool), Failure> {
+    let pool::Upstream { stream, buf, .. } = up;
+    match tokio::time::timeout_at(deadline, tokio::io::AsyncWriteExt::write_all(stream, head)).await
+    {
+        Ok(written) => written.map_err(Failure::Closed)?,
+        Err(_) => return Err(Failure::TimedOut),
+    }
+    let (mut read, mut write) = stream.split();
+    let receive = read_head(&mut read, buf, asked, deadline);
+    let pending = if framing == Framing::Empty {
+        None
+    } else {
+        body.take()
+    };
+    let mut sent = pending.is_none();
+    let send = async {
+        match pending {
+            Some(body) => send_body(&mut write, body, framing == Framing::Chunked).await,
+            None => Ok(()),
+        }
+    };
+    tokio::pin!(receive, send);
+    loop {
+        tokio::select! {
+            biased;
+            received = &mut receive => {
+                let (headers, parsed) = received?;
+                return Ok((headers, parsed, sent));
+            }
+            result = &mut send, if !sent => match result {
+                Ok(()) => sent = true,
+                // The upstream stopped reading (it may be answering early): wait for it.
+                Err(BodyError::Write(_)) => sent = true,
+                Err(BodyError::TooLarge) => return Err(Failure::TooLarge),
+                Err(BodyError::Chunked(reason)) => return Err(Failure::BadBody(reason)),
+                Err(error) => return Err(Failure::Cut(error)),
+            },
+        }
+    }
+}
+
+/// Reads until a final response head is parsed (1xx ones are skipped), before `deadline`.
+async fn read_head<R: AsyncRead + Unpin>(
+    up: &mut R,
+    buf: &mut Vec<u8>,
+    asked: Asked<'_>,
+    deadline: Instant,
+) -> Result<(HeaderMap, ParsedResponse), Failure> {
+    buf.clear();
+    loop {
+        if !buf.is_empty() {
+            let mut headers = HeaderMap::new();
+            match parse_response(buf, asked, Sink::Parts(&mut headers)) {
+                Ok(Some(Head::Interim { head_len })) => {
+                    buf.drain(..head_len);
+                    continue;
+                }
+                Ok(Some(Head::Final(parsed))) => {
+                    buf.drain(..parsed.head_len);
+                    return Ok((headers, parsed));
+                }
+                Ok(None) => {}
+                Err(reason) => return Err(Failure::Unavailable(reason.into())),
+            }
+        }
+        buf.reserve(READ_SIZE);
+        let read = match tokio::time::timeout_at(deadline, up.read_buf(buf)).await {
+            Ok(read) => read,
+            Err(_) => return Err(Failure::TimedOut),
+        };
+        match read {
+            Ok(0) if buf.is_empty() => {
+                return Err(Failure::Closed(io::ErrorKind::UnexpectedEof.into()));
+            }
+            Ok(0) => {
+                return Err(Failure::Unavailable(
+                    "the response head was cut short".into(),
+                ));
+            }
+            Ok(_) => {}
+            Err(error) if buf.is_empty() => return Err(Failure::Closed(error)),
+            Err(error) => return Err(Failure::Unavailable(error.into())),
+        }
+    }
+}
+
+/// Writes the client's body frames upstream, as chunks when it has no declared length.
+async fn send_body<W: AsyncWrite + Unpin>(
+    up: &mut W,
+    mut body: Limited,
+    chunked: bool,
+) -> Result<(), BodyError> {
+    let mut size_line = Vec::with_capacity(20);
+    loop {
+        let frame = tokio::time::timeout(CLIENT_IDLE_TIMEOUT, body.frame())
+            .await
+            .map_err(|_| BodyError::ReadTimeout(CLIENT_IDLE_TIMEOUT))?;
+        let Some(frame) = frame else {
+            break;
+        };
+        let frame = frame.map_err(|error| {
+            if Limited::caused(&*error) {
+                BodyError::TooLarge
+            } else {
+                BodyError::Read(io::Error::other(error))
+            }
+        })?;
+        let Ok(data) = frame.into_data() else {
+            // Trailers are not passed on.
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        if chunked {
+            size_line.clear();
+            size_line.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            write_all(up, &size_line, CLIENT_IDLE_TIMEOUT).await?;
+        }
+        write_all(up, &data, CLIENT_IDLE_TIMEOUT).await?;
+        if chunked {
+            write_all(up, b"\r\n", CLIENT_IDLE_TIMEOUT).await?;
+        }
+    }
+    if chunked {
+        write_all(up, b"0\r\n\r\n", CLIENT_IDLE_TIMEOUT).await?;
+    }
+    Ok(())
+}
+
+/// A response body read from a pooled upstream connection as the client takes it, with the
+/// upstream's framing removed; the connection goes back to its pool at the end of a body
+/// that left it reusable, and is closed otherwise (or if the client stops reading).
+#[derive(Debug)]
+pub(crate) struct UpstreamResponse {
+    up: Option<pool::Upstream>,
+    pool: Arc<EndpointPool>,
+    body: Body,
+    framing: Framing,
+    reusable: bool,
+    /// No progress for this long fails the body (a stalled upstream does not hang the stream).
+    idle: Duration,
+    timer: Pin<Box<Sleep>>,
+    decoded: Vec<u8>,
+}
+
+impl UpstreamResponse {
+    fn new(
+        up: pool::Upstream,
+        pool: Arc<EndpointPool>,
+        parsed: &ParsedResponse,
+        sent: bool,
+        idle: Duration,
+    ) -> Self {
+        let mut response = Self {
+            up: Some(up),
+            pool,
+            body: Body::new(parsed.framing, true),
+            framing: parsed.framing,
+            // The rest of an unsent request body would be read as the next request.
+            reusable: parsed.reusable && sent,
+            idle,
+            timer: Box::pin(tokio::time::sleep_until(limits::deadline(
+                Instant::now(),
+                idle,
+            ))),
+            decoded: Vec::new(),
+        };
+        // A body with nothing to read (a 204, a HEAD) is done before it is polled.
+        if response.body.is_done() {
+            response.finish();
+        }
+        response
+    }
+
+    /// The body is complete: the connection goes back to the pool if it can carry another
+    /// request (nothing after the body, and the response allowed it).
+    fn finish(&mut self) {
+        if let Some(up) = self.up.take()
+            && self.reusable
+            && up.buf.is_empty()
+        {
+            self.pool.checkin(up);
+        }
+    }
+}
+
+impl http_body::Body for UpstreamResponse {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            if this.body.is_done() {
+                this.finish();
+                return Poll::Ready(None);
+            }
+            let Some(up) = this.up.as_mut() else {
+                return Poll::Ready(None);
+            };
+            if !up.buf.is_empty() {
+                this.decoded.clear();
+                let used = match this.body.take(&up.buf, &mut this.decoded) {
+                    Ok(used) => used,
+                    Err(error) => {
+                        this.up = None;
+                        return Poll::Ready(Some(Err(error.into())));
+                    }
+                };
+                up.buf.drain(..used);
+                // Returned now: a client that saw the end may not poll again.
+                if this.body.is_done() {
+                    this.finish();
+                }
+                if !this.decoded.is_empty() {
+                    let data = Bytes::copy_from_slice(&this.decoded);
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                continue;
+            }
+            up.buf.reserve(READ_SIZE);
+            match up.stream.try_read_buf(&mut up.buf) {
+                Ok(0) => {
+                    this.up = None;
+                    return Poll::Ready(match this.framing {
+                        Framing::UntilClose => None,
+                        _ => Some(Err(BodyError::Truncated.into())),
+                    });
+                }
+                Ok(_) => {
+                    let next = limits::deadline(Instant::now(), this.idle);
+                    this.timer.as_mut().reset(next);
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    match up.stream.poll_read_ready(cx) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(error)) => {
+                            this.up = None;
+                            return Poll::Ready(Some(Err(BodyError::Read(error).into())));
+                        }
+                        Poll::Pending => {
+                            ready!(this.timer.as_mut().poll(cx));
+                            this.up = None;
+                            let error = BodyError::ReadTimeout(this.idle);
+                            return Poll::Ready(Some(Err(error.into())));
+                        }
+                    }
+                }
+                Err(error) => {
+                    this.up = None;
+                    return Poll::Ready(Some(Err(BodyError::Read(error).into())));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.up.is_none() || self.body.is_done()
+    }
+}
