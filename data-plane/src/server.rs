@@ -177,9 +177,20 @@ pub(crate) async fn serve_for_test(
         let resources = gateway_proto::document::parse_documents(yaml).unwrap();
         state.install(Table::compile(1, &resources, Source::File, state.side()).unwrap());
     }
+    serve_state_for_test(state).await
+}
+
+/// A listener on 127.0.0.1:0 serving whatever `state` holds.
+#[cfg(test)]
+pub(crate) async fn serve_state_for_test(
+    state: Arc<State>,
+) -> (std::net::SocketAddr, watch::Sender<bool>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(serve(listener, state, stopped, Duration::from_secs(1)));
     (addr, stop)
 }
+
+#[cfg(test)]
+mod tests;

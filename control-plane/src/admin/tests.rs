@@ -162,6 +162,37 @@ async fn dry_run_and_invalid_requests_write_nothing() {
 }
 
 #[tokio::test]
+async fn out_of_range_durations_over_the_api_are_refused() {
+    // The admin API takes protobuf, so a client can send durations no YAML file would hold;
+    // stored, they used to make `gatewayctl get` panic.
+    let f = fixture();
+    for (seconds, nanos, field) in [
+        (315_576_000_001, 0, "spec.timeout"),
+        (i64::MAX, 0, "spec.timeout"),
+        (1, 1_000_000_000, "spec.timeout"),
+        (-5, 0, "spec.timeout"),
+    ] {
+        let mut users = upstream("users", 9001);
+        let Some(gateway_proto::v1::resource::Spec::Upstream(spec)) = &mut users.spec else {
+            panic!("an upstream");
+        };
+        spec.timeout = Some(prost_types::Duration { seconds, nanos });
+        let status = apply(&f.admin, vec![users], false)
+            .await
+            .expect_err("out of range");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status
+                .message()
+                .starts_with(&format!("Upstream/users: {field}: ")),
+            "{}",
+            status.message()
+        );
+    }
+    assert!(f.store.list().await.expect("list").resources.is_empty());
+}
+
+#[tokio::test]
 async fn version_preconditions() {
     let f = fixture();
     let v = apply(&f.admin, vec![upstream("users", 9001)], false)

@@ -5,7 +5,6 @@ use std::{
     convert::Infallible,
     net::SocketAddr,
     sync::{Arc, Mutex, PoisonError},
-    time::Duration,
 };
 
 use bytes::Bytes;
@@ -48,18 +47,25 @@ impl Seen {
 pub(crate) struct Backends {
     addrs: HashMap<String, SocketAddr>,
     seen: Arc<Mutex<Vec<Seen>>>,
+    hold: Arc<tokio::sync::Notify>,
 }
 
 impl Backends {
     pub(crate) async fn start(names: &[&str]) -> Self {
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let hold = Arc::new(tokio::sync::Notify::new());
         let mut addrs = HashMap::new();
         for name in names {
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             addrs.insert((*name).to_owned(), listener.local_addr().expect("addr"));
-            tokio::spawn(serve(listener, (*name).to_owned(), seen.clone()));
+            let shared = Shared {
+                name: (*name).to_owned(),
+                seen: seen.clone(),
+                hold: hold.clone(),
+            };
+            tokio::spawn(serve(listener, shared));
         }
-        Self { addrs, seen }
+        Self { addrs, seen, hold }
     }
 
     /// The config with `{name}` placeholders replaced by backend addresses.
@@ -69,6 +75,16 @@ impl Backends {
             yaml = yaml.replace(&format!("{{{name}}}"), &addr.to_string());
         }
         yaml
+    }
+
+    /// Lets the requests held at `/hold` answer.
+    pub(crate) fn release(&self) {
+        self.hold.notify_waiters();
+    }
+
+    /// What the backends got so far, without taking it.
+    pub(crate) fn seen(&self) -> usize {
+        self.lock().len()
     }
 
     pub(crate) fn reset(&self) {
@@ -84,18 +100,24 @@ impl Backends {
     }
 }
 
-async fn serve(listener: TcpListener, name: String, seen: Arc<Mutex<Vec<Seen>>>) {
+/// What every connection of one backend shares.
+#[derive(Clone)]
+struct Shared {
+    name: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    hold: Arc<tokio::sync::Notify>,
+}
+
+async fn serve(listener: TcpListener, shared: Shared) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             return;
         };
-        let name = name.clone();
-        let seen = seen.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
-                let name = name.clone();
-                let seen = seen.clone();
-                async move { Ok::<_, Infallible>(answer(name, req, &seen).await) }
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(answer(shared, req).await) }
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -104,19 +126,15 @@ async fn serve(listener: TcpListener, name: String, seen: Arc<Mutex<Vec<Seen>>>)
     }
 }
 
-async fn answer(
-    name: String,
-    req: Request<Incoming>,
-    seen: &Mutex<Vec<Seen>>,
-) -> Response<Full<Bytes>> {
+async fn answer(shared: Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
-    let slow = parts.uri.path().ends_with("/slow");
+    let hold = parts.uri.path().ends_with("/hold");
     // A request whose body was cut off never arrived as a request: not recorded.
     let Ok(body) = body.collect().await.map(|b| b.to_bytes().to_vec()) else {
         return Response::new(Full::new(Bytes::new()));
     };
     let record = Seen {
-        backend: name,
+        backend: shared.name.clone(),
         method: parts.method.to_string(),
         target: parts
             .uri
@@ -134,12 +152,15 @@ async fn answer(
             .collect(),
         body: body.clone(),
     };
-    seen.lock()
+    // Registered before the request is recorded, so a release after `seen` reaches it.
+    let released = shared.hold.notified();
+    shared
+        .seen
+        .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .push(record);
-    if slow {
-        // Holds the request in flight (the overload cases).
-        tokio::time::sleep(Duration::from_millis(300)).await;
+    if hold {
+        released.await;
     }
     let mut response = Response::new(Full::new(Bytes::from(body)));
     let headers = response.headers_mut();

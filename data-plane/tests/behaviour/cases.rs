@@ -536,8 +536,3 @@ pub(crate) fn underscores_allowed() -> Vec<Case> {
             .saw("x_user", "root"),
     ]
 }
-
-pub(crate) fn overload() -> Vec<Case> {
-    // One request at a time passes; the table sends them one after the other.
-    vec![case("within --max-requests", "GET", "/public/x").to("public", "/public/x")]
-}

@@ -112,10 +112,44 @@ async fn underscore_headers_can_be_refused_or_allowed() {
 }
 
 #[tokio::test]
-async fn overload_limits() {
+async fn requests_over_max_requests_get_503_with_retry_after() {
+    let backends = Backends::start(&["public", "admin", "other"]).await;
     let settings = Settings {
         max_requests: 1,
         ..Settings::default()
     };
-    run_table(cases::CONFIG, settings, &cases::overload()).await;
+    let gateway = DataPlane::start(&backends.render(cases::CONFIG), settings).await;
+    for protocol in Protocol::ALL {
+        let held = clients::Request {
+            method: "GET",
+            target: "/public/hold".into(),
+            host: "example.com",
+            ..clients::Request::default()
+        };
+        let addr = gateway.addr;
+        let first = tokio::spawn(async move { protocol.send(addr, &held).await });
+        // The first request is at the backend, in flight: the next one is one too many.
+        tokio::time::timeout(PATIENCE, async {
+            while backends.seen() == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the first request reaches the backend");
+        let second = clients::Request {
+            method: "GET",
+            target: "/public/x".into(),
+            host: "example.com",
+            ..clients::Request::default()
+        };
+        let refused = protocol.send(gateway.addr, &second).await;
+        assert_eq!(refused.status, 503, "{protocol:?}: {refused:?}");
+        assert_eq!(refused.header("retry-after"), Some("1"), "{protocol:?}");
+        let body: serde_json::Value = serde_json::from_slice(&refused.body).expect("JSON");
+        assert_eq!(body["error"]["code"], "overloaded", "{protocol:?}");
+        backends.release();
+        let first = first.await.expect("first request");
+        assert_eq!(first.status, 200, "{protocol:?}: {first:?}");
+        backends.reset();
+    }
 }

@@ -63,6 +63,39 @@ async fn bad_config_is_refused_and_nothing_is_stored() {
             vec!["Route/dup", "name"],
         ),
         (
+            "bad policy body",
+            format!("{extra}---\nkind: Policy\nname: p\nspec:\n  ipAccess: {{ allow: [nope] }}\n"),
+            vec!["Policy/p", "spec.ipAccess.allow[0]"],
+        ),
+        (
+            "unknown policy",
+            format!(
+                "{extra}---\nkind: Route\nname: r\nspec:\n  policies: [ghost]\n  rules:\n    - backendRefs: [{{ name: extra }}]\n"
+            ),
+            vec!["Route/r", "spec.policies[0]", "ghost"],
+        ),
+        (
+            "reserved filter",
+            format!(
+                "{extra}---\nkind: Route\nname: r\nspec:\n  rules:\n    - filters: [{{ type: RequestMirror, requestMirror: {{ backendRef: {{ name: extra }} }} }}]\n      backendRefs: [{{ name: extra }}]\n"
+            ),
+            vec![
+                "Route/r",
+                "spec.rules[0].filters[0].type",
+                "not supported yet",
+            ],
+        ),
+        (
+            "bad redirect",
+            format!(
+                "{extra}---\nkind: Route\nname: r\nspec:\n  rules:\n    - filters: [{{ type: RequestRedirect, requestRedirect: {{ statusCode: 303 }} }}]\n"
+            ),
+            vec![
+                "Route/r",
+                "spec.rules[0].filters[0].requestRedirect.statusCode",
+            ],
+        ),
+        (
             "malformed YAML",
             format!("{extra}---\nkind: Route\nname: [unclosed\n"),
             vec!["malformed YAML"],
@@ -100,6 +133,27 @@ async fn bad_config_is_refused_and_nothing_is_stored() {
     let refused = ctl.run(&["delete", "upstream", "base"]).await;
     refused.code(1).stderr_contains("base");
     assert_eq!(ctl.get_json("upstreams").await, upstreams_before);
+}
+
+/// Policies are a kind like the others: applied, listed, referenced, and protected from
+/// deletion while a route uses them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_are_applied_listed_and_protected() {
+    let cp = ControlPlane::start(ControlPlaneOpts::embedded()).await;
+    let ctl = cp.ctl();
+    let yaml = format!(
+        "{}---\nkind: Policy\nname: office\nspec:\n  ipAccess: {{ allow: [10.0.0.0/8] }}\n---\nkind: Route\nname: app\nspec:\n  policies: [office]\n  rules:\n    - backendRefs: [{{ name: app }}]\n",
+        upstream("app", &[NOWHERE.parse().unwrap()])
+    );
+    ctl.apply_yaml(&yaml, &[]).await.success();
+    assert_eq!(ctl.names("policies").await, ["office"]);
+    let table = ctl.run(&["get", "policies"]).await;
+    table.success();
+    assert!(table.stdout.contains("ipAccess"), "{table}");
+    ctl.run(&["delete", "policy", "office"]).await.code(1);
+    ctl.run(&["delete", "route", "app"]).await.success();
+    ctl.run(&["delete", "policy", "office"]).await.success();
+    assert_eq!(ctl.names("policies").await, Vec::<String>::new());
 }
 
 /// `diff --exit-code` tells whether `apply` would change anything; `delete` removes.

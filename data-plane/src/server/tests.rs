@@ -1,0 +1,175 @@
+//! The listener under load while the table is swapped, and its connection limits.
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::{io::AsyncReadExt, net::TcpListener};
+
+use super::*;
+use crate::table::{Source, Table};
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+async fn backend(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let service = service_fn(move |_req: Request<Incoming>| async move {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(name))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// The configuration of swap `i`: /a split between both backends with weights that change,
+/// /b on one, and a route that comes and goes.
+fn config(i: usize, a: SocketAddr, b: SocketAddr) -> String {
+    let extra = if i.is_multiple_of(2) {
+        format!(
+            "---\nkind: Route\nname: extra-{i}\nspec: {{ rules: [{{ matches: [{{ path: {{ value: /extra/{i} }} }}], backendRefs: [{{ name: b }}] }}] }}\n"
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "kind: Upstream\nname: a\nspec: {{ endpoints: [{{ address: '{a}' }}] }}\n---\nkind: Upstream\nname: b\nspec: {{ endpoints: [{{ address: '{b}' }}] }}\n---\nkind: Route\nname: main\nspec:\n  rules:\n    - matches: [{{ path: {{ value: /a }} }}]\n      backendRefs: [{{ name: a, weight: {} }}, {{ name: b, weight: {} }}]\n    - matches: [{{ path: {{ value: /b }} }}]\n      backendRefs: [{{ name: b }}]\n{extra}",
+        i % 4 + 1,
+        (i + 2) % 3 + 1,
+    )
+}
+
+fn install(state: &State, version: usize, yaml: &str) {
+    let resources = gateway_proto::document::parse_documents(yaml).unwrap();
+    let table = Table::compile(version as i64, &resources, Source::File, state.side()).unwrap();
+    state.install(table);
+}
+
+/// Sends requests on one keep-alive connection until `stop`; counts answers and failures.
+async fn load(addr: SocketAddr, h2: bool, stop: Arc<AtomicBool>, done: Arc<AtomicUsize>) -> usize {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let io = TokioIo::new(stream);
+    let mut failures = 0;
+    macro_rules! drive {
+        ($sender:expr) => {{
+            let mut sender = $sender;
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let path = if i % 2 == 0 { "/a" } else { "/b" };
+                i += 1;
+                let req = Request::get(format!("http://gw.test{path}"))
+                    .header("host", "gw.test")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                match sender.send_request(req).await {
+                    Ok(response) if response.status() == 200 => {
+                        match response.into_body().collect().await {
+                            Ok(_) => {}
+                            Err(_) => failures += 1,
+                        }
+                    }
+                    _ => failures += 1,
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }};
+    }
+    if h2 {
+        let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        drive!(sender);
+    } else {
+        let (sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        drive!(sender);
+    }
+    failures
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_swaps_under_load_fail_no_request() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    let state = Arc::new(State::new(crate::state::Settings::default()));
+    install(&state, 1, &config(0, a, b));
+    let (addr, _stop) = serve_state_for_test(state.clone()).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = [false, false, true, true]
+        .into_iter()
+        .map(|h2| tokio::spawn(load(addr, h2, stop.clone(), done.clone())))
+        .collect();
+    for i in 1..=50 {
+        // Each swap lands among requests in flight: wait for traffic, not for time.
+        let until = done.load(Ordering::Relaxed) + 20;
+        tokio::time::timeout(PATIENCE, async {
+            while done.load(Ordering::Relaxed) < until {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("traffic keeps flowing");
+        install(&state, i + 1, &config(i, a, b));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut failures = 0;
+    for client in clients {
+        failures += tokio::time::timeout(PATIENCE, client)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(state.version(), 51);
+    assert!(done.load(Ordering::Relaxed) >= 1000);
+    assert_eq!(failures, 0, "requests failed during the swaps");
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_get_503_and_are_closed() {
+    let state = Arc::new(State::new(crate::state::Settings {
+        max_connections: 1,
+        ..crate::state::Settings::default()
+    }));
+    install(
+        &state,
+        1,
+        &config(1, backend("a").await, backend("b").await),
+    );
+    let (addr, _stop) = serve_state_for_test(state).await;
+    // The first connection holds the only place.
+    let _first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The listener counts the first before it accepts the second: wait until it has.
+    let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(PATIENCE, second.read_to_end(&mut raw))
+        .await
+        .expect("closed in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 503 "), "{text}");
+    assert!(text.contains("\"code\":\"overloaded\""), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+}
