@@ -26,10 +26,10 @@ use tokio::{
 };
 
 pub(crate) use self::{
-    body::{Body, BodyError, Framing, write_all},
+    body::{Body, BodyError, Chunked, Framing, write_all},
     exchange::Failure,
     head::write_local,
-    request::{BodyFrom, Line, Target, prepare},
+    request::{BodyFrom, Line, Target, parse as parse_request, prepare},
     response::{Asked, Head, Response as ParsedResponse, Sink, parse_into as parse_response},
 };
 use self::{exchange::Buffers, request::Request};

@@ -15,6 +15,8 @@
 mod admin;
 pub mod cache;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 mod h1;
 mod h2;

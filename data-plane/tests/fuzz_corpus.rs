@@ -79,6 +79,27 @@ fn snapshot_compile_corpus() {
     println!("{} snapshot_compile inputs replayed", inputs.len());
 }
 
+#[test]
+fn http1_head_corpus() {
+    let parser = gateway_data_plane::fuzzing::HeadParser::default();
+    let inputs = inputs("http1_head");
+    for (file, data) in &inputs {
+        gateway_data_plane::fuzzing::check_head(&parser, data)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    }
+    println!("{} http1_head inputs replayed", inputs.len());
+}
+
+#[test]
+fn chunked_corpus() {
+    let inputs = inputs("chunked");
+    for (file, data) in &inputs {
+        gateway_data_plane::fuzzing::check_chunked(data)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    }
+    println!("{} chunked inputs replayed", inputs.len());
+}
+
 /// `fuzz/fuzz_targets/normalize_path.rs`.
 fn check_normalize_path(data: &[u8]) -> Result<(), String> {
     let Ok(path) = std::str::from_utf8(data) else {

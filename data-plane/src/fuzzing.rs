@@ -1,0 +1,173 @@
+//! Entry points for the fuzz targets (`fuzz/`) and their corpus replay in `cargo test`: the
+//! HTTP/1 request-head parser and the chunked-body parser, reached through the same code the
+//! front end runs. Not an API.
+
+use std::sync::Arc;
+
+use crate::{
+    h1::{Chunked, parse_request},
+    pipeline::Connection,
+    state::{Settings, State},
+    table::{Source, Table},
+};
+
+/// A connection of a data plane serving a small table (routes with filters and policies), to
+/// parse request heads against.
+#[derive(Debug)]
+pub struct HeadParser {
+    conn: Connection,
+}
+
+const CONFIG: &str = "
+kind: Upstream
+name: u
+spec: { endpoints: [{ address: 127.0.0.1:9 }] }
+---
+kind: Policy
+name: limits
+spec: { requestLimits: { maxBodyBytes: 64, maxUriBytes: 256, maxHeaderBytes: 1024 } }
+---
+kind: Route
+name: r
+spec:
+  policies: [limits]
+  rules:
+    - matches: [{ path: { type: PathPrefix, value: /a } }]
+      filters: [{ type: RequestHeaderModifier, requestHeaderModifier: { set: [{ name: x-a, value: '1' }], remove: [x-b] } }]
+      backendRefs: [{ name: u }]
+    - matches: [{ path: { type: PathPrefix, value: /r } }]
+      filters: [{ type: URLRewrite, urlRewrite: { hostname: h.internal, path: { type: ReplacePrefixMatch, replacePrefixMatch: /x } } }]
+      backendRefs: [{ name: u }]
+";
+
+/// What parsing a head gave.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// Needs more bytes.
+    Partial,
+    /// Refused; the client gets this status.
+    Refused(u16),
+    /// Complete: its length, and the upstream head written when it was routed.
+    Complete {
+        head_len: usize,
+        upstream_head: Option<Vec<u8>>,
+    },
+}
+
+impl Default for HeadParser {
+    fn default() -> Self {
+        let state = Arc::new(State::new(Settings::default()));
+        // A fixed, valid config: a failure here is a defect of this module, not an input.
+        let resources = gateway_proto::document::parse_documents(CONFIG).expect("CONFIG parses");
+        let table = Table::compile(1, &resources, Source::File, state.side()).expect("compiles");
+        state.install(table);
+        let conn = Connection::new(state, ([127, 0, 0, 1], 4000).into());
+        Self { conn }
+    }
+}
+
+impl HeadParser {
+    /// Parses a request head at the front of `bytes`, as the HTTP/1 front end does.
+    pub fn parse(&self, bytes: &[u8]) -> Parsed {
+        let mut out = Vec::new();
+        match parse_request(bytes, &self.conn, &mut out) {
+            Ok(None) => Parsed::Partial,
+            Err(error) => Parsed::Refused(error.status().as_u16()),
+            Ok(Some(request)) => Parsed::Complete {
+                head_len: request.head_len,
+                upstream_head: request.route.is_ok().then_some(out),
+            },
+        }
+    }
+}
+
+/// Follows a chunked body fed in pieces cut at `pieces` (each taken modulo the input's
+/// length): the bytes consumed, the payload, whether the body ended, or the error. However it
+/// is cut, the answer must be the same: the parser keeps no state in the cut.
+pub fn chunked(input: &[u8], pieces: &[usize]) -> Result<(usize, Vec<u8>, bool), String> {
+    let mut chunked = Chunked::default();
+    let mut payload = Vec::new();
+    let mut at = 0;
+    let mut cuts: Vec<usize> = pieces.iter().map(|p| p % (input.len() + 1)).collect();
+    cuts.push(input.len());
+    cuts.sort_unstable();
+    for cut in cuts {
+        if cut <= at {
+            continue;
+        }
+        let piece = &input[at..cut];
+        let used = chunked
+            .feed(piece, &mut |data| payload.extend_from_slice(data))
+            .map_err(|e| e.to_string())?;
+        at += used;
+        // Less than the piece: the body ended inside it, and the rest follows the body.
+        if used < piece.len() || chunked.is_done() {
+            break;
+        }
+    }
+    Ok((at, payload, chunked.is_done()))
+}
+
+/// Splits a fuzz input into cut positions and a body: the first byte is the number of cuts
+/// (at most 16), then two bytes (little-endian) per cut, then the body.
+pub fn split_input(data: &[u8]) -> (Vec<usize>, &[u8]) {
+    let Some((&n, rest)) = data.split_first() else {
+        return (Vec::new(), data);
+    };
+    let n = usize::from(n % 17).min(rest.len() / 2);
+    let (cuts, body) = rest.split_at(n * 2);
+    let cuts = cuts
+        .chunks_exact(2)
+        .map(|c| usize::from(u16::from_le_bytes([c[0], c[1]])))
+        .collect();
+    (cuts, body)
+}
+
+/// The chunked target's check: cut or whole, the same answer.
+pub fn check_chunked(data: &[u8]) -> Result<(), String> {
+    let (cuts, body) = split_input(data);
+    let whole = chunked(body, &[]);
+    let pieces = chunked(body, &cuts);
+    match (&whole, &pieces) {
+        (Ok(a), Ok(b)) if a != b => return Err(format!("whole {a:?}, cut at {cuts:?}: {b:?}")),
+        (Ok(_), Err(_)) | (Err(_), Ok(_)) => {
+            return Err(format!("whole {whole:?}, cut at {cuts:?}: {pieces:?}"));
+        }
+        _ => {}
+    }
+    if let Ok((used, payload, _)) = &whole
+        && (*used > body.len() || payload.len() > *used)
+    {
+        return Err(format!(
+            "consumed {used} of {}, payload {}",
+            body.len(),
+            payload.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The HTTP/1 head target's check: a complete head ends within the input, and the upstream
+/// head written for it is a complete request that parses.
+pub fn check_head(parser: &HeadParser, data: &[u8]) -> Result<(), String> {
+    if let Parsed::Complete {
+        head_len,
+        upstream_head,
+    } = parser.parse(data)
+    {
+        if head_len > data.len() {
+            return Err(format!("head of {head_len} bytes in {}", data.len()));
+        }
+        if let Some(head) = upstream_head {
+            let mut headers = [httparse::EMPTY_HEADER; 256];
+            let mut req = httparse::Request::new(&mut headers);
+            if !matches!(req.parse(&head), Ok(httparse::Status::Complete(n)) if n == head.len()) {
+                return Err(format!(
+                    "the upstream head does not parse: {:?}",
+                    String::from_utf8_lossy(&head)
+                ));
+            }
+        }
+    }
+    Ok(())
+}
