@@ -34,7 +34,7 @@ pub(crate) struct GlobalArgs {
         value_name = "TOKEN"
     )]
     pub(crate) token: Option<String>,
-    /// File holding the admin token (used when no --token is given).
+    /// File holding the admin token (it wins over --token and GATEWAY_ADMIN_TOKEN).
     #[arg(
         long,
         global = true,
@@ -48,7 +48,7 @@ pub(crate) struct GlobalArgs {
         global = true,
         env = "GATEWAYCTL_TIMEOUT",
         default_value = "10s",
-        value_parser = parse_duration,
+        value_parser = gateway_proto::duration::parse_positive_duration,
         value_name = "DURATION"
     )]
     pub(crate) timeout: Duration,
@@ -97,7 +97,7 @@ pub(crate) struct ApplyArgs {
         long,
         env = "GATEWAYCTL_WAIT_TIMEOUT",
         default_value = "60s",
-        value_parser = parse_duration,
+        value_parser = gateway_proto::duration::parse_positive_duration,
         value_name = "DURATION"
     )]
     pub(crate) wait_timeout: Duration,
@@ -156,29 +156,6 @@ pub(crate) enum ListFormat {
     Json,
 }
 
-/// Parses `10s`, `500ms`, `1.5s`, `2m`, `1h`, or a bare number of seconds; zero is refused.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (e.g. 10s, 500ms, 2m)"))?;
-    let seconds = match unit.trim() {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        other => return Err(format!("unknown unit {other:?} (use ms, s, m or h)")),
-    };
-    if !(seconds > 0.0 && seconds.is_finite() && seconds < 1e9) {
-        return Err(format!("{text:?} must be a positive duration"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,20 +164,6 @@ mod tests {
     #[test]
     fn the_cli_is_well_formed() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn parses_durations() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5d").is_err());
-        assert!(parse_duration("").is_err());
     }
 
     #[test]

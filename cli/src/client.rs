@@ -132,23 +132,20 @@ fn server_url(server: &str) -> String {
 
 /// The `authorization` value from `--token`, or else `--token-file`.
 fn bearer(global: &GlobalArgs) -> anyhow::Result<Option<MetadataValue<Ascii>>> {
-    let token = match (&global.token, &global.token_file) {
-        (Some(token), _) => token.trim().to_owned(),
-        (None, Some(file)) => fs::read_to_string(file)
-            .with_context(|| format!("--token-file {}", file.display()))
-            .map_err(|e| usage(format!("{e:#}")))?
-            .trim()
-            .to_owned(),
-        (None, None) => return Ok(None),
-    };
-    if token.is_empty() {
+    let text = global
+        .token_file
+        .as_ref()
+        .map(|file| {
+            fs::read_to_string(file)
+                .with_context(|| format!("--token-file {}", file.display()))
+                .map_err(|e| usage(format!("{e:#}")))
+        })
+        .transpose()?;
+    let token = gateway_proto::token::choose_token(text.as_deref(), global.token.as_deref())
+        .map_err(|reason| usage(format!("the admin token: {reason}")))?;
+    let Some(token) = token else {
         return Ok(None);
-    }
-    if !token.chars().all(|c| c.is_ascii_graphic()) {
-        return Err(usage(
-            "the admin token must be printable ASCII without spaces",
-        ));
-    }
+    };
     let mut value = MetadataValue::try_from(format!("Bearer {token}"))
         .map_err(|_| usage("the admin token is not a valid header value"))?;
     value.set_sensitive(true);

@@ -56,24 +56,28 @@ impl Token {
         (!text.is_empty()).then(|| Self(text.to_owned()))
     }
 
-    /// The token from `file` if given, else from `env` (the value of an environment variable).
+    /// The token from `file` if given, else from `env` (the value of an environment variable),
+    /// by the rule every program follows ([`gateway_proto::token::choose_token`]).
     pub fn from_sources(
         file: Option<&Path>,
         env: Option<&str>,
     ) -> Result<Option<Self>, ConfigError> {
-        match file {
-            Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
-                        path: path.to_owned(),
-                        source,
-                    })?;
-                Token::new(&text)
-                    .map(Some)
-                    .ok_or_else(|| ConfigError::EmptyTokenFile(path.to_owned()))
+        let text = file
+            .map(|path| {
+                std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
+                    path: path.to_owned(),
+                    source,
+                })
+            })
+            .transpose()?;
+        let token = gateway_proto::token::choose_token(text.as_deref(), env).map_err(|reason| {
+            ConfigError::BadToken {
+                origin: file
+                    .map_or_else(|| "the environment".to_owned(), |p| p.display().to_string()),
+                reason,
             }
-            None => Ok(env.and_then(Token::new)),
-        }
+        })?;
+        Ok(token.map(Self))
     }
 
     pub(crate) fn as_bytes(&self) -> &[u8] {
@@ -99,9 +103,14 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// A token file holds nothing but whitespace.
-    #[error("token file {} is empty", .0.display())]
-    EmptyTokenFile(PathBuf),
+    /// A token that the token rule refuses (an empty file, unprintable characters).
+    #[error("token from {origin}: {reason}")]
+    BadToken {
+        /// The file, or "the environment".
+        origin: String,
+        /// Why.
+        reason: gateway_proto::token::TokenError,
+    },
     /// A non-loopback address without both tokens.
     #[error(
         "refusing to listen on {addr} ({flag}) without authentication: set both the admin token \

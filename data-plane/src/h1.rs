@@ -27,7 +27,7 @@ use tokio::{
 
 pub(crate) use self::{
     body::{Body, BodyError, Chunked, Framing, write_all},
-    exchange::Failure,
+    exchange::{Failure, may_retry},
     head::write_local,
     request::{BodyFrom, Line, Target, parse as parse_request, prepare},
     response::{Asked, Head, Response as ParsedResponse, Sink, parse_into as parse_response},
@@ -338,10 +338,7 @@ async fn exchange(
                 outcome.finish(&conn.state);
                 return done.keep_alive && req_body.is_done();
             }
-            // A pooled connection that the upstream had closed: once more on a new one.
-            Err(Failure::Closed(_)) if up.reused && replayable && !outcome.retried => {
-                outcome.retried = true;
-            }
+            Err(failure) if exchange::may_retry(&failure, &up, replayable, &mut outcome) => {}
             Err(failure) => break failure,
         }
     };

@@ -1,16 +1,25 @@
 //! The gateway's data plane: an HTTP/1.1 + h2c reverse proxy that serves one compiled table,
-//! swapped whole when the configuration changes.
+//! swapped whole when the configuration changes. Layers, bottom up (no module imports one
+//! above it):
 //!
-//! - [`config`]: what `main.rs` hands over (listeners, source, trusted peers, drain timeout).
-//! - [`table`]: a snapshot compiled into the immutable [`Table`] (router, backends, upstreams).
-//! - [`side`]: state keyed by upstream name that outlives swaps (round-robin, client pools).
-//! - [`proxy`]: the request pipeline and its one error type; [`server`]: the listener.
+//! - [`config`], [`limits`], [`normalize`]: start-up settings, fixed limits, the path
+//!   normaliser.
+//! - [`pool`]: idle upstream connections per endpoint, for every front end.
+//! - [`table`]: a snapshot compiled into the immutable [`Table`] (router, rules with their
+//!   filters and policies, upstreams); [`side`]: what outlives swaps (pools, split and
+//!   round-robin positions, regexes).
+//! - [`state`]: the table behind one `ArcSwap`, the side tables, the counters, the settings.
+//! - [`pipeline`]: the request phases, written once (normalise, match, policies, filters, pick
+//!   an endpoint, the outcome record), and the one error type.
+//! - Front ends: `h1` (our HTTP/1.x loop, and the HTTP/1.1 codec both front ends send
+//!   upstream with) and `h2` (hyper's HTTP/2 server); [`server`]: the listener, connection
+//!   limits.
 //! - [`subscriber`] (control planes) and [`standalone`] (a file): where tables come from;
 //!   [`cache`]: the last good snapshot on disk.
 //! - `admin`: `/live`, `/ready`, `/config`, `/metrics`; [`metrics`]: the counters.
 //! - [`gateway`]: start-up, run, drain.
 //!
-//! Not here: flag parsing and tracing set-up (`main.rs`), TLS (not yet), policies (later).
+//! Not here: flag parsing and tracing set-up (`main.rs`), TLS (next).
 
 mod admin;
 pub mod cache;

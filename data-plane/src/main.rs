@@ -144,18 +144,22 @@ fn config(args: Args) -> anyhow::Result<Config> {
     let source = match args.config {
         Some(path) => SourceConfig::File(path),
         None => {
-            let token = match &args.dataplane_token_file {
-                Some(path) => Some(
+            let text = args
+                .dataplane_token_file
+                .as_ref()
+                .map(|path| {
                     std::fs::read_to_string(path)
-                        .with_context(|| format!("cannot read {}", path.display()))?
-                        .trim()
-                        .to_owned(),
-                ),
-                None => args.dataplane_token.clone(),
-            };
+                        .with_context(|| format!("cannot read {}", path.display()))
+                })
+                .transpose()?;
+            let token = gateway_proto::token::choose_token(
+                text.as_deref(),
+                args.dataplane_token.as_deref(),
+            )
+            .context("--dataplane-token-file / GATEWAY_DATAPLANE_TOKEN")?;
             SourceConfig::ControlPlane(ControlPlaneConfig {
                 urls: args.control_plane,
-                token: token.filter(|t| !t.is_empty()),
+                token,
                 id: args.id.unwrap_or_else(default_id),
                 cache_dir: args.cache_dir,
             })

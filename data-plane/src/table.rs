@@ -28,7 +28,7 @@ pub use self::{
     policy::{Cors, IpAccess, Limits, Policy, RulePolicies},
     router::{RequestHeaders, RequestView},
     rule::Rule,
-    upstream::{BadEndpoint, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Endpoint, Upstream},
+    upstream::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Endpoint, Upstream},
 };
 use self::{
     hash::{FxHashMap, FxHashSet},
@@ -65,9 +65,6 @@ pub enum CompileError {
     /// The configuration fails the shared validation.
     #[error("{0}")]
     Invalid(#[from] ValidationErrors),
-    /// An endpoint address that validation accepted but the URI grammar does not.
-    #[error(transparent)]
-    Endpoint(#[from] BadEndpoint),
     /// A route field that does not compile (validation should have refused it).
     #[error("Route/{route}: {field}: {reason}")]
     Route {
@@ -93,7 +90,7 @@ impl Table {
         let mut upstreams = FxHashMap::default();
         for resource in resources {
             if let Some(Spec::Upstream(spec)) = &resource.spec {
-                let upstream = Upstream::compile(&resource.name, spec, side)?;
+                let upstream = Upstream::compile(&resource.name, spec, side);
                 upstreams.insert(upstream.name().clone(), Arc::new(upstream));
             }
         }
@@ -221,7 +218,7 @@ impl Table {
         let addresses: FxHashSet<&str> = self
             .upstreams()
             .flat_map(|u| u.endpoints())
-            .map(|e| e.authority().as_str())
+            .map(Endpoint::address)
             .collect();
         side.retain_pools(|address| addresses.contains(address));
         side.retain_splits(|route| self.has_route(route));

@@ -8,7 +8,8 @@
 //!   offline: the same bytes get the same verdict everywhere.
 //! - [`template`]: path templates (`/users/{id}`), parsed once, matched without allocating.
 //! - [`duration`]: the one duration grammar of every program's flags, and the range of a
-//!   configured duration; [`net`]: IP networks (`10.0.0.0/8`).
+//!   configured duration; [`net`]: IP networks (`10.0.0.0/8`); [`token`]: where a program
+//!   takes its bearer token from.
 //!
 //! This crate does no IO: no sockets, no files, no runtime.
 
@@ -30,6 +31,7 @@ mod kind;
 pub mod names;
 pub mod net;
 pub mod template;
+pub mod token;
 pub mod validate;
 
 pub use kind::ResourceKind;

@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     limits::CLIENT_IDLE_TIMEOUT,
-    pipeline::{BoxError, ProxyError},
+    pipeline::{BoxError, Outcome, ProxyError},
     pool,
     table::{Endpoint, Upstream},
 };
@@ -94,7 +94,7 @@ impl Failure {
         endpoint: &Endpoint,
     ) -> Result<ProxyError, BodyError> {
         let name = upstream.name().clone();
-        let address = endpoint.authority().as_str().into();
+        let address = endpoint.address().into();
         Ok(match self {
             Self::Connect(error) if error.kind() == io::ErrorKind::TimedOut => {
                 ProxyError::ConnectTimeout {
@@ -123,6 +123,21 @@ impl Failure {
             Self::Cut(error) => return Err(error),
         })
     }
+}
+
+/// The one retry rule, for both front ends: a request that can be replayed (no body, an
+/// idempotent method) is sent once more, on a new connection, when a reused one turns out to
+/// have been closed by the upstream before any response byte.
+pub(crate) fn may_retry(
+    failure: &Failure,
+    up: &pool::Upstream,
+    replayable: bool,
+    outcome: &mut Outcome,
+) -> bool {
+    let retry =
+        matches!(failure, Failure::Closed(_)) && up.reused && replayable && !outcome.retried;
+    outcome.retried |= retry;
+    retry
 }
 
 /// The reason to give a client whose chunked body broke the rules.

@@ -214,7 +214,7 @@ pub(crate) fn prepare<'b>(
             let endpoint = &forward.upstream.endpoints()[forward.endpoint];
             let added_host = target
                 .authority
-                .or_else(|| (facts.hosts == 0).then(|| endpoint.authority().as_str().as_bytes()));
+                .or_else(|| (facts.hosts == 0).then(|| endpoint.address().as_bytes()));
             write_upstream_head(
                 out,
                 conn,

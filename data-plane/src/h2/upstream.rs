@@ -24,8 +24,8 @@ use tokio::{
 use super::limited::Limited;
 use crate::{
     h1::{
-        Asked, Body, BodyError, Failure, Framing, Head, ParsedResponse, Sink, parse_response,
-        write_all,
+        Asked, Body, BodyError, Failure, Framing, Head, ParsedResponse, Sink, may_retry,
+        parse_response, write_all,
     },
     limits::{self, CLIENT_IDLE_TIMEOUT},
     pipeline::{BoxError, Outcome},
@@ -72,10 +72,7 @@ pub(crate) async fn exchange(
                 );
                 return Ok((headers, parsed, response));
             }
-            // A pooled connection that the upstream had closed: once more on a new one.
-            Err(Failure::Closed(_)) if up.reused && replayable && !outcome.retried => {
-                outcome.retried = true;
-            }
+            Err(failure) if may_retry(&failure, &up, replayable, outcome) => {}
             Err(failure) => return Err(failure),
         }
     }

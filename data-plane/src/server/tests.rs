@@ -173,3 +173,56 @@ async fn connections_over_the_limit_get_503_and_are_closed() {
     assert!(text.contains("\"code\":\"overloaded\""), "{text}");
     assert!(text.contains("connection: close"), "{text}");
 }
+
+/// An HTTP/2 frame header and payload.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut out = vec![len[1], len[2], len[3], kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+#[tokio::test]
+async fn rapid_resets_get_goaway() {
+    let state = Arc::new(State::new(crate::state::Settings::default()));
+    install(
+        &state,
+        1,
+        &config(1, backend("a").await, backend("b").await),
+    );
+    let (addr, _stop) = serve_state_for_test(state).await;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut flood = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    flood.extend(frame(0x4, 0, 0, &[]));
+    // GET http://gw.test/a, as HPACK: indexed :method GET, :scheme http, :path /, then
+    // :authority as a literal without indexing.
+    let mut headers = vec![0x82, 0x86, 0x84, 0x01, 7];
+    headers.extend_from_slice(b"gw.test");
+    for i in 0..500u32 {
+        let id = 2 * i + 1;
+        flood.extend(frame(0x1, 0x5, id, &headers)); // HEADERS, END_STREAM | END_HEADERS
+        flood.extend(frame(0x3, 0, id, &8u32.to_be_bytes())); // RST_STREAM CANCEL
+    }
+    // The server may stop reading (and close) before the whole flood is written.
+    let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, &flood).await;
+    let goaway = tokio::time::timeout(PATIENCE, async {
+        let mut head = [0u8; 9];
+        loop {
+            if stream.read_exact(&mut head).await.is_err() {
+                return false;
+            }
+            let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+            let mut payload = vec![0u8; len];
+            if stream.read_exact(&mut payload).await.is_err() {
+                return false;
+            }
+            if head[3] == 0x7 {
+                return true;
+            }
+        }
+    })
+    .await
+    .expect("the connection is answered in time");
+    assert!(goaway, "a rapid-reset flood must end with GOAWAY");
+}

@@ -4,7 +4,6 @@
 use std::{sync::Arc, time::Duration};
 
 use gateway_proto::v1;
-use http::uri::Authority;
 
 use crate::{
     pool::EndpointPool,
@@ -32,48 +31,23 @@ pub struct Upstream {
     connect_timeout: Duration,
 }
 
-/// One endpoint, parsed once, with its pool of idle connections.
+/// One endpoint (`host:port`, as the validator checked it) with its pool of idle connections.
 #[derive(Debug)]
 pub struct Endpoint {
-    authority: Authority,
     pool: Arc<EndpointPool>,
-}
-
-/// An endpoint address that the URI grammar refuses.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "Upstream/{upstream}: spec.endpoints[{index}].address: {address:?} is not a valid authority"
-)]
-pub struct BadEndpoint {
-    upstream: String,
-    index: usize,
-    address: String,
-    #[source]
-    source: http::uri::InvalidUri,
 }
 
 // === impl Upstream ===
 
 impl Upstream {
-    pub(crate) fn compile(
-        name: &str,
-        spec: &v1::UpstreamSpec,
-        side: &SideTables,
-    ) -> Result<Self, BadEndpoint> {
-        let mut endpoints = Vec::with_capacity(spec.endpoints.len());
-        for (index, endpoint) in spec.endpoints.iter().enumerate() {
-            let authority =
-                Authority::try_from(endpoint.address.as_str()).map_err(|source| BadEndpoint {
-                    upstream: name.to_owned(),
-                    index,
-                    address: endpoint.address.clone(),
-                    source,
-                })?;
-            endpoints.push(Endpoint {
-                pool: side.pool(authority.as_str()),
-                authority,
-            });
-        }
+    pub(crate) fn compile(name: &str, spec: &v1::UpstreamSpec, side: &SideTables) -> Self {
+        let endpoints: Vec<Endpoint> = spec
+            .endpoints
+            .iter()
+            .map(|endpoint| Endpoint {
+                pool: side.pool(&endpoint.address),
+            })
+            .collect();
         let weights: Vec<u32> = spec
             .endpoints
             .iter()
@@ -84,7 +58,7 @@ impl Upstream {
             .as_ref()
             .and_then(to_duration)
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-        Ok(Self {
+        Self {
             side: side.upstream(name),
             name: name.into(),
             endpoints: endpoints.into(),
@@ -95,7 +69,7 @@ impl Upstream {
                 .and_then(to_duration)
                 .unwrap_or(DEFAULT_TIMEOUT),
             connect_timeout,
-        })
+        }
     }
 
     pub fn name(&self) -> &Arc<str> {
@@ -133,8 +107,9 @@ impl Upstream {
 // === impl Endpoint ===
 
 impl Endpoint {
-    pub fn authority(&self) -> &Authority {
-        &self.authority
+    /// `host:port`.
+    pub fn address(&self) -> &str {
+        self.pool.address()
     }
 
     /// Idle connections to this endpoint, for both front ends.
@@ -149,10 +124,7 @@ impl Endpoint {
 }
 
 fn to_duration(d: &prost_types::Duration) -> Option<Duration> {
-    let seconds = u64::try_from(d.seconds).ok()?;
-    let nanos = u32::try_from(d.nanos).ok()?;
-    let duration = Duration::new(seconds, nanos);
-    (!duration.is_zero()).then_some(duration)
+    gateway_proto::duration::from_proto(d)
 }
 
 /// The smooth weighted round-robin order (nginx's algorithm) of items with these weights, one
