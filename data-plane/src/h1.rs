@@ -27,10 +27,10 @@ use tokio::{
 
 pub(crate) use self::{
     body::{Body, BodyError, Chunked, Framing, write_all},
-    exchange::{Failure, may_retry},
+    exchange::{Failure, may_retry, read_head},
     head::write_local,
     request::{BodyFrom, Line, Target, parse as parse_request, prepare},
-    response::{Asked, Head, Response as ParsedResponse, Sink, parse_into as parse_response},
+    response::{Asked, Response as ParsedResponse, Sink, parse_into as parse_response},
 };
 use self::{exchange::Buffers, request::Request};
 use crate::{

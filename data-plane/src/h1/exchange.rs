@@ -217,34 +217,27 @@ pub(crate) async fn run(
     }
 }
 
-/// Reads the response head (before `deadline`), sends the client its rewritten head with the
-/// first body bytes in one write, then streams the rest of the body.
-#[allow(clippy::too_many_arguments)]
-async fn relay_response<U, C>(
+/// Reads from `up` until `parse` (the codec, rewriting into its sink) finds a final response
+/// head, skipping 1xx ones, before `deadline`; the head's bytes are taken out of `buf`. Both
+/// front ends read upstream response heads with this.
+pub(crate) async fn read_head<U: AsyncRead + Unpin, T>(
     up: &mut U,
-    client: &mut C,
     buf: &mut Vec<u8>,
-    out: &mut Vec<u8>,
-    scratch: &mut Vec<u8>,
-    asked: Asked<'_>,
     mut deadline: Pin<&mut Sleep>,
-    upstream_idle: Duration,
-    started: &AtomicBool,
-) -> Result<Done, Failure>
-where
-    U: AsyncRead + Unpin,
-    C: AsyncWrite + Unpin,
-{
+    mut parse: impl FnMut(&[u8]) -> Result<Option<(Head, T)>, &'static str>,
+) -> Result<(response::Response, T), Failure> {
     buf.clear();
-    let head = loop {
+    loop {
         if !buf.is_empty() {
-            out.clear();
-            match response::parse(buf, asked, out) {
-                Ok(Some(Head::Interim { head_len })) => {
+            match parse(buf) {
+                Ok(Some((Head::Interim { head_len }, _))) => {
                     buf.drain(..head_len);
                     continue;
                 }
-                Ok(Some(Head::Final(head))) => break head,
+                Ok(Some((Head::Final(head), sunk))) => {
+                    buf.drain(..head.head_len);
+                    return Ok((head, sunk));
+                }
                 Ok(None) => {}
                 Err(reason) => return Err(Failure::Unavailable(reason.into())),
             }
@@ -270,8 +263,32 @@ where
             Err(error) if buf.is_empty() => return Err(Failure::Closed(error)),
             Err(error) => return Err(Failure::Unavailable(error.into())),
         }
-    };
-    buf.drain(..head.head_len);
+    }
+}
+
+/// Reads the response head (before `deadline`), sends the client its rewritten head with the
+/// first body bytes in one write, then streams the rest of the body.
+#[allow(clippy::too_many_arguments)]
+async fn relay_response<U, C>(
+    up: &mut U,
+    client: &mut C,
+    buf: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    asked: Asked<'_>,
+    mut deadline: Pin<&mut Sleep>,
+    upstream_idle: Duration,
+    started: &AtomicBool,
+) -> Result<Done, Failure>
+where
+    U: AsyncRead + Unpin,
+    C: AsyncWrite + Unpin,
+{
+    let (head, ()) = read_head(up, buf, deadline.as_mut(), |buf| {
+        out.clear();
+        Ok(response::parse(buf, asked, out)?.map(|head| (head, ())))
+    })
+    .await?;
     let mut body = Body::new(head.framing, head.decode);
     body.take_into(buf, out)
         .map_err(|error| Failure::Unavailable(error.into()))?;

@@ -17,15 +17,15 @@ use http::HeaderMap;
 use http_body::Frame;
 use http_body_util::BodyExt;
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite},
+    io::AsyncWrite,
     time::{Instant, Sleep},
 };
 
 use super::limited::Limited;
 use crate::{
     h1::{
-        Asked, Body, BodyError, Failure, Framing, Head, ParsedResponse, Sink, may_retry,
-        parse_response, write_all,
+        Asked, Body, BodyError, Failure, Framing, ParsedResponse, Sink, may_retry, parse_response,
+        read_head, write_all,
     },
     limits::{self, CLIENT_IDLE_TIMEOUT},
     pipeline::{BoxError, Outcome},
@@ -95,7 +95,13 @@ async fn try_once(
         Err(_) => return Err(Failure::TimedOut),
     }
     let (mut read, mut write) = stream.split();
-    let receive = read_head(&mut read, buf, asked, deadline);
+    let timer = tokio::time::sleep_until(deadline);
+    tokio::pin!(timer);
+    let receive = read_head(&mut read, buf, timer, |buf| {
+        let mut headers = HeaderMap::new();
+        let head = parse_response(buf, asked, Sink::Parts(&mut headers))?;
+        Ok(head.map(|head| (head, headers)))
+    });
     let pending = if framing == Framing::Empty {
         None
     } else {
@@ -113,7 +119,7 @@ async fn try_once(
         tokio::select! {
             biased;
             received = &mut receive => {
-                let (headers, parsed) = received?;
+                let (parsed, headers) = received?;
                 return Ok((headers, parsed, sent));
             }
             result = &mut send, if !sent => match result {
@@ -124,51 +130,6 @@ async fn try_once(
                 Err(BodyError::Chunked(reason)) => return Err(Failure::BadBody(reason)),
                 Err(error) => return Err(Failure::Cut(error)),
             },
-        }
-    }
-}
-
-/// Reads until a final response head is parsed (1xx ones are skipped), before `deadline`.
-async fn read_head<R: AsyncRead + Unpin>(
-    up: &mut R,
-    buf: &mut Vec<u8>,
-    asked: Asked<'_>,
-    deadline: Instant,
-) -> Result<(HeaderMap, ParsedResponse), Failure> {
-    buf.clear();
-    loop {
-        if !buf.is_empty() {
-            let mut headers = HeaderMap::new();
-            match parse_response(buf, asked, Sink::Parts(&mut headers)) {
-                Ok(Some(Head::Interim { head_len })) => {
-                    buf.drain(..head_len);
-                    continue;
-                }
-                Ok(Some(Head::Final(parsed))) => {
-                    buf.drain(..parsed.head_len);
-                    return Ok((headers, parsed));
-                }
-                Ok(None) => {}
-                Err(reason) => return Err(Failure::Unavailable(reason.into())),
-            }
-        }
-        buf.reserve(READ_SIZE);
-        let read = match tokio::time::timeout_at(deadline, up.read_buf(buf)).await {
-            Ok(read) => read,
-            Err(_) => return Err(Failure::TimedOut),
-        };
-        match read {
-            Ok(0) if buf.is_empty() => {
-                return Err(Failure::Closed(io::ErrorKind::UnexpectedEof.into()));
-            }
-            Ok(0) => {
-                return Err(Failure::Unavailable(
-                    "the response head was cut short".into(),
-                ));
-            }
-            Ok(_) => {}
-            Err(error) if buf.is_empty() => return Err(Failure::Closed(error)),
-            Err(error) => return Err(Failure::Unavailable(error.into())),
         }
     }
 }

@@ -226,5 +226,8 @@ async fn rapid_resets_get_goaway() {
     })
     .await
     .expect("the connection is answered in time");
-    assert!(goaway, "a rapid-reset flood must end with GOAWAY ENHANCE_YOUR_CALM");
+    assert!(
+        goaway,
+        "a rapid-reset flood must end with GOAWAY ENHANCE_YOUR_CALM"
+    );
 }
