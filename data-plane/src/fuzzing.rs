@@ -2,11 +2,17 @@
 //! HTTP/1 request-head parser and the chunked-body parser, reached through the same code the
 //! front end runs. Not an API.
 
-use std::sync::Arc;
+use std::{borrow::Cow, sync::Arc};
+
+use gateway_proto::v1::Snapshot;
+use prost::Message as _;
 
 use crate::{
+    CompileError,
     h1::{Chunked, parse_request},
+    normalize::normalize_path,
     pipeline::Connection,
+    side::SideTables,
     state::{Settings, State},
     table::{Source, Table},
 };
@@ -170,4 +176,85 @@ pub fn check_head(parser: &HeadParser, data: &[u8]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The path normaliser's check: an accepted path is a fixed point, absolute, with no `//`, no
+/// dot segment, no backslash or control byte, and only upper-case escapes that are not `%2F`
+/// and decode to UTF-8.
+pub fn check_normalize_path(data: &[u8]) -> Result<(), String> {
+    let Ok(path) = std::str::from_utf8(data) else {
+        return Ok(());
+    };
+    let Ok(out) = normalize_path(path) else {
+        return Ok(());
+    };
+    let fail = |what: &str| Err(format!("{what}: {path:?} -> {out:?}"));
+    if matches!(&out, Cow::Owned(owned) if owned == path) {
+        return fail("allocated for an unchanged path");
+    }
+    if !matches!(normalize_path(&out), Ok(Cow::Borrowed(again)) if again == out) {
+        return fail("not idempotent");
+    }
+    if !out.starts_with('/') || out.contains("//") {
+        return fail("not absolute, or slashes not merged");
+    }
+    if out
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        return fail("dot segment left");
+    }
+    if out.bytes().any(|b| b == b'\\' || b < 0x20 || b == 0x7F) {
+        return fail("backslash or control byte left");
+    }
+    let bytes = out.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let escape = out.get(i + 1..i + 3).unwrap_or_default();
+            let canonical = escape.len() == 2
+                && escape
+                    .bytes()
+                    .all(|h| h.is_ascii_digit() || (b'A'..=b'F').contains(&h));
+            if !canonical || escape == "2F" {
+                return fail("bad, lower-case or slash escape left");
+            }
+            decoded.push(u8::from_str_radix(escape, 16).unwrap_or_default());
+            i += 3;
+        } else {
+            decoded.push(b);
+            i += 1;
+        }
+    }
+    if std::str::from_utf8(&decoded).is_err() {
+        return fail("escapes do not decode to UTF-8");
+    }
+    Ok(())
+}
+
+/// The snapshot check: validation and compile agree (what validation accepts compiles, what it
+/// refuses compile refuses with the same errors).
+pub fn check_snapshot_compile(data: &[u8]) -> Result<(), String> {
+    let Ok(snapshot) = Snapshot::decode(data) else {
+        return Ok(());
+    };
+    let validated = gateway_proto::validate(&snapshot.resources);
+    let compiled = Table::compile(
+        snapshot.version,
+        &snapshot.resources,
+        Source::File,
+        &SideTables::default(),
+    );
+    match (validated, compiled) {
+        (Ok(()), Ok(_)) => Ok(()),
+        (Err(errors), Err(CompileError::Invalid(again))) if errors == again => Ok(()),
+        (Ok(()), Err(error)) => Err(format!("validation accepted what compile refused: {error}")),
+        (Err(errors), Ok(_)) => Err(format!(
+            "compile accepted what validation refused: {errors}"
+        )),
+        (Err(errors), Err(error)) => Err(format!(
+            "validation refused ({errors}) but compile failed otherwise: {error}"
+        )),
+    }
 }

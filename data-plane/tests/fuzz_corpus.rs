@@ -1,20 +1,16 @@
 //! Replays the fuzz corpora and regressions (`fuzz/corpus/<target>/`, `fuzz/regressions/<target>/`)
-//! with the fuzz targets' checks, so that `cargo test` keeps what fuzzing found, on a stable
-//! compiler. The checks are copied from `fuzz/fuzz_targets/`: the fuzz crate is not a member of
-//! the workspace, so nothing is shared with it.
+//! with the fuzz targets' checks (`gateway_data_plane::fuzzing`, which the targets call too), so
+//! that `cargo test` keeps what fuzzing found, on a stable compiler.
 //!
 //! `every_fixture_compiles_as_validated` also writes the seed inputs when asked; see
 //! `fuzz/README.md`.
 
 use std::{
-    borrow::Cow,
     fs,
     path::{Path, PathBuf},
 };
 
-use gateway_data_plane::{
-    CompileError, Source, Table, normalize::normalize_path, side::SideTables,
-};
+use gateway_data_plane::fuzzing;
 use gateway_proto::{document::parse_documents, v1::Snapshot};
 use prost::Message;
 
@@ -65,7 +61,7 @@ fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
 fn normalize_path_corpus() {
     let inputs = inputs("normalize_path");
     for (file, data) in &inputs {
-        check_normalize_path(data).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        fuzzing::check_normalize_path(data).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     }
     println!("{} normalize_path inputs replayed", inputs.len());
 }
@@ -74,18 +70,17 @@ fn normalize_path_corpus() {
 fn snapshot_compile_corpus() {
     let inputs = inputs("snapshot_compile");
     for (file, data) in &inputs {
-        check_snapshot_compile(data).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        fuzzing::check_snapshot_compile(data).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     }
     println!("{} snapshot_compile inputs replayed", inputs.len());
 }
 
 #[test]
 fn http1_head_corpus() {
-    let parser = gateway_data_plane::fuzzing::HeadParser::default();
+    let parser = fuzzing::HeadParser::default();
     let inputs = inputs("http1_head");
     for (file, data) in &inputs {
-        gateway_data_plane::fuzzing::check_head(&parser, data)
-            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        fuzzing::check_head(&parser, data).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     }
     println!("{} http1_head inputs replayed", inputs.len());
 }
@@ -94,88 +89,9 @@ fn http1_head_corpus() {
 fn chunked_corpus() {
     let inputs = inputs("chunked");
     for (file, data) in &inputs {
-        gateway_data_plane::fuzzing::check_chunked(data)
-            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        fuzzing::check_chunked(data).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     }
     println!("{} chunked inputs replayed", inputs.len());
-}
-
-/// `fuzz/fuzz_targets/normalize_path.rs`.
-fn check_normalize_path(data: &[u8]) -> Result<(), String> {
-    let Ok(path) = std::str::from_utf8(data) else {
-        return Ok(());
-    };
-    let Ok(out) = normalize_path(path) else {
-        return Ok(());
-    };
-    let fail = |what: &str| Err(format!("{what}: {path:?} -> {out:?}"));
-    if matches!(&out, Cow::Owned(owned) if owned == path) {
-        return fail("allocated for an unchanged path");
-    }
-    if !matches!(normalize_path(&out), Ok(Cow::Borrowed(again)) if again == out) {
-        return fail("not idempotent");
-    }
-    if !out.starts_with('/') || out.contains("//") {
-        return fail("not absolute, or slashes not merged");
-    }
-    if out
-        .split('/')
-        .any(|segment| segment == "." || segment == "..")
-    {
-        return fail("dot segment left");
-    }
-    if out.bytes().any(|b| b == b'\\' || b < 0x20 || b == 0x7F) {
-        return fail("backslash or control byte left");
-    }
-    let bytes = out.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let escape = out.get(i + 1..i + 3).unwrap_or_default();
-            let canonical = escape.len() == 2
-                && escape
-                    .bytes()
-                    .all(|h| h.is_ascii_digit() || (b'A'..=b'F').contains(&h));
-            if !canonical || escape == "2F" {
-                return fail("bad, lower-case or slash escape left");
-            }
-            decoded.push(u8::from_str_radix(escape, 16).unwrap_or_default());
-            i += 3;
-        } else {
-            decoded.push(b);
-            i += 1;
-        }
-    }
-    if std::str::from_utf8(&decoded).is_err() {
-        return fail("escapes do not decode to UTF-8");
-    }
-    Ok(())
-}
-
-/// `fuzz/fuzz_targets/snapshot_compile.rs`: validation and compile agree.
-fn check_snapshot_compile(data: &[u8]) -> Result<(), String> {
-    let Ok(snapshot) = Snapshot::decode(data) else {
-        return Ok(());
-    };
-    let validated = gateway_proto::validate(&snapshot.resources);
-    let compiled = Table::compile(
-        snapshot.version,
-        &snapshot.resources,
-        Source::File,
-        &SideTables::default(),
-    );
-    match (validated, compiled) {
-        (Ok(()), Ok(_)) => Ok(()),
-        (Err(errors), Err(CompileError::Invalid(again))) if errors == again => Ok(()),
-        (Ok(()), Err(error)) => Err(format!("validation accepted what compile refused: {error}")),
-        (Err(errors), Ok(_)) => Err(format!(
-            "compile accepted what validation refused: {errors}"
-        )),
-        (Err(errors), Err(error)) => Err(format!(
-            "validation refused ({errors}) but compile failed otherwise: {error}"
-        )),
-    }
 }
 
 /// Routes with every kind of match, hostnames and weights: a seed that reaches deep into the
@@ -282,7 +198,7 @@ fn every_fixture_compiles_as_validated() {
     let mut valid = 0;
     for (version, (name, resources)) in (1..).zip(snapshots) {
         let bytes = Snapshot { version, resources }.encode_to_vec();
-        if let Err(problem) = check_snapshot_compile(&bytes) {
+        if let Err(problem) = fuzzing::check_snapshot_compile(&bytes) {
             panic!("fixture {name}: {problem}");
         }
         valid += usize::from(
