@@ -465,3 +465,5 @@ fn compiles_ten_thousand_routes() {
     check(get("/r/9003/ABC"), "none");
     let _ = Arc::clone(t.upstream("u1").unwrap());
 }
+
+mod generated;
