@@ -27,7 +27,7 @@ use http::{HeaderName, HeaderValue, Method, header};
 use crate::{
     normalize::{self, PathError},
     state::State,
-    table::{Cors, Policy, Rule, Upstream},
+    table::{Cors, Policy, Redirect, Rule, Upstream},
 };
 
 mod error;
@@ -281,29 +281,7 @@ fn request_phase<'a>(
 
     let filters = rule.filters();
     if let Some(redirect) = &filters.redirect {
-        let host = redirect
-            .host
-            .as_deref()
-            .or_else(|| head.host.map(strip_port))
-            .unwrap_or("");
-        let scheme = redirect.scheme.unwrap_or("http");
-        let path = match &redirect.path {
-            Some(rewrite) => rewrite.apply(&plan.path, rule.matched_prefix(&plan.path)),
-            None => Cow::Borrowed(&*plan.path),
-        };
-        let mut location = format!("{scheme}://{host}");
-        let default_port = if scheme == "https" { 443 } else { 80 };
-        match redirect.port {
-            Some(port) if port != default_port => location.push_str(&format!(":{port}")),
-            _ => {}
-        }
-        location.push_str(&path);
-        if let Some(query) = head.query {
-            location.push('?');
-            location.push_str(query);
-        }
-        let location = HeaderValue::from_str(&location)
-            .map_err(|_| Local::Error(ProxyError::BadPath(PathError::ControlCharacter)))?;
+        let location = redirect_location(redirect, head, &plan.path, rule)?;
         return Err(Local::Redirect {
             status: redirect.status,
             location,
@@ -317,6 +295,53 @@ fn request_phase<'a>(
         plan.host.clone_from(&rewrite.host);
     }
     Ok(())
+}
+
+/// The `Location` of a redirect, as the Gateway API defines it: the redirect's scheme, host
+/// and port where it gives them, else the request's; a new scheme without a port goes to the
+/// scheme's well-known port; the path rewritten or kept; the query kept.
+fn redirect_location(
+    redirect: &Redirect,
+    head: &Head<'_>,
+    path: &str,
+    rule: &Rule,
+) -> Result<HeaderValue, Local> {
+    let host = redirect
+        .host
+        .as_deref()
+        .or_else(|| head.host.map(strip_port))
+        .unwrap_or("");
+    let scheme = redirect.scheme.unwrap_or("http");
+    let port = match (redirect.port, redirect.scheme) {
+        (Some(port), _) => Some(port),
+        (None, Some(_)) => None,
+        (None, None) => head.host.and_then(port_of),
+    };
+    let path = match &redirect.path {
+        Some(rewrite) => rewrite.apply(path, rule.matched_prefix(path)),
+        None => Cow::Borrowed(path),
+    };
+    let mut location = format!("{scheme}://{host}");
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    if let Some(port) = port.filter(|&p| p != default_port) {
+        location.push_str(&format!(":{port}"));
+    }
+    location.push_str(&path);
+    if let Some(query) = head.query {
+        location.push('?');
+        location.push_str(query);
+    }
+    HeaderValue::from_str(&location)
+        .map_err(|_| Local::Error(ProxyError::BadPath(PathError::ControlCharacter)))
+}
+
+/// The port of a `host[:port]`, if it names one.
+fn port_of(host: &str) -> Option<u16> {
+    let (name, port) = host.rsplit_once(':')?;
+    if name.starts_with('[') && !name.ends_with(']') {
+        return None;
+    }
+    port.parse().ok()
 }
 
 /// A CORS preflight is answered here; an actual request from an allowed origin gets the

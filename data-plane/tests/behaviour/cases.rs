@@ -71,6 +71,10 @@ spec:
       filters:
         - type: RequestRedirect
           requestRedirect: { scheme: https, hostname: new.example.com, statusCode: 301, path: { type: ReplacePrefixMatch, replacePrefixMatch: /new } }
+    - matches: [{ path: { type: Exact, value: /moved } }]
+      filters:
+        - type: RequestRedirect
+          requestRedirect: { path: { type: ReplaceFullPath, replaceFullPath: /new-home } }
     - matches: [{ path: { type: PathPrefix, value: /cors } }]
       policies: [web]
       backendRefs: [{ name: public }]
@@ -139,6 +143,10 @@ impl Case {
         self.request
             .headers
             .push((name.to_owned(), value.to_owned()));
+        self
+    }
+    fn host(mut self, host: &'static str) -> Self {
+        self.request.host = host;
         self
     }
     fn body(mut self, pieces: &[&[u8]], length: bool) -> Self {
@@ -347,6 +355,14 @@ pub(crate) fn all() -> Vec<Case> {
         case("RequestRedirect", "GET", "/old/page?a=b")
             .status(301)
             .responds("location", "https://new.example.com/new/page?a=b"),
+        case(
+            "RequestRedirect keeps the client's host and port",
+            "GET",
+            "/moved?a=1",
+        )
+        .host("example.com:8080")
+        .status(302)
+        .responds("location", "http://example.com:8080/new-home?a=1"),
         case("CORS preflight, allowed origin", "OPTIONS", "/cors/x")
             .header("origin", origin)
             .header("access-control-request-method", "PUT")
