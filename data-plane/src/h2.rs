@@ -14,7 +14,10 @@ use tokio::time::Instant;
 use self::{limited::Limited, upstream::UpstreamResponse};
 use crate::{
     h1::{self, Asked, BodyFrom, Line, Target},
-    pipeline::{Connection, Local, Outcome, ProxyError, headers::X_REQUEST_ID, record},
+    pipeline::{
+        Connection, Local, Outcome, ProxyError, headers::X_REQUEST_ID, record,
+        request_id::RequestId,
+    },
 };
 
 mod limited;
@@ -34,15 +37,15 @@ pub(crate) async fn handle(
         Ok(response) => response,
         Err(local) => {
             if let Local::Error(error) = &local {
-                record(&conn.state, error, &String::from_utf8_lossy(&request_id));
+                record(&conn.state, error, &request_id);
             }
             outcome.error = local.code();
-            local_response(local, &request_id)
+            local_response(local, request_id.as_bytes())
         }
     };
     outcome.status = response.status().as_u16();
     outcome.finish(&conn.state);
-    if let Ok(id) = HeaderValue::from_bytes(&request_id) {
+    if let Ok(id) = HeaderValue::from_bytes(request_id.as_bytes()) {
         response.headers_mut().insert(&X_REQUEST_ID, id);
     }
     Ok(response)
@@ -66,12 +69,9 @@ async fn forward(
     conn: &Connection,
     req: Request<Incoming>,
     outcome: &mut Outcome,
-) -> (Result<Response<ProxyBody>, Local>, Vec<u8>) {
-    let new_id = || {
-        crate::pipeline::request_id::RequestId::new()
-            .as_bytes()
-            .to_vec()
-    };
+) -> (Result<Response<ProxyBody>, Local>, RequestId) {
+    let new_id = RequestId::new;
+
     let Some(_admitted) = conn.state.admit() else {
         return (Err(Local::Error(ProxyError::Overloaded)), new_id());
     };
@@ -109,7 +109,7 @@ async fn forward(
         Err(error) => return (Err(Local::Error(error)), new_id()),
     };
     drop(lines);
-    let request_id = request.request_id.as_bytes().to_vec();
+    let request_id = request.request_id;
     let routed = match request.route {
         Ok(routed) => routed,
         Err((local, rule)) => {
@@ -125,12 +125,13 @@ async fn forward(
         is_head: request.is_head,
         http10: false,
         keep_alive: true,
-        request_id: &request.request_id,
+        request_id: &request_id,
         edits: &routed.rule.filters().response,
         extra: &routed.response_extra,
     };
     let body = Limited::new(body, routed.body_limit);
-    let sent = upstream::exchange(
+    // Boxed: the exchange is most of this future, which hyper moves into a task per stream.
+    let sent = Box::pin(upstream::exchange(
         endpoint,
         upstream,
         &head,
@@ -139,7 +140,7 @@ async fn forward(
         request.replayable,
         asked,
         outcome,
-    )
+    ))
     .await;
     let result = match sent {
         Ok((headers, parsed, body)) => {

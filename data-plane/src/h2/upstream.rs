@@ -190,7 +190,9 @@ pub(crate) struct UpstreamResponse {
     reusable: bool,
     /// No progress for this long fails the body (a stalled upstream does not hang the stream).
     idle: Duration,
-    timer: Pin<Box<Sleep>>,
+    /// Armed the first time the body has to wait for the upstream (a small body that came with
+    /// its head never needs one).
+    timer: Option<Pin<Box<Sleep>>>,
     decoded: Vec<u8>,
 }
 
@@ -210,10 +212,7 @@ impl UpstreamResponse {
             // The rest of an unsent request body would be read as the next request.
             reusable: parsed.reusable && sent,
             idle,
-            timer: Box::pin(tokio::time::sleep_until(limits::deadline(
-                Instant::now(),
-                idle,
-            ))),
+            timer: None,
             decoded: Vec::new(),
         };
         // A body with nothing to read (a 204, a HEAD) is done before it is polled.
@@ -282,8 +281,11 @@ impl http_body::Body for UpstreamResponse {
                     });
                 }
                 Ok(_) => {
-                    let next = limits::deadline(Instant::now(), this.idle);
-                    this.timer.as_mut().reset(next);
+                    if let Some(timer) = this.timer.as_mut() {
+                        timer
+                            .as_mut()
+                            .reset(limits::deadline(Instant::now(), this.idle));
+                    }
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     match up.stream.poll_read_ready(cx) {
@@ -293,7 +295,14 @@ impl http_body::Body for UpstreamResponse {
                             return Poll::Ready(Some(Err(BodyError::Read(error).into())));
                         }
                         Poll::Pending => {
-                            ready!(this.timer.as_mut().poll(cx));
+                            let idle = this.idle;
+                            let timer = this.timer.get_or_insert_with(|| {
+                                Box::pin(tokio::time::sleep_until(limits::deadline(
+                                    Instant::now(),
+                                    idle,
+                                )))
+                            });
+                            ready!(timer.as_mut().poll(cx));
                             this.up = None;
                             let error = BodyError::ReadTimeout(this.idle);
                             return Poll::Ready(Some(Err(error.into())));
