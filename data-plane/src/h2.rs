@@ -51,6 +51,14 @@ pub(crate) async fn handle(
     Ok(response)
 }
 
+/// A header of a map as an HTTP/1 header line.
+fn as_line<'h>((name, value): (&'h http::HeaderName, &'h HeaderValue)) -> httparse::Header<'h> {
+    httparse::Header {
+        name: name.as_str(),
+        value: value.as_bytes(),
+    }
+}
+
 /// The gateway's own answer as a hyper response.
 fn local_response(local: Local, request_id: &[u8]) -> Response<ProxyBody> {
     let local = local.into_response(request_id);
@@ -84,14 +92,17 @@ async fn forward(
     }
     // The same checks, pipeline and upstream head as an HTTP/1 request: the header map seen
     // as header lines, `:authority` as an absolute-form target's authority.
-    let mut lines: Vec<httparse::Header<'_>> = parts
-        .headers
-        .iter()
-        .map(|(name, value)| httparse::Header {
-            name: name.as_str(),
-            value: value.as_bytes(),
-        })
-        .collect();
+    let mut on_stack = [httparse::EMPTY_HEADER; 32];
+    let mut on_heap = Vec::new();
+    let lines: &mut [httparse::Header<'_>] = if parts.headers.len() <= on_stack.len() {
+        for (slot, header) in on_stack.iter_mut().zip(&parts.headers) {
+            *slot = as_line(header);
+        }
+        &mut on_stack[..parts.headers.len()]
+    } else {
+        on_heap.extend(parts.headers.iter().map(as_line));
+        &mut on_heap
+    };
     let line = Line {
         method: parts.method.as_str(),
         target: Target {
@@ -104,11 +115,10 @@ async fn forward(
         },
     };
     let mut head = Vec::with_capacity(512);
-    let request = match h1::prepare(conn, line, &mut lines, &mut head) {
+    let request = match h1::prepare(conn, line, lines, &mut head) {
         Ok(request) => request,
         Err(error) => return (Err(Local::Error(error)), new_id()),
     };
-    drop(lines);
     let request_id = request.request_id;
     let routed = match request.route {
         Ok(routed) => routed,

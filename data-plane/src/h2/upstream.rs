@@ -207,7 +207,8 @@ impl UpstreamResponse {
         let mut response = Self {
             up: Some(up),
             pool,
-            body: Body::new(parsed.framing, true),
+            // Only chunks need decoding; other bodies are passed on as they are read.
+            body: Body::new(parsed.framing, parsed.framing == Framing::Chunked),
             framing: parsed.framing,
             // The rest of an unsent request body would be read as the next request.
             reusable: parsed.reusable && sent,
@@ -260,13 +261,17 @@ impl http_body::Body for UpstreamResponse {
                         return Poll::Ready(Some(Err(error.into())));
                     }
                 };
+                let data = if this.framing == Framing::Chunked {
+                    Bytes::copy_from_slice(&this.decoded)
+                } else {
+                    Bytes::copy_from_slice(&up.buf[..used])
+                };
                 up.buf.drain(..used);
                 // Returned now: a client that saw the end may not poll again.
                 if this.body.is_done() {
                     this.finish();
                 }
-                if !this.decoded.is_empty() {
-                    let data = Bytes::copy_from_slice(&this.decoded);
+                if !data.is_empty() {
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 continue;
