@@ -7,6 +7,7 @@
 mod backend;
 mod cases;
 mod clients;
+mod confusion;
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -93,7 +94,12 @@ async fn behaviour_table() {
 
 #[tokio::test]
 async fn path_confusion_never_reaches_admin() {
-    run_table(cases::CONFIG, Settings::default(), &cases::path_confusion()).await;
+    run_table(
+        cases::CONFIG,
+        Settings::default(),
+        &confusion::path_confusion(),
+    )
+    .await;
 }
 
 #[tokio::test]
