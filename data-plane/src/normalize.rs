@@ -1,4 +1,4 @@
-//! Request-path normalisation before routing, and the header grammar checks.
+//! Request-path normalisation before routing.
 //!
 //! Once routes carry policies (auth, rate limits), a path that the gateway and the backend read
 //! differently is an auth bypass: `/public/%2e%2e/admin` matches a public route here and is served
@@ -63,23 +63,6 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     } else {
         Cow::Owned(out)
     })
-}
-
-/// RFC 9110 token (header field name) check.
-pub fn is_token(name: &[u8]) -> bool {
-    !name.is_empty()
-        && name
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || TCHAR_SYMBOLS.contains(&b))
-}
-
-/// The tchar symbols of RFC 9110 §5.6.2 (besides DIGIT and ALPHA).
-const TCHAR_SYMBOLS: &[u8] = b"!#$%&'*+-.^_`|~";
-
-/// RFC 9110 field-value check: no NUL, CR, LF or other control characters except HTAB;
-/// obs-text (0x80-0xFF) allowed; leading/trailing whitespace is tolerated (callers trim).
-pub fn is_field_value(value: &[u8]) -> bool {
-    value.iter().all(|&b| b == b'\t' || !is_control(b))
 }
 
 fn is_control(b: u8) -> bool {
