@@ -216,9 +216,6 @@ pub fn log_problems(error: &FileError) {
                 );
             }
         }
-        FileError::Compile { path, error } => {
-            tracing::warn!(file = %path.display(), %error, "config file problem");
-        }
     }
 }
 

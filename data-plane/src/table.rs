@@ -1,16 +1,14 @@
 //! The compiled table: one immutable value built from a snapshot off the request path, holding
-//! the router, the rules' backend choices and the upstreams. Request handling reads only this;
+//! the router, the rules (backends, filters, policies) and the upstreams. Request handling reads only this;
 //! it never touches generated protobuf types.
 
 use std::{sync::Arc, time::SystemTime};
 
 use gateway_proto::{
     ValidationErrors,
-    template::PathTemplate,
-    v1::{self, path_match, resource::Spec},
-    validate::normalized_path,
+    v1::{self, resource::Spec},
+    validate::{CheckedMatch, CheckedPath},
 };
-use http::Method;
 
 use crate::side::SideTables;
 
@@ -32,7 +30,7 @@ pub use self::{
 };
 use self::{
     hash::{FxHashMap, FxHashSet},
-    matchers::{BadMatcher, HeaderMatcher, QueryMatcher, Regexes},
+    matchers::{HeaderMatcher, QueryMatcher},
     router::{CompiledPath, Conditions, Router, RouterBuilder},
 };
 
@@ -59,19 +57,14 @@ pub struct Table {
     regexes: FxHashSet<Box<str>>,
 }
 
-/// Why a snapshot does not compile. The text is the NACK reason.
+/// Why a snapshot does not compile. The text is the NACK reason. Validation is the only thing
+/// that can refuse a configuration: what it accepts arrives parsed (`gateway_proto::check`),
+/// and compiling that cannot fail.
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
     /// The configuration fails the shared validation.
     #[error("{0}")]
     Invalid(#[from] ValidationErrors),
-    /// A route field that does not compile (validation should have refused it).
-    #[error("Route/{route}: {field}: {reason}")]
-    Route {
-        route: String,
-        field: String,
-        reason: String,
-    },
 }
 
 // === impl Table ===
@@ -85,7 +78,7 @@ impl Table {
         side: &SideTables,
     ) -> Result<Self, CompileError> {
         warm::warm_regexes(resources, side.regexes());
-        gateway_proto::validate_with(resources, side.regexes())?;
+        let checked = gateway_proto::check(resources, side.regexes())?;
 
         let mut upstreams = FxHashMap::default();
         for resource in resources {
@@ -111,53 +104,29 @@ impl Table {
         global.sort_by_key(|(name, _)| *name);
         let global: Vec<Arc<Policy>> = global.into_iter().map(|(_, p)| p).collect();
 
-        let mut routes: Vec<(&str, &v1::RouteSpec)> = resources
-            .iter()
-            .filter_map(|r| match &r.spec {
-                Some(Spec::Route(spec)) => Some((r.name.as_str(), spec)),
-                _ => None,
-            })
-            .collect();
-        routes.sort_by_key(|(name, _)| *name);
-
         let cx = rule::Context {
             upstreams: &upstreams,
             policies: &policies,
             global: &global,
             side,
         };
-        let default_match = [v1::RouteMatch::default()];
         let mut builder = RouterBuilder::default();
         let mut rules = Vec::new();
-        let mut names = Vec::with_capacity(routes.len());
+        let mut names = Vec::with_capacity(checked.routes.len());
         let mut order = 0u32;
-        let mut regexes = Regexes::new(side);
-        for &(name, spec) in &routes {
-            let route: Arc<str> = name.into();
+        let mut regexes = FxHashSet::default();
+        // In name order (validation sorted them), so that precedence ties break the same way
+        // on every data plane.
+        for checked_route in &checked.routes {
+            let route: Arc<str> = checked_route.name.into();
             names.push(route.clone());
-            for (r, rule) in spec.rules.iter().enumerate() {
-                let index = u32::try_from(rules.len()).map_err(|_| CompileError::Route {
-                    route: name.to_owned(),
-                    field: "spec.rules".into(),
-                    reason: "too many rules".into(),
-                })?;
+            let spec = checked_route.spec;
+            for (r, (rule, matches)) in checked_route.rules.iter().enumerate() {
+                let index = rules.len();
                 rules.push(Arc::new(Rule::compile(&route, spec, r, rule, &cx)));
-                let matches = if rule.matches.is_empty() {
-                    &default_match[..]
-                } else {
-                    &rule.matches[..]
-                };
-                for (m, route_match) in matches.iter().enumerate() {
-                    let field = || format!("spec.rules[{r}].matches[{m}]");
-                    let error = |reason: String| CompileError::Route {
-                        route: name.to_owned(),
-                        field: field(),
-                        reason,
-                    };
-                    let path =
-                        compile_path(route_match.path.as_ref(), &mut regexes).map_err(error)?;
-                    let conditions =
-                        compile_conditions(route_match, &mut regexes).map_err(|e| error(e.0))?;
+                for checked_match in matches {
+                    let path = compile_path(&checked_match.path, &mut regexes);
+                    let conditions = compile_conditions(checked_match, &mut regexes);
                     builder.add(&spec.hostnames, &path, &Arc::new(conditions), index, order);
                     order = order.saturating_add(1);
                 }
@@ -172,7 +141,7 @@ impl Table {
             rules: rules.into(),
             upstreams,
             routes: names.into(),
-            regexes: regexes.used,
+            regexes,
         })
     }
 
@@ -180,7 +149,7 @@ impl Table {
     #[inline]
     pub fn route(&self, req: &RequestView<'_>) -> Option<&Arc<Rule>> {
         let index = self.router.find(req)?;
-        self.rules.get(index as usize)
+        self.rules.get(index)
     }
 
     /// Whether routing looks at the host at all (some route names a hostname).
@@ -238,53 +207,28 @@ impl Table {
     }
 }
 
-fn compile_path(
-    path: Option<&v1::PathMatch>,
-    regexes: &mut Regexes<'_>,
-) -> Result<CompiledPath, String> {
-    let Some(path) = path else {
-        return Ok(CompiledPath::Prefix("/".into()));
-    };
-    let kind = path_match::Type::try_from(path.r#type)
-        .map_err(|_| format!("unknown path type {}", path.r#type))?;
-    Ok(match kind {
-        path_match::Type::Exact => CompiledPath::Exact(path.value.as_str().into()),
-        path_match::Type::PathPrefix => {
-            let prefix = normalized_path(kind, &path.value);
-            CompiledPath::Prefix(if prefix.is_empty() { "/" } else { prefix }.into())
+fn compile_path(path: &CheckedPath, used: &mut FxHashSet<Box<str>>) -> CompiledPath {
+    match path {
+        CheckedPath::Exact(exact) => CompiledPath::Exact(exact.as_str().into()),
+        CheckedPath::Prefix(prefix) => CompiledPath::Prefix(prefix.as_str().into()),
+        CheckedPath::Template(template) => CompiledPath::Template(Arc::new(template.clone())),
+        CheckedPath::Regex { pattern, regex } => {
+            used.insert(pattern.as_str().into());
+            CompiledPath::Regex(regex.clone())
         }
-        path_match::Type::Template => CompiledPath::Template(Arc::new(
-            PathTemplate::parse(&path.value).map_err(|e| e.to_string())?,
-        )),
-        path_match::Type::RegularExpression => CompiledPath::Regex(regexes.get(&path.value)?),
-    })
+    }
 }
 
-fn compile_conditions(
-    m: &v1::RouteMatch,
-    regexes: &mut Regexes<'_>,
-) -> Result<Conditions, BadMatcher> {
-    let method = if m.method.is_empty() {
-        None
-    } else {
-        Some(
-            Method::from_bytes(m.method.as_bytes())
-                .map_err(|e| BadMatcher(format!("method {:?}: {e}", m.method)))?,
-        )
-    };
-    Ok(Conditions {
-        method,
+fn compile_conditions(m: &CheckedMatch, used: &mut FxHashSet<Box<str>>) -> Conditions {
+    Conditions {
+        method: m.method.clone(),
         headers: m
             .headers
             .iter()
-            .map(|h| HeaderMatcher::compile(h, regexes))
-            .collect::<Result<_, _>>()?,
-        query: m
-            .query_params
-            .iter()
-            .map(|q| QueryMatcher::compile(q, regexes))
-            .collect::<Result<_, _>>()?,
-    })
+            .map(|h| HeaderMatcher::new(h, used))
+            .collect(),
+        query: m.query.iter().map(|q| QueryMatcher::new(q, used)).collect(),
+    }
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ pub mod token;
 pub mod validate;
 
 pub use kind::ResourceKind;
-pub use validate::{FieldError, RegexCache, ValidationErrors, validate, validate_with};
+pub use validate::{FieldError, RegexCache, ValidationErrors, check, validate, validate_with};
 
 /// The store key of a resource below the store prefix: `<kind plural>/<name>`.
 pub fn resource_key(kind: ResourceKind, name: &str) -> String {

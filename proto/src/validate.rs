@@ -14,9 +14,12 @@ use crate::{
     v1::{self, path_match, resource::Spec},
 };
 
+mod checked;
 mod filter;
 mod policy;
 mod route;
+
+pub use checked::{Checked, CheckedMatch, CheckedPath, CheckedRoute, CheckedValue};
 
 pub use policy::MAX_HEAD_BYTES;
 
@@ -74,6 +77,15 @@ pub fn validate_with(
     resources: &[v1::Resource],
     regexes: &RegexCache,
 ) -> Result<(), ValidationErrors> {
+    check(resources, regexes).map(drop)
+}
+
+/// Validates like [`validate_with`] and, when the configuration is valid, hands over its
+/// routes with every match parsed: what the data plane compiles, with nothing left to fail.
+pub fn check<'a>(
+    resources: &'a [v1::Resource],
+    regexes: &RegexCache,
+) -> Result<Checked<'a>, ValidationErrors> {
     let mut report = Report::default();
     let mut seen: HashSet<(ResourceKind, &str)> = HashSet::new();
     let mut upstreams = HashSet::new();
@@ -108,13 +120,14 @@ pub fn validate_with(
 
     // Sorted by name so that conflicts are reported against the same resource every time.
     let mut routes: Vec<(&str, &v1::RouteSpec)> = Vec::new();
+    let mut checked = Vec::new();
     for resource in resources {
         let mut at = report.at(resource);
         match &resource.spec {
             Some(Spec::Upstream(spec)) => check_upstream(&mut at, spec),
             Some(Spec::Policy(spec)) => policy::check_policy(&mut at, spec),
             Some(Spec::Route(spec)) => {
-                route::check_route(
+                let rules = route::check_route(
                     &mut at,
                     spec,
                     &route::Known {
@@ -124,6 +137,11 @@ pub fn validate_with(
                     regexes,
                 );
                 routes.push((resource.name.as_str(), spec));
+                checked.push(CheckedRoute {
+                    name: resource.name.as_str(),
+                    spec,
+                    rules,
+                });
             }
             None => {}
         }
@@ -131,7 +149,10 @@ pub fn validate_with(
     routes.sort_by_key(|(name, _)| *name);
     route::check_conflicts(&mut report, &routes);
 
-    report.finish()
+    report.finish()?;
+    // Valid: every match parsed (a match that did not was reported, and we would not be here).
+    checked.sort_by_key(|route| route.name);
+    Ok(Checked { routes: checked })
 }
 
 fn check_upstream(at: &mut At<'_>, spec: &v1::UpstreamSpec) {

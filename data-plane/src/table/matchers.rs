@@ -3,38 +3,11 @@
 
 use std::borrow::Cow;
 
-use gateway_proto::v1::{self, header_match, query_param_match};
+use gateway_proto::validate::CheckedValue;
 use http::HeaderName;
 use regex::Regex;
 
-use super::hash::FxHashSet;
-use super::router::RequestHeaders;
-use crate::side::SideTables;
-
-/// Compiles regular expressions through the side table's cache (a swap that changes one
-/// route does not recompile every other route's expressions), noting which ones a table uses.
-pub(crate) struct Regexes<'a> {
-    side: &'a SideTables,
-    pub(crate) used: FxHashSet<Box<str>>,
-}
-
-impl<'a> Regexes<'a> {
-    pub(crate) fn new(side: &'a SideTables) -> Self {
-        Self {
-            side,
-            used: FxHashSet::default(),
-        }
-    }
-
-    /// The anchored expression for `pattern`.
-    pub(crate) fn get(&mut self, pattern: &str) -> Result<Regex, String> {
-        let regex = self.side.regex(pattern)?;
-        if !self.used.contains(pattern) {
-            self.used.insert(pattern.into());
-        }
-        Ok(regex)
-    }
-}
+use super::{hash::FxHashSet, router::RequestHeaders};
 
 /// A value condition: exact bytes or an anchored regular expression.
 #[derive(Debug)]
@@ -57,22 +30,17 @@ pub(crate) struct QueryMatcher {
     value: ValueMatch,
 }
 
-/// A condition that does not compile (validation should have caught it first).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct BadMatcher(pub(crate) String);
-
 // === impl ValueMatch ===
 
 impl ValueMatch {
-    fn compile(regex: bool, value: &str, regexes: &mut Regexes<'_>) -> Result<Self, BadMatcher> {
-        if regex {
-            regexes
-                .get(value)
-                .map(ValueMatch::Regex)
-                .map_err(BadMatcher)
-        } else {
-            Ok(ValueMatch::Exact(value.into()))
+    /// The condition validation parsed; its pattern, if a regular expression, goes to `used`.
+    fn from_checked(value: &CheckedValue, used: &mut FxHashSet<Box<str>>) -> Self {
+        match value {
+            CheckedValue::Exact(want) => Self::Exact(want.as_str().into()),
+            CheckedValue::Regex { pattern, regex } => {
+                used.insert(pattern.as_str().into());
+                Self::Regex(regex.clone())
+            }
         }
     }
 }
@@ -80,17 +48,14 @@ impl ValueMatch {
 // === impl HeaderMatcher ===
 
 impl HeaderMatcher {
-    pub(crate) fn compile(
-        m: &v1::HeaderMatch,
-        regexes: &mut Regexes<'_>,
-    ) -> Result<Self, BadMatcher> {
-        let name = HeaderName::from_bytes(m.name.to_ascii_lowercase().as_bytes())
-            .map_err(|e| BadMatcher(format!("header name {:?}: {e}", m.name)))?;
-        let regex = m.r#type == header_match::Type::RegularExpression as i32;
-        Ok(Self {
-            name,
-            value: ValueMatch::compile(regex, &m.value, regexes)?,
-        })
+    pub(crate) fn new(
+        (name, value): &(HeaderName, CheckedValue),
+        used: &mut FxHashSet<Box<str>>,
+    ) -> Self {
+        Self {
+            name: name.clone(),
+            value: ValueMatch::from_checked(value, used),
+        }
     }
 
     #[inline]
@@ -105,15 +70,14 @@ impl HeaderMatcher {
 // === impl QueryMatcher ===
 
 impl QueryMatcher {
-    pub(crate) fn compile(
-        m: &v1::QueryParamMatch,
-        regexes: &mut Regexes<'_>,
-    ) -> Result<Self, BadMatcher> {
-        let regex = m.r#type == query_param_match::Type::RegularExpression as i32;
-        Ok(Self {
-            name: m.name.as_str().into(),
-            value: ValueMatch::compile(regex, &m.value, regexes)?,
-        })
+    pub(crate) fn new(
+        (name, value): &(String, CheckedValue),
+        used: &mut FxHashSet<Box<str>>,
+    ) -> Self {
+        Self {
+            name: name.as_str().into(),
+            value: ValueMatch::from_checked(value, used),
+        }
     }
 
     #[inline]
@@ -209,16 +173,10 @@ mod tests {
 
     #[test]
     fn query_matching() {
-        let side = SideTables::default();
-        let m = QueryMatcher::compile(
-            &v1::QueryParamMatch {
-                r#type: 0,
-                name: "v".into(),
-                value: "2 x".into(),
-            },
-            &mut Regexes::new(&side),
-        )
-        .unwrap();
+        let m = QueryMatcher::new(
+            &("v".into(), CheckedValue::Exact("2 x".into())),
+            &mut FxHashSet::default(),
+        );
         assert!(m.matches(Some("a=1&v=2+x")));
         assert!(m.matches(Some("v=2%20x")));
         assert!(!m.matches(Some("v=2")));

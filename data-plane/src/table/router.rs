@@ -110,7 +110,7 @@ enum HostKey<'a> {
 
 #[derive(Clone, Debug)]
 struct Candidate {
-    rule: u32,
+    rule: usize,
     /// Rank among candidates of the same path: method, then header count, then query count,
     /// then route name and rule order.
     key: (Reverse<bool>, Reverse<usize>, Reverse<usize>, u32),
@@ -180,7 +180,7 @@ impl Conditions {
 impl Router {
     /// The rule index of the best match for the request.
     #[inline]
-    pub(crate) fn find(&self, req: &RequestView<'_>) -> Option<u32> {
+    pub(crate) fn find(&self, req: &RequestView<'_>) -> Option<usize> {
         if let Some(host) = req.host {
             if !self.exact_hosts.is_empty()
                 && let Some(rule) = self.exact_hosts.get(host).and_then(|b| b.find(req))
@@ -211,7 +211,7 @@ impl Router {
 
 impl Bucket {
     #[inline]
-    fn find(&self, req: &RequestView<'_>) -> Option<u32> {
+    fn find(&self, req: &RequestView<'_>) -> Option<usize> {
         let path = req.path;
         if !self.exact.is_empty()
             && let Some(rule) = self.exact.get(path).and_then(|c| first_match(c, req))
@@ -260,7 +260,7 @@ fn patterns_before(
     patterns: &mut std::slice::Iter<'_, Pattern>,
     len: usize,
     req: &RequestView<'_>,
-) -> Option<u32> {
+) -> Option<usize> {
     while let Some(p) = patterns.as_slice().first() {
         if p.rank < len || (p.rank == len && !p.template) {
             return None;
@@ -274,7 +274,7 @@ fn patterns_before(
 }
 
 #[inline]
-fn first_match(candidates: &[Candidate], req: &RequestView<'_>) -> Option<u32> {
+fn first_match(candidates: &[Candidate], req: &RequestView<'_>) -> Option<usize> {
     candidates
         .iter()
         .find(|c| c.conditions.matches(req))
@@ -285,7 +285,7 @@ fn first_match(candidates: &[Candidate], req: &RequestView<'_>) -> Option<u32> {
 
 impl Pattern {
     #[inline]
-    fn try_match(&self, req: &RequestView<'_>) -> Option<u32> {
+    fn try_match(&self, req: &RequestView<'_>) -> Option<usize> {
         let path_matches = match &self.path {
             CompiledPath::Template(t) => t.matches(req.path),
             CompiledPath::Regex(re) => re.is_match(req.path),
@@ -304,7 +304,7 @@ impl RouterBuilder {
         hostnames: &[String],
         path: &CompiledPath,
         conditions: &Arc<Conditions>,
-        rule: u32,
+        rule: usize,
         order: u32,
     ) {
         let candidate = Candidate {

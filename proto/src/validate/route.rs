@@ -6,6 +6,9 @@ use super::{
     At, MAX_WEIGHT, RegexCache, Report, check_weight, filter, normalized_path, parse_template,
     policy,
 };
+use http::{HeaderName, Method};
+
+use super::checked::{CheckedMatch, CheckedPath, CheckedValue};
 use crate::{
     names,
     v1::{self, header_match, path_match, query_param_match},
@@ -18,12 +21,15 @@ pub(super) struct Known<'a> {
     pub(super) policies: &'a HashMap<&'a str, bool>,
 }
 
-pub(super) fn check_route(
+/// Checks a route; its rules with their parsed matches (those that had no problem: any other
+/// was reported).
+pub(super) fn check_route<'s>(
     at: &mut At<'_>,
-    spec: &v1::RouteSpec,
+    spec: &'s v1::RouteSpec,
     known: &Known<'_>,
     regexes: &RegexCache,
-) {
+) -> Vec<(&'s v1::RouteRule, Vec<CheckedMatch>)> {
+    let mut checked = Vec::with_capacity(spec.rules.len());
     let mut route_policies = HashSet::new();
     policy::check_references(
         at,
@@ -44,15 +50,19 @@ pub(super) fn check_route(
     if spec.rules.is_empty() {
         at.error("spec.rules", "must have at least one rule".into());
     }
+    let default_match = [v1::RouteMatch::default()];
     for (r, rule) in spec.rules.iter().enumerate() {
-        for (m, route_match) in rule.matches.iter().enumerate() {
-            check_match(
-                at,
-                &format!("spec.rules[{r}].matches[{m}]"),
-                route_match,
-                regexes,
-            );
+        let matches = if rule.matches.is_empty() {
+            &default_match[..]
+        } else {
+            &rule.matches[..]
+        };
+        let mut parsed = Vec::with_capacity(matches.len());
+        for (m, route_match) in matches.iter().enumerate() {
+            let field = format!("spec.rules[{r}].matches[{m}]");
+            parsed.extend(check_match(at, &field, route_match, regexes));
         }
+        checked.push((rule, parsed));
         filter::check_filters(at, r, rule);
         let mut seen = route_policies.clone();
         policy::check_references(
@@ -85,81 +95,161 @@ pub(super) fn check_route(
             );
         }
     }
+    checked
 }
 
-fn check_match(at: &mut At<'_>, field: &str, route_match: &v1::RouteMatch, regexes: &RegexCache) {
-    if let Some(path) = &route_match.path {
-        let value_field = format!("{field}.path.value");
-        match path_match::Type::try_from(path.r#type) {
-            Ok(path_match::Type::Exact | path_match::Type::PathPrefix) => {
-                if let Err(reason) = check_literal_path(&path.value) {
-                    at.error(&value_field, reason);
+/// Checks one match; its parsed form when it has no problem.
+fn check_match(
+    at: &mut At<'_>,
+    field: &str,
+    route_match: &v1::RouteMatch,
+    regexes: &RegexCache,
+) -> Option<CheckedMatch> {
+    let mut ok = true;
+    let mut fail = |at: &mut At<'_>, field: &str, reason: String| {
+        at.error(field, reason);
+        ok = false;
+    };
+    let path = match &route_match.path {
+        None => Some(CheckedPath::Prefix("/".into())),
+        Some(path) => {
+            let value_field = format!("{field}.path.value");
+            match path_match::Type::try_from(path.r#type) {
+                Ok(kind @ (path_match::Type::Exact | path_match::Type::PathPrefix)) => {
+                    match check_literal_path(&path.value) {
+                        Err(reason) => {
+                            fail(at, &value_field, reason);
+                            None
+                        }
+                        Ok(()) if kind == path_match::Type::Exact => {
+                            Some(CheckedPath::Exact(path.value.clone()))
+                        }
+                        Ok(()) => {
+                            let prefix = normalized_path(kind, &path.value);
+                            Some(CheckedPath::Prefix(
+                                if prefix.is_empty() { "/" } else { prefix }.into(),
+                            ))
+                        }
+                    }
+                }
+                Ok(path_match::Type::RegularExpression) => {
+                    match regexes.get_or_compile(&path.value) {
+                        Ok(regex) => Some(CheckedPath::Regex {
+                            pattern: path.value.clone(),
+                            regex,
+                        }),
+                        Err(reason) => {
+                            fail(at, &value_field, reason);
+                            None
+                        }
+                    }
+                }
+                Ok(path_match::Type::Template) => match parse_template(&path.value) {
+                    Ok(template) => Some(CheckedPath::Template(template)),
+                    Err(reason) => {
+                        fail(at, &value_field, reason);
+                        None
+                    }
+                },
+                Err(_) => {
+                    fail(at, &format!("{field}.path.type"), "unknown type".into());
+                    None
                 }
             }
-            Ok(path_match::Type::RegularExpression) => {
-                if let Err(reason) = regexes.get_or_compile(&path.value) {
-                    at.error(&value_field, reason);
-                }
-            }
-            Ok(path_match::Type::Template) => {
-                if let Err(reason) = parse_template(&path.value) {
-                    at.error(&value_field, reason);
-                }
-            }
-            Err(_) => at.error(&format!("{field}.path.type"), "unknown type".into()),
         }
-    }
-    if !route_match.method.is_empty()
-        && let Err(reason) = names::check_method(&route_match.method)
-    {
-        at.error(&format!("{field}.method"), reason);
-    }
+    };
+    let method = if route_match.method.is_empty() {
+        None
+    } else {
+        match names::check_method(&route_match.method).and_then(|()| {
+            Method::from_bytes(route_match.method.as_bytes()).map_err(|e| e.to_string())
+        }) {
+            Ok(method) => Some(method),
+            Err(reason) => {
+                fail(at, &format!("{field}.method"), reason);
+                None
+            }
+        }
+    };
+    let mut headers = Vec::with_capacity(route_match.headers.len());
     let mut header_names = HashSet::new();
     for (h, header) in route_match.headers.iter().enumerate() {
         let field = format!("{field}.headers[{h}]");
-        if let Err(reason) = names::check_header_name(&header.name) {
-            at.error(&format!("{field}.name"), reason);
-        } else if !header_names.insert(header.name.to_ascii_lowercase()) {
-            at.error(
-                &format!("{field}.name"),
-                format!("header {:?} is matched twice", header.name),
-            );
-        }
-        let checked = match header_match::Type::try_from(header.r#type) {
-            Ok(header_match::Type::Exact) => names::check_header_value(&header.value),
-            Ok(header_match::Type::RegularExpression) => {
-                regexes.get_or_compile(&header.value).map(drop)
+        let name = match names::check_header_name(&header.name).and_then(|()| {
+            HeaderName::from_bytes(header.name.to_ascii_lowercase().as_bytes())
+                .map_err(|e| e.to_string())
+        }) {
+            Ok(name) if !header_names.insert(name.clone()) => {
+                fail(
+                    at,
+                    &format!("{field}.name"),
+                    format!("header {:?} is matched twice", header.name),
+                );
+                None
             }
-            Err(_) => {
-                at.error(&format!("{field}.type"), "unknown type".into());
-                Ok(())
+            Ok(name) => Some(name),
+            Err(reason) => {
+                fail(at, &format!("{field}.name"), reason);
+                None
             }
         };
-        if let Err(reason) = checked {
-            at.error(&format!("{field}.value"), reason);
+        let value = match header_match::Type::try_from(header.r#type) {
+            Ok(header_match::Type::Exact) => names::check_header_value(&header.value)
+                .map(|()| CheckedValue::Exact(header.value.clone())),
+            Ok(header_match::Type::RegularExpression) => checked_regex(regexes, &header.value),
+            Err(_) => {
+                fail(at, &format!("{field}.type"), "unknown type".into());
+                continue;
+            }
+        };
+        match (name, value) {
+            (Some(name), Ok(value)) => headers.push((name, value)),
+            (_, Err(reason)) => fail(at, &format!("{field}.value"), reason),
+            (None, Ok(_)) => {}
         }
     }
+    let mut query = Vec::with_capacity(route_match.query_params.len());
     let mut query_names = HashSet::new();
     for (q, param) in route_match.query_params.iter().enumerate() {
         let field = format!("{field}.queryParams[{q}]");
         if param.name.is_empty() {
-            at.error(&format!("{field}.name"), "must not be empty".into());
+            fail(at, &format!("{field}.name"), "must not be empty".into());
         } else if !query_names.insert(param.name.as_str()) {
-            at.error(
+            fail(
+                at,
                 &format!("{field}.name"),
                 format!("query parameter {:?} is matched twice", param.name),
             );
         }
-        match query_param_match::Type::try_from(param.r#type) {
-            Ok(query_param_match::Type::Exact) => {}
-            Ok(query_param_match::Type::RegularExpression) => {
-                if let Err(reason) = regexes.get_or_compile(&param.value) {
-                    at.error(&format!("{field}.value"), reason);
-                }
+        let value = match query_param_match::Type::try_from(param.r#type) {
+            Ok(query_param_match::Type::Exact) => Ok(CheckedValue::Exact(param.value.clone())),
+            Ok(query_param_match::Type::RegularExpression) => checked_regex(regexes, &param.value),
+            Err(_) => {
+                fail(at, &format!("{field}.type"), "unknown type".into());
+                continue;
             }
-            Err(_) => at.error(&format!("{field}.type"), "unknown type".into()),
+        };
+        match value {
+            Ok(value) => query.push((param.name.clone(), value)),
+            Err(reason) => fail(at, &format!("{field}.value"), reason),
         }
     }
+    let path = path?;
+    ok.then_some(CheckedMatch {
+        path,
+        method,
+        headers,
+        query,
+    })
+}
+
+fn checked_regex(regexes: &RegexCache, pattern: &str) -> Result<CheckedValue, String> {
+    regexes
+        .get_or_compile(pattern)
+        .map(|regex| CheckedValue::Regex {
+            pattern: pattern.to_owned(),
+            regex,
+        })
 }
 
 pub(super) fn check_literal_path(path: &str) -> Result<(), String> {
