@@ -334,7 +334,7 @@ async fn exchange(
                 }
                 outcome.status = done.status;
                 outcome.rule = Some(routed.rule);
-                outcome.upstream = Some((routed.upstream.clone(), routed.endpoint));
+                outcome.upstream = Some((routed.upstream, routed.endpoint));
                 outcome.finish(&conn.state);
                 return done.keep_alive && req_body.is_done();
             }
@@ -342,9 +342,10 @@ async fn exchange(
             Err(failure) => break failure,
         }
     };
-    outcome.rule = Some(routed.rule.clone());
-    outcome.upstream = Some((routed.upstream.clone(), routed.endpoint));
-    let error = match failure.into_error(upstream, endpoint) {
+    let error = failure.into_error(upstream, endpoint);
+    outcome.rule = Some(routed.rule);
+    outcome.upstream = Some((routed.upstream, routed.endpoint));
+    let error = match error {
         Ok(error) => error,
         Err(cut) => {
             tracing::debug!(request_id = %request_id, error = %crate::pipeline::Chain(&cut), "exchange cut short");

@@ -6,8 +6,6 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
-use http::StatusCode;
-
 use crate::table::{Source, Table};
 
 /// A failure reaching an upstream, by kind.
@@ -34,12 +32,7 @@ pub struct Metrics {
 // === impl Metrics ===
 
 impl Metrics {
-    #[inline]
-    pub fn response(&self, status: StatusCode) {
-        self.response_status(status.as_u16());
-    }
-
-    /// A response by its status code (the HTTP/1 path has no `StatusCode`).
+    /// A response by its status code (counted from the outcome record).
     #[inline]
     pub fn response_status(&self, status: u16) {
         let class = usize::from(status / 100);
