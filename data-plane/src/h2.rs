@@ -45,7 +45,10 @@ pub(crate) async fn handle(
     };
     outcome.status = response.status().as_u16();
     outcome.finish(&conn.state);
-    if let Ok(id) = HeaderValue::from_bytes(request_id.as_bytes()) {
+    if let Ok(mut id) = HeaderValue::from_bytes(request_id.as_bytes()) {
+        // Never indexed: a value unique to each response would only churn the client's HPACK
+        // table (and cost a search of it per response).
+        id.set_sensitive(true);
         response.headers_mut().insert(&X_REQUEST_ID, id);
     }
     Ok(response)

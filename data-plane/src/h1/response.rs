@@ -3,6 +3,7 @@
 
 use std::mem::MaybeUninit;
 
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
 use super::{
@@ -180,11 +181,17 @@ pub(crate) fn parse_into(
             out.extend_from_slice(b"\r\n");
         }
         Sink::Parts(map) => {
-            // HTTP/2 frames the body itself; a length is kept as the client's hint.
+            // HTTP/2 frames the body itself; a length is kept as the client's hint. The
+            // values share one copy of the head rather than one allocation each.
+            let head = Bytes::copy_from_slice(&buf[..head_len]);
+            map.reserve(res.headers.len() + asked.edits.appended().len() + asked.extra.len() + 1);
             for h in kept {
+                // httparse's values are slices of `buf`, so their offsets are the head's.
+                let at = h.value.as_ptr() as usize - buf.as_ptr() as usize;
+                let value = head.slice(at..at + h.value.len());
                 if let (Ok(name), Ok(value)) = (
                     HeaderName::from_bytes(h.name.as_bytes()),
-                    HeaderValue::from_bytes(h.value),
+                    HeaderValue::from_maybe_shared(value),
                 ) {
                     map.append(name, value);
                 }
