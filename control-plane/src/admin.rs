@@ -177,7 +177,7 @@ impl AdminService {
     async fn data_planes(&self) -> Result<ListDataPlanesResponse, AdminError> {
         let data_planes = self.store.list_dataplanes().await?;
         let version = match self.reflector.current() {
-            Some(snapshot) => snapshot.version,
+            Some(published) => published.version(),
             None => self.store.list().await?.version,
         };
         Ok(ListDataPlanesResponse {

@@ -1,9 +1,12 @@
 //! The discovery service (`gateway.v1.Discovery/Stream`): one stream per data plane.
 //!
-//! The data plane says `Hello` first. The control plane then sends the newest snapshot whenever
-//! its version differs from what the data plane holds, never while a snapshot is unanswered (a
-//! slow data plane skips versions), and records every `Ack`/`Nack` in the data-plane registry.
-//! Heartbeats go both ways; a peer silent for too long is dropped.
+//! The data plane says `Hello` first. The control plane then sends the newest configuration
+//! whenever its version differs from what the data plane holds, never while one is unanswered
+//! (a slow data plane skips versions), and records every `Ack`/`Nack` in the data-plane
+//! registry. A data plane that says it understands deltas gets, after its first snapshot, only
+//! what changed since the version it acknowledged. Every message is encoded once per version
+//! and shared by all streams ([`wire`]). Heartbeats go both ways; a peer silent for too long is
+//! dropped.
 
 use std::{
     collections::HashMap,
@@ -14,16 +17,18 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use gateway_proto::v1::{
-    self, ControlPlaneMessage, DataPlaneMessage, DataPlaneStatus, data_plane_message::Message,
-};
+use gateway_proto::v1::{DataPlaneMessage, DataPlaneStatus, Feature, data_plane_message::Message};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+pub use self::wire::DiscoveryServer;
+use self::wire::Outbound;
+
 use crate::{metrics::Metrics, reflector::Reflector, shutdown::Shutdown, store::Store};
 
 mod session;
+mod wire;
 
 /// Timings and identity of the discovery service.
 #[derive(Clone, Debug)]
@@ -89,14 +94,12 @@ impl DiscoveryService {
     }
 }
 
-#[tonic::async_trait]
-impl v1::discovery_server::Discovery for DiscoveryService {
-    type StreamStream = ReceiverStream<Result<ControlPlaneMessage, Status>>;
-
-    async fn stream(
+impl DiscoveryService {
+    /// One `Discovery.Stream` call.
+    async fn open(
         &self,
         request: Request<Streaming<DataPlaneMessage>>,
-    ) -> Result<Response<Self::StreamStream>, Status> {
+    ) -> Result<Response<ReceiverStream<Outbound>>, Status> {
         let peer = request.remote_addr();
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(self.shared.config.dead_after, inbound.message()).await;
@@ -145,6 +148,7 @@ impl v1::discovery_server::Discovery for DiscoveryService {
             address = %status.address,
             version = hello.version,
             build = %hello.build_version,
+            features = ?hello.features().collect::<Vec<_>>(),
             "data plane connected"
         );
         let (tx, rx) = mpsc::channel(4);
@@ -157,6 +161,10 @@ impl v1::discovery_server::Discovery for DiscoveryService {
             // Version 0 is what a data plane with no configuration says: it holds nothing, so
             // even an empty configuration (version 0, nothing stored yet) is news to it.
             (hello.version != 0).then_some(hello.version),
+            session::Features {
+                delta: hello.features().any(|f| f == Feature::Delta),
+                packed: hello.features().any(|f| f == Feature::Packed),
+            },
             tx,
             status_tx,
         );

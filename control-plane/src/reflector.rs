@@ -1,9 +1,10 @@
 //! The reflector: an in-memory mirror of the store, published as immutable snapshots.
 //!
-//! It lists the store at revision R, publishes an `Arc<Snapshot>` through a
-//! `tokio::sync::watch` channel (so a slow reader only ever sees the newest), watches from R+1
-//! and applies each batch, publishing whenever the config version moves. A compacted or broken
-//! watch leads, after a jittered backoff, to a new list, diffed against the mirror.
+//! It lists the store at revision R, publishes an `Arc<Published>` (the snapshot, and which
+//! keys changed in the versions before it) through a `tokio::sync::watch` channel (so a slow
+//! reader only ever sees the newest), watches from R+1 and applies each batch, publishing
+//! whenever the config version moves. A compacted or broken watch leads, after a jittered
+//! backoff, to a new list, diffed against the mirror.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -14,6 +15,9 @@ use gateway_proto::{
 };
 use tokio::{sync::watch, task::JoinHandle};
 
+pub(crate) use self::published::Form;
+pub use self::published::Published;
+
 use crate::{
     backoff::Backoff,
     metrics::Metrics,
@@ -21,8 +25,10 @@ use crate::{
     store::{Event, Listing, Store, StoreError, WatchBatch},
 };
 
+mod published;
+
 /// The published state: `None` until the first listing.
-pub type SnapshotRx = watch::Receiver<Option<Arc<Snapshot>>>;
+pub type SnapshotRx = watch::Receiver<Option<Arc<Published>>>;
 
 /// A handle on the running reflector. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -47,13 +53,14 @@ impl Reflector {
             resources: BTreeMap::new(),
             version: 0,
             loaded: false,
+            changed: Vec::new(),
         };
         let task = tokio::spawn(mirror.run(shutdown));
         (Self { rx }, task)
     }
 
     /// The newest snapshot, once the store has been listed.
-    pub fn current(&self) -> Option<Arc<Snapshot>> {
+    pub fn current(&self) -> Option<Arc<Published>> {
         self.rx.borrow().clone()
     }
 
@@ -68,10 +75,10 @@ impl Reflector {
     }
 
     /// Waits until a snapshot of at least `version` is published; returns it.
-    pub async fn wait_for_version(&self, version: i64) -> Option<Arc<Snapshot>> {
+    pub async fn wait_for_version(&self, version: i64) -> Option<Arc<Published>> {
         let mut rx = self.rx.clone();
         let snapshot = rx
-            .wait_for(|s| s.as_ref().is_some_and(|s| s.version >= version))
+            .wait_for(|s| s.as_ref().is_some_and(|s| s.version() >= version))
             .await
             .ok()?;
         snapshot.clone()
@@ -83,10 +90,12 @@ type Key = (ResourceKind, String);
 struct Mirror {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
-    tx: watch::Sender<Option<Arc<Snapshot>>>,
+    tx: watch::Sender<Option<Arc<Published>>>,
     resources: BTreeMap<Key, Resource>,
     version: i64,
     loaded: bool,
+    /// The keys written or deleted since the last publication.
+    changed: Vec<(ResourceKind, Box<str>)>,
 }
 
 /// Why a watch stopped.
@@ -167,14 +176,15 @@ impl Mirror {
             match self.resources.get(key) {
                 None => added += 1,
                 Some(old) if old != resource => updated += 1,
-                Some(_) => {}
+                Some(_) => continue,
             }
+            self.changed.push((key.0, key.1.as_str().into()));
         }
-        let removed = self
-            .resources
-            .keys()
-            .filter(|k| !fresh.contains_key(*k))
-            .count();
+        let mut removed = 0usize;
+        for key in self.resources.keys().filter(|k| !fresh.contains_key(*k)) {
+            removed += 1;
+            self.changed.push((key.0, key.1.as_str().into()));
+        }
         let changed = added + updated + removed > 0 || listing.version != self.version;
         if self.loaded {
             tracing::info!(
@@ -206,11 +216,13 @@ impl Mirror {
             match event {
                 Event::Put(resource) => {
                     if let Some(kind) = ResourceKind::of(&resource) {
+                        self.changed.push((kind, resource.name.as_str().into()));
                         self.resources
                             .insert((kind, resource.name.clone()), resource);
                     }
                 }
                 Event::Delete(kind, name) => {
+                    self.changed.push((kind, name.as_str().into()));
                     self.resources.remove(&(kind, name));
                 }
             }
@@ -224,15 +236,25 @@ impl Mirror {
         }
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
         let started = std::time::Instant::now();
-        let snapshot = Arc::new(Snapshot {
+        // In key order, which is the order `delta::sort` gives: kind, then name.
+        let snapshot = Snapshot {
             version: self.version,
             resources: self.resources.values().cloned().collect(),
-        });
+        };
+        let changed = std::mem::take(&mut self.changed);
+        let history = match &*self.tx.borrow() {
+            Some(before) if before.version() != self.version => {
+                published::extend(before.history(), before.version(), changed)
+            }
+            Some(before) => before.history().clone(),
+            None => published::History::new(),
+        };
+        let published = Arc::new(Published::new(snapshot, history));
         self.metrics.snapshot_built(started.elapsed());
         self.metrics.set_config_version(self.version);
-        self.tx.send_replace(Some(snapshot));
+        self.tx.send_replace(Some(published));
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
-use gateway_proto::v1::{admin_server::AdminServer, discovery_server::DiscoveryServer};
+use gateway_proto::v1::admin_server::AdminServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{codec::CompressionEncoding, service::interceptor::InterceptedService};
@@ -12,7 +12,7 @@ use crate::{
     admin_http,
     auth::BearerAuth,
     config::{Config, StoreConfig},
-    discovery::DiscoveryService,
+    discovery::{DiscoveryServer, DiscoveryService},
     metrics::Metrics,
     reflector::Reflector,
     shutdown,

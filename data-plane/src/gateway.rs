@@ -39,6 +39,9 @@ pub struct Gateway {
     http: TcpListener,
     admin: TcpListener,
     watched: Option<Watched>,
+    /// The configuration served from the disk cache, which deltas from the control plane
+    /// apply to.
+    restored: Option<gateway_proto::v1::Snapshot>,
 }
 
 // === impl Gateway ===
@@ -53,10 +56,11 @@ impl Gateway {
                 tracing::info!(file = %path.display(), version = state.version(), "serving the config file");
                 Some(watched)
             }
-            SourceConfig::ControlPlane(cp) => {
-                subscriber::restore_cache(&cp.cache_dir, &state);
-                None
-            }
+            SourceConfig::ControlPlane(_) => None,
+        };
+        let restored = match &config.source {
+            SourceConfig::ControlPlane(cp) => subscriber::restore_cache(&cp.cache_dir, &state),
+            SourceConfig::File(_) => None,
         };
         let bind = |what: &'static str, addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -71,6 +75,7 @@ impl Gateway {
             http,
             admin,
             watched,
+            restored,
         })
     }
 
@@ -97,6 +102,7 @@ impl Gateway {
             http,
             admin,
             watched,
+            restored,
         } = self;
         let (stop, stopped) = watch::channel(false);
         let address = http
@@ -108,9 +114,13 @@ impl Gateway {
             (SourceConfig::File(_), Some(watched)) => {
                 tokio::spawn(standalone::watch(watched, state.clone(), stopped.clone()))
             }
-            (SourceConfig::ControlPlane(cp), _) => {
-                tokio::spawn(subscriber::run(cp, address, state.clone(), stopped.clone()))
-            }
+            (SourceConfig::ControlPlane(cp), _) => tokio::spawn(subscriber::run(
+                cp,
+                address,
+                state.clone(),
+                restored,
+                stopped.clone(),
+            )),
             (SourceConfig::File(_), None) => tokio::spawn(async {}),
         };
         let signal = tokio::spawn(async move {

@@ -1,7 +1,10 @@
 //! The control-plane subscriber: one `Discovery.Stream` at a time, to the listed control planes
-//! in turn. Says Hello with the version held, compiles each snapshot off the request path,
-//! swaps it in, caches it and ACKs it, or NACKs it and keeps the last good table. Heartbeats
-//! both ways; a silent peer is dropped and the stream reopened with backoff and jitter.
+//! in turn. Says Hello with the version held and that it takes deltas and packed messages;
+//! applies each snapshot or delta to the configuration it holds, compiles the result off the
+//! request path, swaps it in, caches it and ACKs it, or NACKs it and keeps the last good table
+//! (and configuration). A delta that does not fit what it holds gets a Resync, which the control
+//! plane answers with the whole configuration. Heartbeats both ways; a silent peer is dropped
+//! and the stream reopened with backoff and jitter.
 
 use std::{
     path::PathBuf,
@@ -9,9 +12,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gateway_proto::v1::{
-    self, Ack, DataPlaneMessage, Hello, Nack, control_plane_message, data_plane_message,
-    discovery_client::DiscoveryClient,
+use gateway_proto::{
+    delta,
+    v1::{
+        self, Ack, DataPlaneMessage, Feature, Hello, Nack, Resync, control_plane_message,
+        data_plane_message, discovery_client::DiscoveryClient,
+    },
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -65,11 +71,12 @@ pub enum StreamError {
     OpenTimeout,
 }
 
-/// Runs until `shutdown` turns true.
+/// Runs until `shutdown` turns true. `held` is the configuration served from the disk cache.
 pub(crate) async fn run(
     config: ControlPlaneConfig,
     address: String,
     state: Arc<State>,
+    mut held: Option<v1::Snapshot>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     if config.urls.is_empty() {
@@ -84,7 +91,7 @@ pub(crate) async fn run(
         let mut established = false;
         let result = tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => return,
-            result = session(&config, url, &address, &state, &mut established) => result,
+            result = session(&config, url, &address, &state, &mut held, &mut established) => result,
         };
         if let Err(error) = result {
             tracing::warn!(control_plane = %url, error = %Chain(&error), "discovery stream ended");
@@ -111,6 +118,7 @@ async fn session(
     url: &str,
     address: &str,
     state: &Arc<State>,
+    held: &mut Option<v1::Snapshot>,
     established: &mut bool,
 ) -> Result<(), StreamError> {
     let endpoint = Endpoint::from_shared(url.to_owned())
@@ -118,9 +126,10 @@ async fn session(
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true);
     let channel: Channel = endpoint.connect().await.map_err(StreamError::Connect)?;
+    // Not `accept_compressed`: configurations come packed, compressed once by the control
+    // plane for every data plane; gRPC compression would only compress them again.
     let mut client = DiscoveryClient::new(channel)
         .send_compressed(CompressionEncoding::Gzip)
-        .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
@@ -130,6 +139,7 @@ async fn session(
         version: state.version(),
         build_version: env!("CARGO_PKG_VERSION").to_owned(),
         address: address.to_owned(),
+        features: vec![Feature::Delta as i32, Feature::Packed as i32],
     };
     // The channel has room: the receiver is not polled yet, but 16 slots are free.
     let _ = tx.try_send(message(data_plane_message::Message::Hello(hello)));
@@ -159,14 +169,15 @@ async fn session(
                     return Err(StreamError::Closed);
                 };
                 last_heard = Instant::now();
-                match received.message {
-                    Some(control_plane_message::Message::Snapshot(snapshot)) => {
-                        let answer = apply(state, &config.cache_dir, snapshot).await;
-                        if tx.send(answer).await.is_err() {
-                            return Err(StreamError::Closed);
-                        }
-                    }
-                    Some(control_plane_message::Message::Heartbeat(_)) | None => {}
+                let update = match received.message {
+                    Some(control_plane_message::Message::Snapshot(snapshot)) => Update::Whole(snapshot),
+                    Some(control_plane_message::Message::Delta(delta)) => Update::Delta(delta),
+                    Some(control_plane_message::Message::Packed(packed)) => Update::Packed(packed),
+                    Some(control_plane_message::Message::Heartbeat(_)) | None => continue,
+                };
+                let answer = apply(state, &config.cache_dir, held, update).await;
+                if tx.send(answer).await.is_err() {
+                    return Err(StreamError::Closed);
                 }
             }
             _ = heartbeat.tick() => {
@@ -183,37 +194,142 @@ async fn session(
     }
 }
 
-/// Compiles, swaps and caches a snapshot on a blocking thread; the answer to send back.
+/// A configuration as the control plane sent it.
+enum Update {
+    Whole(v1::Snapshot),
+    Delta(v1::Delta),
+    /// Either of them, gzip-compressed.
+    Packed(Vec<u8>),
+}
+
+/// What became of an update.
+enum Applied {
+    Swapped(i64),
+    Refused {
+        version: i64,
+        reason: String,
+    },
+    /// It does not apply to what this data plane holds.
+    Resync(String),
+}
+
+/// Applies an update to the configuration held, then compiles, swaps and caches the result,
+/// all on a blocking thread; the answer to send back. A refused result leaves `held` as it was.
 async fn apply(
     state: &Arc<State>,
     cache_dir: &std::path::Path,
-    snapshot: v1::Snapshot,
+    held: &mut Option<v1::Snapshot>,
+    update: Update,
 ) -> DataPlaneMessage {
-    let version = snapshot.version;
     let shared = state.clone();
     let dir: PathBuf = cache_dir.to_owned();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let state = shared;
-        let started = Instant::now();
-        let table = Table::compile(version, &snapshot.resources, Source::ControlPlane, state.side())
-            .map_err(|e| e.to_string())?;
-        let (routes, upstreams) = (table.routes(), table.upstreams().count());
-        state.install(table);
-        tracing::info!(version, routes, upstreams, elapsed = ?started.elapsed(), "configuration swapped in");
-        if let Err(error) = cache::store(&dir, &snapshot) {
-            tracing::warn!(error = %Chain(&error), "cannot write the snapshot cache");
+    let mut current = held.take();
+    let work = tokio::task::spawn_blocking(move || {
+        let applied = apply_blocking(&shared, &dir, &mut current, update);
+        (current, applied)
+    });
+    let applied = match work.await {
+        Ok((current, applied)) => {
+            *held = current;
+            applied
         }
-        Ok::<(), String>(())
-    })
-    .await
-    .unwrap_or_else(|e| Err(format!("internal error while compiling: {e}")));
-    match outcome {
-        Ok(()) => message(data_plane_message::Message::Ack(Ack { version })),
-        Err(reason) => {
+        // The held configuration went with the panic: the next update must be whole.
+        Err(error) => Applied::Resync(format!("internal error while compiling: {error}")),
+    };
+    let version = held.as_ref().map_or(0, |h| h.version);
+    match applied {
+        Applied::Swapped(version) => message(data_plane_message::Message::Ack(Ack { version })),
+        Applied::Refused { version, reason } => {
             state.metrics().rejected();
-            tracing::warn!(version, %reason, "snapshot refused; keeping the last good configuration");
+            tracing::warn!(version, %reason, "configuration refused; keeping the last good one");
             message(data_plane_message::Message::Nack(Nack { version, reason }))
         }
+        Applied::Resync(reason) => {
+            tracing::info!(held = version, %reason, "asking for the whole configuration");
+            message(data_plane_message::Message::Resync(Resync { version }))
+        }
+    }
+}
+
+fn apply_blocking(
+    state: &State,
+    dir: &std::path::Path,
+    held: &mut Option<v1::Snapshot>,
+    update: Update,
+) -> Applied {
+    let update = match update {
+        Update::Packed(packed) => match delta::unpack(&packed, MAX_MESSAGE_BYTES) {
+            Ok(v1::ControlPlaneMessage {
+                message: Some(control_plane_message::Message::Snapshot(snapshot)),
+            }) => Update::Whole(snapshot),
+            Ok(v1::ControlPlaneMessage {
+                message: Some(control_plane_message::Message::Delta(delta)),
+            }) => Update::Delta(delta),
+            Ok(_) => return Applied::Resync("a packed message holds no configuration".into()),
+            Err(error) => return Applied::Resync(format!("unreadable packed message: {error}")),
+        },
+        other => other,
+    };
+    let started = Instant::now();
+    match update {
+        Update::Whole(mut snapshot) => {
+            // Deltas find resources by key: keep them in the one order.
+            delta::sort(&mut snapshot.resources);
+            match swap(state, &snapshot, started) {
+                Ok(()) => {
+                    store_cache(dir, &snapshot);
+                    let version = snapshot.version;
+                    *held = Some(snapshot);
+                    Applied::Swapped(version)
+                }
+                Err(reason) => Applied::Refused {
+                    version: snapshot.version,
+                    reason,
+                },
+            }
+        }
+        Update::Delta(update) => {
+            let Some(snapshot) = held.as_mut() else {
+                return Applied::Resync("a delta, and no configuration to apply it to".into());
+            };
+            let version = update.version;
+            let undo = match delta::apply(snapshot, update) {
+                Ok(undo) => undo,
+                Err(error) => return Applied::Resync(error.to_string()),
+            };
+            match swap(state, snapshot, started) {
+                Ok(()) => {
+                    store_cache(dir, snapshot);
+                    Applied::Swapped(version)
+                }
+                Err(reason) => {
+                    undo.revert(snapshot);
+                    Applied::Refused { version, reason }
+                }
+            }
+        }
+        Update::Packed(_) => Applied::Resync("a packed message inside a packed message".into()),
+    }
+}
+
+/// Validates and compiles `snapshot`, and swaps it in.
+fn swap(state: &State, snapshot: &v1::Snapshot, started: Instant) -> Result<(), String> {
+    let table = Table::compile(
+        snapshot.version,
+        &snapshot.resources,
+        Source::ControlPlane,
+        state.side(),
+    )
+    .map_err(|e| e.to_string())?;
+    let (routes, upstreams) = (table.routes(), table.upstreams().count());
+    state.install(table);
+    tracing::info!(version = snapshot.version, routes, upstreams, elapsed = ?started.elapsed(), "configuration swapped in");
+    Ok(())
+}
+
+fn store_cache(dir: &std::path::Path, snapshot: &v1::Snapshot) {
+    if let Err(error) = cache::store(dir, snapshot) {
+        tracing::warn!(error = %Chain(&error), "cannot write the snapshot cache");
     }
 }
 
@@ -223,16 +339,18 @@ fn message(message: data_plane_message::Message) -> DataPlaneMessage {
     }
 }
 
-/// Loads the cached snapshot from `dir` and serves it at once; problems are logged, never fatal.
-pub(crate) fn restore_cache(dir: &std::path::Path, state: &State) {
-    let snapshot = match cache::load(dir) {
+/// Loads the cached snapshot from `dir` and serves it at once; problems are logged, never
+/// fatal. Returns the snapshot served: the configuration deltas apply to.
+pub(crate) fn restore_cache(dir: &std::path::Path, state: &State) -> Option<v1::Snapshot> {
+    let mut snapshot = match cache::load(dir) {
         Ok(Some(snapshot)) => snapshot,
-        Ok(None) => return,
+        Ok(None) => return None,
         Err(error) => {
             tracing::warn!(error = %Chain(&error), "ignoring the snapshot cache");
-            return;
+            return None;
         }
     };
+    delta::sort(&mut snapshot.resources);
     match Table::compile(
         snapshot.version,
         &snapshot.resources,
@@ -242,9 +360,11 @@ pub(crate) fn restore_cache(dir: &std::path::Path, state: &State) {
         Ok(table) => {
             tracing::info!(version = table.version(), "serving the cached snapshot");
             state.install(table);
+            Some(snapshot)
         }
         Err(error) => {
             tracing::warn!(version = snapshot.version, %error, "ignoring the snapshot cache: it does not compile");
+            None
         }
     }
 }

@@ -6,6 +6,8 @@
 //! - [`validate`]: whole-graph validation that names every problem's resource and field path. The
 //!   control plane runs it before writing, the data plane before swapping, `gatewayctl validate`
 //!   offline: the same bytes get the same verdict everywhere.
+//! - [`delta`]: the discovery stream's incremental updates, chosen by the control plane and
+//!   applied by the data plane.
 //! - [`template`]: path templates (`/users/{id}`), parsed once, matched without allocating.
 //! - [`duration`]: the one duration grammar of every program's flags, and the range of a
 //!   configured duration; [`net`]: IP networks (`10.0.0.0/8`); [`token`]: where a program
@@ -24,6 +26,7 @@ pub mod v1 {
     tonic::include_proto!("gateway.v1");
 }
 
+pub mod delta;
 mod descriptor;
 pub mod document;
 pub mod duration;

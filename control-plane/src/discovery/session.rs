@@ -5,22 +5,35 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use bytes::Bytes;
 use gateway_proto::v1::{
     self, ControlPlaneMessage, DataPlaneMessage, DataPlaneStatus, control_plane_message,
     data_plane_message::Message,
 };
+use prost::Message as _;
 use tokio::{
     sync::{mpsc, watch},
     time::{Instant, MissedTickBehavior},
 };
 use tonic::{Status, Streaming};
 
-use super::DiscoveryConfig;
-use crate::{metrics::Metrics, reflector::SnapshotRx, shutdown::Shutdown};
+use super::{DiscoveryConfig, wire::Outbound};
+use crate::{
+    metrics::Metrics,
+    reflector::{Form, SnapshotRx},
+    shutdown::Shutdown,
+};
 
 /// How stale the registry's `last_seen` of an idle data plane may get: heartbeats refresh it
 /// this often, not on every beat, to keep registry writes (etcd revisions) few.
 const REGISTRY_REFRESH: Duration = Duration::from_secs(30);
+
+/// What the data plane said it understands, in its Hello.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Features {
+    pub(super) delta: bool,
+    pub(super) packed: bool,
+}
 
 pub(super) struct Session {
     snapshots: SnapshotRx,
@@ -32,7 +45,10 @@ pub(super) struct Session {
     pending: Option<i64>,
     /// The last version it refused: not sent again.
     refused: Option<i64>,
-    tx: mpsc::Sender<Result<ControlPlaneMessage, Status>>,
+    features: Features,
+    /// The data plane cannot use a delta against what it holds: the next message is whole.
+    resync: bool,
+    tx: mpsc::Sender<Outbound>,
     status: watch::Sender<DataPlaneStatus>,
     /// When the status was last published to the registry.
     published: Instant,
@@ -50,7 +66,8 @@ impl Session {
         metrics: Arc<Metrics>,
         config: DiscoveryConfig,
         held: Option<i64>,
-        tx: mpsc::Sender<Result<ControlPlaneMessage, Status>>,
+        features: Features,
+        tx: mpsc::Sender<Outbound>,
         status: watch::Sender<DataPlaneStatus>,
     ) -> Self {
         Self {
@@ -60,6 +77,10 @@ impl Session {
             held,
             pending: None,
             refused: None,
+            features,
+            // The version a data plane says it holds after a restart is its disk cache: a
+            // delta against it is as good as against what it acknowledged on this stream.
+            resync: false,
             tx,
             status,
             published: Instant::now(),
@@ -99,8 +120,7 @@ impl Session {
                     }
                 },
                 _ = heartbeat.tick() => {
-                    let beat = control_plane_message::Message::Heartbeat(v1::Heartbeat {});
-                    if let Err(end) = self.send(beat).await {
+                    if let Err(end) = self.send(heartbeat_message()).await {
                         break end;
                     }
                 }
@@ -119,33 +139,41 @@ impl Session {
         }
     }
 
-    /// Sends the newest snapshot if it differs from what the data plane holds, none is
-    /// unanswered, and it was not refused already.
+    /// Sends the newest configuration if it differs from what the data plane holds, none is
+    /// unanswered, and it was not refused already: as a delta against what the data plane
+    /// holds when it can take one and the changes since are known, whole otherwise.
     async fn send_snapshot_if_due(&mut self) -> Result<(), End> {
         if self.pending.is_some() {
             return Ok(());
         }
-        let Some(snapshot) = self.snapshots.borrow_and_update().clone() else {
+        let Some(published) = self.snapshots.borrow_and_update().clone() else {
             return Ok(());
         };
-        if Some(snapshot.version) == self.held || Some(snapshot.version) == self.refused {
+        let version = published.version();
+        if Some(version) == self.held || Some(version) == self.refused {
             return Ok(());
         }
-        let version = snapshot.version;
-        self.send(control_plane_message::Message::Snapshot(
-            snapshot.as_ref().clone(),
-        ))
-        .await?;
+        let form = if self.features.packed {
+            Form::Packed
+        } else {
+            Form::Plain
+        };
+        let delta = match self.held {
+            Some(base) if self.features.delta && !self.resync => published.delta_from(base, form),
+            _ => None,
+        };
+        let delta_sent = delta.is_some();
+        let message = delta.unwrap_or_else(|| published.full(form));
+        self.send(message).await?;
+        self.resync = false;
         self.pending = Some(version);
         self.metrics.snapshot_sent();
+        tracing::debug!(version, base = ?self.held, delta = delta_sent, "configuration sent");
         self.status.send_modify(|s| s.pending_version = version);
         Ok(())
     }
 
-    async fn send(&self, message: control_plane_message::Message) -> Result<(), End> {
-        let message = ControlPlaneMessage {
-            message: Some(message),
-        };
+    async fn send(&self, message: Bytes) -> Result<(), End> {
         match tokio::time::timeout(self.config.dead_after, self.tx.send(Ok(message))).await {
             Ok(Ok(())) => Ok(()),
             // The data plane hung up.
@@ -201,6 +229,13 @@ impl Session {
                     refresh
                 });
             }
+            Some(Message::Resync(resync)) => {
+                tracing::info!(%id, held = resync.version, "data plane asks for the whole configuration");
+                self.answered_any();
+                self.held = (resync.version != 0).then_some(resync.version);
+                self.refused = None;
+                self.resync = true;
+            }
             Some(Message::Hello(_)) => {
                 tracing::warn!(%id, "ignoring a second Hello on one stream");
             }
@@ -213,4 +248,22 @@ impl Session {
             self.pending = None;
         }
     }
+
+    /// A Resync answers whatever was sent.
+    fn answered_any(&mut self) {
+        self.pending = None;
+    }
+}
+
+/// The encoded heartbeat, the same bytes for every stream.
+fn heartbeat_message() -> Bytes {
+    static ENCODED: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    ENCODED
+        .get_or_init(|| {
+            let beat = ControlPlaneMessage {
+                message: Some(control_plane_message::Message::Heartbeat(v1::Heartbeat {})),
+            };
+            Bytes::from(beat.encode_to_vec())
+        })
+        .clone()
 }

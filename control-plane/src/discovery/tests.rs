@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use gateway_proto::v1::{
-    Ack, ApplyRequest, ControlPlaneMessage, Hello, ListDataPlanesRequest, Nack,
+    self, Ack, ApplyRequest, ControlPlaneMessage, Hello, ListDataPlanesRequest, Nack,
     admin_client::AdminClient, control_plane_message, discovery_client::DiscoveryClient,
 };
 use tokio::sync::mpsc::Sender;
@@ -21,6 +21,7 @@ use crate::{
     Config, Server, Token, shutdown,
     store::{EmbeddedStore, conformance::upstream},
 };
+use gateway_proto::v1::Feature;
 
 const ADMIN_TOKEN: &str = "admin-secret";
 const DP_TOKEN: &str = "dp-secret";
@@ -100,6 +101,7 @@ fn hello(id: &str) -> DataPlaneMessage {
         version: 0,
         build_version: "test".into(),
         address: "127.0.0.1:8080".into(),
+        features: Vec::new(),
     }))
 }
 
@@ -125,6 +127,30 @@ async fn next_snapshot(inbound: &mut Streaming<ControlPlaneMessage>) -> v1::Snap
         match next.message {
             Some(control_plane_message::Message::Snapshot(snapshot)) => return snapshot,
             Some(control_plane_message::Message::Heartbeat(_)) | None => continue,
+            Some(other) => panic!("a data plane without features got {other:?}"),
+        }
+    }
+}
+
+/// The next snapshot or delta, unpacked, skipping heartbeats.
+async fn next_config(
+    inbound: &mut Streaming<ControlPlaneMessage>,
+) -> control_plane_message::Message {
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+            .await
+            .expect("a message in time")
+            .expect("stream ok")
+            .expect("stream open");
+        match next.message {
+            Some(control_plane_message::Message::Heartbeat(_)) | None => continue,
+            Some(control_plane_message::Message::Packed(gz)) => {
+                return gateway_proto::delta::unpack(&gz, 1 << 24)
+                    .expect("unpacks")
+                    .message
+                    .expect("a message inside");
+            }
+            Some(other) => return other,
         }
     }
 }
@@ -327,4 +353,85 @@ async fn silent_data_planes_are_dropped_and_shutdown_ends_streams() {
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     }
     server.task.await.expect("join").expect("clean stop");
+}
+
+fn hello_with(id: &str, version: i64, features: &[Feature]) -> DataPlaneMessage {
+    msg(Message::Hello(Hello {
+        id: id.into(),
+        version,
+        build_version: "test".into(),
+        address: String::new(),
+        features: features.iter().map(|f| *f as i32).collect(),
+    }))
+}
+
+fn ack(version: i64) -> DataPlaneMessage {
+    msg(Message::Ack(Ack { version }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deltas_after_the_first_snapshot_and_a_full_one_on_resync() {
+    use control_plane_message::Message as M;
+
+    let server = start(fast()).await;
+    let addr = server.addr;
+    let v1 = apply(addr, 9001).await;
+    let mut client = discovery(addr, DP_TOKEN).await;
+    for features in [&[Feature::Delta][..], &[Feature::Delta, Feature::Packed]] {
+        let (tx, mut inbound) = open(&mut client, hello_with("dp-d", 0, features))
+            .await
+            .expect("open");
+        // Nothing held: the whole configuration first.
+        let M::Snapshot(first) = next_config(&mut inbound).await else {
+            panic!("the first message must be a snapshot");
+        };
+        let base = first.version;
+        assert!(base >= v1);
+        tx.send(ack(base)).await.expect("ack");
+
+        // One change: only it, against the acknowledged version.
+        let v2 = apply(addr, 9100 + base as u16).await;
+        let M::Delta(delta) = next_config(&mut inbound).await else {
+            panic!("a change must come as a delta");
+        };
+        assert_eq!((delta.base_version, delta.version), (base, v2));
+        assert_eq!(delta.resources.len(), 1);
+        assert_eq!(delta.resources[0].name, "users");
+        assert!(delta.removed.is_empty());
+        tx.send(ack(v2)).await.expect("ack");
+
+        // The data plane cannot apply the next one: Resync brings the whole configuration.
+        let v3 = apply(addr, 9200 + base as u16).await;
+        let M::Delta(delta) = next_config(&mut inbound).await else {
+            panic!("a delta");
+        };
+        assert_eq!(delta.base_version, v2);
+        tx.send(msg(Message::Resync(v1::Resync { version: v2 })))
+            .await
+            .expect("resync");
+        let M::Snapshot(whole) = next_config(&mut inbound).await else {
+            panic!("a resync must be answered with a snapshot");
+        };
+        assert_eq!(whole.version, v3);
+        tx.send(ack(v3)).await.expect("ack");
+        drop(tx);
+
+        // Reconnecting with a version the control plane knows the changes since: a delta.
+        let (tx, mut inbound) = open(&mut client, hello_with("dp-d", v2, features))
+            .await
+            .expect("reopen");
+        let M::Delta(delta) = next_config(&mut inbound).await else {
+            panic!("a reconnect at a known version gets a delta");
+        };
+        assert_eq!((delta.base_version, delta.version), (v2, v3));
+        drop(tx);
+
+        // At a version it does not know: the whole snapshot.
+        let (_tx, mut inbound) = open(&mut client, hello_with("dp-d", 1_000_000, features))
+            .await
+            .expect("reopen");
+        assert!(matches!(next_config(&mut inbound).await, M::Snapshot(s) if s.version == v3));
+    }
+    server.trigger.trigger();
+    let _ = server.task.await;
 }

@@ -1,6 +1,10 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use gateway_proto::v1::DataPlaneStatus;
+use gateway_proto::{
+    delta,
+    v1::{ControlPlaneMessage, DataPlaneStatus, control_plane_message},
+};
+use prost::Message as _;
 
 use super::*;
 use crate::{
@@ -80,9 +84,9 @@ async fn mirrors_commits_in_order() {
     let (reflector, _task) = Reflector::spawn(store.clone(), Arc::default(), signal);
     let first = reflector.wait_for_version(v1).await.expect("loaded");
     assert!(reflector.is_ready());
-    assert_eq!(first.version, v1);
+    assert_eq!(first.version(), v1);
     assert_eq!(
-        names(&first),
+        names(first.snapshot()),
         [(Some(ResourceKind::Upstream), "users".into(), v1)]
     );
 
@@ -95,12 +99,54 @@ async fn mirrors_commits_in_order() {
         .await
         .expect("commit");
     let last = reflector.wait_for_version(v3).await.expect("published");
-    assert_eq!(last.version, v3);
+    assert_eq!(last.version(), v3);
     assert_eq!(
-        names(&last),
+        names(last.snapshot()),
         [(Some(ResourceKind::Route), "api".into(), v2)]
     );
-    assert_eq!(reflector.current().map(|s| s.version), Some(v3));
+    assert_eq!(reflector.current().map(|s| s.version()), Some(v3));
+
+    // What changed since each earlier version, as the deltas a data plane holding it gets.
+    let delta = |base, form| {
+        let bytes = last.delta_from(base, form).expect("a delta");
+        match ControlPlaneMessage::decode(bytes).expect("decodes").message {
+            Some(control_plane_message::Message::Delta(delta)) => delta,
+            other => panic!("not a delta: {other:?}"),
+        }
+    };
+    let from_v2 = delta(v2, Form::Plain);
+    assert_eq!((from_v2.base_version, from_v2.version), (v2, v3));
+    assert!(from_v2.resources.is_empty());
+    assert_eq!(
+        from_v2.removed,
+        [delta::key(ResourceKind::Upstream, "users")]
+    );
+    let from_v1 = delta(v1, Form::Plain);
+    assert_eq!(from_v1.resources.len(), 1, "the route added");
+    assert_eq!(from_v1.removed.len(), 1, "the upstream removed");
+    assert!(
+        last.delta_from(v3 + 100, Form::Plain).is_none(),
+        "an unknown base"
+    );
+    // Built once per base and form: the same bytes for every stream.
+    let packed = last.delta_from(v1, Form::Packed).expect("packed");
+    assert_eq!(
+        packed.as_ptr(),
+        last.delta_from(v1, Form::Packed).unwrap().as_ptr()
+    );
+    assert_eq!(
+        last.full(Form::Plain).as_ptr(),
+        last.full(Form::Plain).as_ptr()
+    );
+    let Some(control_plane_message::Message::Packed(gz)) =
+        ControlPlaneMessage::decode(packed).unwrap().message
+    else {
+        panic!("not packed");
+    };
+    let inner = delta::unpack(&gz, 1 << 20).expect("unpacks");
+    assert!(
+        matches!(inner.message, Some(control_plane_message::Message::Delta(d)) if d == from_v1)
+    );
 }
 
 #[tokio::test]
@@ -116,13 +162,13 @@ async fn relists_after_failures() {
     let (trigger, signal) = shutdown::channel();
     let (reflector, task) = Reflector::spawn(store.clone(), metrics.clone(), signal);
     let empty = reflector.wait_for_version(0).await.expect("loaded");
-    assert!(empty.resources.is_empty());
+    assert!(empty.snapshot().resources.is_empty());
     let v1 = store
         .commit(0, vec![Op::Put(upstream("users", 9001))])
         .await
         .expect("commit");
     let snapshot = reflector.wait_for_version(v1).await.expect("published");
-    assert_eq!(snapshot.resources.len(), 1);
+    assert_eq!(snapshot.snapshot().resources.len(), 1);
     assert!(metrics.render().contains("gateway_cp_relists_total 2\n"));
     trigger.trigger();
     task.await.expect("reflector stops on shutdown");

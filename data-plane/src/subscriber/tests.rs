@@ -11,6 +11,8 @@ use tokio::sync::{Mutex, mpsc, watch};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming, codec::CompressionEncoding};
 
+use gateway_proto::ResourceKind;
+
 use super::*;
 use crate::table::Source;
 
@@ -139,7 +141,13 @@ async fn hello_ack_nack_cache_and_reconnect() {
     };
     let state = Arc::new(State::new(crate::state::Settings::default()));
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(run(config, "127.0.0.1:8080".into(), state.clone(), stopped));
+    let task = tokio::spawn(run(
+        config,
+        "127.0.0.1:8080".into(),
+        state.clone(),
+        None,
+        stopped,
+    ));
 
     let mut streams = streams.lock().await;
     let mut opened = tokio::time::timeout(PATIENCE, streams.recv())
@@ -206,13 +214,171 @@ async fn hello_ack_nack_cache_and_reconnect() {
 
     // A restart serves the cache at once.
     let restarted = State::new(crate::state::Settings::default());
-    restore_cache(cache_dir.path(), &restarted);
+    let restored = restore_cache(cache_dir.path(), &restarted).expect("the cache is served");
+    assert_eq!(restored.version, 7);
     let table = restarted.table().unwrap();
     assert_eq!((table.version(), table.source()), (7, Source::Cache));
 
     // A corrupt cache is refused without a panic.
     std::fs::write(cache::path(cache_dir.path()), b"GWSNAP\x00\x01 torn").unwrap();
     let fresh = State::new(crate::state::Settings::default());
-    restore_cache(cache_dir.path(), &fresh);
+    assert!(restore_cache(cache_dir.path(), &fresh).is_none());
     assert!(fresh.table().is_none());
+}
+
+fn delta(
+    base: i64,
+    version: i64,
+    resources: Vec<v1::Resource>,
+    removed: &[(ResourceKind, &str)],
+) -> v1::Delta {
+    v1::Delta {
+        version,
+        base_version: base,
+        resources,
+        removed: removed
+            .iter()
+            .map(|(kind, name)| gateway_proto::delta::key(*kind, name))
+            .collect(),
+    }
+}
+
+fn send_delta(delta: v1::Delta) -> ControlPlaneMessage {
+    ControlPlaneMessage {
+        message: Some(control_plane_message::Message::Delta(delta)),
+    }
+}
+
+/// The resources of `snapshot(_, backend)`, by name.
+fn resource(name: &str, backend: &str) -> v1::Resource {
+    let Some(control_plane_message::Message::Snapshot(s)) = snapshot(0, backend).message else {
+        unreachable!()
+    };
+    let mut found = s
+        .resources
+        .into_iter()
+        .find(|r| r.name == name.get(..1).unwrap_or(name))
+        .unwrap();
+    if let Some(Spec::Route(spec)) = &mut found.spec {
+        // Its own host: two catch-all routes on one host would conflict.
+        spec.hostnames = vec![format!("{name}.example")];
+    }
+    found.name = name.into();
+    found
+}
+
+#[tokio::test]
+async fn deltas_apply_to_what_is_held_and_a_refused_one_is_undone() {
+    let (addr, streams) = fake_control_plane().await;
+    let cache_dir = tempfile::tempdir().unwrap();
+    let config = ControlPlaneConfig {
+        urls: vec![format!("http://{addr}")],
+        token: None,
+        id: "dp-d".into(),
+        cache_dir: cache_dir.path().to_owned(),
+    };
+    let state = Arc::new(State::new(crate::state::Settings::default()));
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(run(
+        config,
+        "127.0.0.1:8080".into(),
+        state.clone(),
+        None,
+        stopped,
+    ));
+    let mut streams = streams.lock().await;
+    let mut opened = tokio::time::timeout(PATIENCE, streams.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let data_plane_message::Message::Hello(hello) = next_message(&mut opened).await else {
+        panic!("hello first");
+    };
+    assert_eq!(
+        hello.features,
+        [v1::Feature::Delta as i32, v1::Feature::Packed as i32]
+    );
+    let answer = async |opened: &mut Opened, message| {
+        opened.outbound.send(Ok(message)).await.unwrap();
+        next_message(opened).await
+    };
+    use data_plane_message::Message as M;
+
+    assert!(matches!(
+        answer(&mut opened, snapshot(5, "u")).await,
+        M::Ack(v1::Ack { version: 5 })
+    ));
+    // Added: a second route.
+    let added = send_delta(delta(5, 6, vec![resource("r2", "u")], &[]));
+    assert!(matches!(
+        answer(&mut opened, added).await,
+        M::Ack(v1::Ack { version: 6 })
+    ));
+    assert!(state.table().unwrap().has_route("r2"));
+    // Removing the upstream both routes use: refused as a whole, the last good table kept.
+    let broken = send_delta(delta(6, 7, vec![], &[(ResourceKind::Upstream, "u")]));
+    match answer(&mut opened, broken).await {
+        M::Nack(nack) => {
+            assert_eq!(nack.version, 7);
+            assert!(
+                nack.reason.contains("backendRefs[0].name"),
+                "{}",
+                nack.reason
+            );
+        }
+        other => panic!("expected a NACK, got {other:?}"),
+    }
+    assert_eq!(state.version(), 6);
+    // The refused delta was undone: the next one, against 6, applies (packed this time).
+    let mut moved = resource("u", "u");
+    if let Some(Spec::Upstream(spec)) = &mut moved.spec {
+        spec.endpoints[0].address = "127.0.0.1:9002".into();
+    }
+    let packed = ControlPlaneMessage {
+        message: Some(control_plane_message::Message::Packed(
+            gateway_proto::delta::pack(&send_delta(delta(
+                6,
+                8,
+                vec![moved],
+                &[(ResourceKind::Route, "r")],
+            ))),
+        )),
+    };
+    assert!(matches!(
+        answer(&mut opened, packed).await,
+        M::Ack(v1::Ack { version: 8 })
+    ));
+    let table = state.table().unwrap();
+    assert!(!table.has_route("r") && table.has_route("r2"));
+    assert_eq!(
+        table.upstream("u").unwrap().endpoints()[0].address(),
+        "127.0.0.1:9002"
+    );
+    // What is cached is what is held: the result of the deltas, sorted.
+    let cached = cache::load(cache_dir.path()).unwrap().unwrap();
+    assert_eq!(cached.version, 8);
+    let names: Vec<_> = cached.resources.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["u", "r2"]);
+
+    // A delta against another version, or a removal of something not held: Resync.
+    let stale = send_delta(delta(3, 9, vec![], &[]));
+    assert!(matches!(
+        answer(&mut opened, stale).await,
+        M::Resync(v1::Resync { version: 8 })
+    ));
+    let unknown = send_delta(delta(8, 9, vec![], &[(ResourceKind::Route, "nope")]));
+    assert!(matches!(
+        answer(&mut opened, unknown).await,
+        M::Resync(v1::Resync { version: 8 })
+    ));
+    assert_eq!(state.version(), 8);
+    // The whole configuration then replaces what is held.
+    assert!(matches!(
+        answer(&mut opened, snapshot(9, "u")).await,
+        M::Ack(v1::Ack { version: 9 })
+    ));
+    assert!(state.table().unwrap().has_route("r"));
+
+    let _ = stop.send(true);
+    tokio::time::timeout(PATIENCE, task).await.unwrap().unwrap();
 }

@@ -1,0 +1,140 @@
+//! One published configuration: the snapshot, the keys that changed in the versions before it
+//! (so that a data plane holding one of them gets only the difference), and the discovery
+//! messages built from it, each encoded once and shared by every stream as `Bytes`.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex, OnceLock, PoisonError},
+};
+
+use bytes::Bytes;
+use gateway_proto::{
+    ResourceKind, delta,
+    v1::{ControlPlaneMessage, Snapshot, control_plane_message::Message},
+};
+use prost::Message as _;
+
+/// How many versions back a data plane still gets a delta; older ones get the whole snapshot.
+pub(crate) const HISTORY_VERSIONS: usize = 64;
+/// Past this many changed keys, a delta is no cheaper to build and apply than the snapshot.
+pub(crate) const HISTORY_KEYS: usize = 10_000;
+
+/// The keys that took the configuration from `from` to the next version.
+#[derive(Debug)]
+pub(crate) struct Step {
+    pub(crate) from: i64,
+    pub(crate) keys: Box<[(ResourceKind, Box<str>)]>,
+}
+
+/// The steps up to a published version, oldest first.
+pub(crate) type History = VecDeque<Arc<Step>>;
+
+/// How a message is framed for one data plane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Form {
+    /// A `ControlPlaneMessage` with the snapshot or delta itself (gRPC may compress it).
+    Plain,
+    /// A `ControlPlaneMessage` whose `packed` field is the message, gzip-compressed once here.
+    Packed,
+}
+
+/// A configuration as the reflector publishes it.
+#[derive(Debug)]
+pub struct Published {
+    snapshot: Snapshot,
+    history: History,
+    full: [OnceLock<Bytes>; 2],
+    /// Deltas built so far, by base version and form; a handful at most (data planes are at
+    /// the previous version, or a few behind).
+    deltas: Mutex<Vec<(i64, Form, Bytes)>>,
+}
+
+// === impl Published ===
+
+impl Published {
+    pub(crate) fn new(snapshot: Snapshot, history: History) -> Self {
+        Self {
+            snapshot,
+            history,
+            full: Default::default(),
+            deltas: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn version(&self) -> i64 {
+        self.snapshot.version
+    }
+
+    /// The whole configuration.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    pub(crate) fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// The encoded message with the whole snapshot.
+    pub(crate) fn full(&self, form: Form) -> Bytes {
+        self.full[form as usize]
+            .get_or_init(|| {
+                encode(
+                    form,
+                    ControlPlaneMessage {
+                        message: Some(Message::Snapshot(self.snapshot.clone())),
+                    },
+                )
+            })
+            .clone()
+    }
+
+    /// The encoded delta from `base`, if this configuration still knows what changed since.
+    pub(crate) fn delta_from(&self, base: i64, form: Form) -> Option<Bytes> {
+        let start = self.history.iter().position(|step| step.from == base)?;
+        let mut built = self.deltas.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, _, bytes)) = built.iter().find(|(b, f, _)| *b == base && *f == form) {
+            return Some(bytes.clone());
+        }
+        let keys = self
+            .history
+            .range(start..)
+            .flat_map(|step| step.keys.iter())
+            .map(|(kind, name)| (*kind, &**name));
+        let delta = delta::select(&self.snapshot, base, keys);
+        let bytes = encode(
+            form,
+            ControlPlaneMessage {
+                message: Some(Message::Delta(delta)),
+            },
+        );
+        built.push((base, form, bytes.clone()));
+        Some(bytes)
+    }
+}
+
+fn encode(form: Form, message: ControlPlaneMessage) -> Bytes {
+    let message = match form {
+        Form::Plain => message,
+        Form::Packed => ControlPlaneMessage {
+            message: Some(Message::Packed(delta::pack(&message))),
+        },
+    };
+    Bytes::from(message.encode_to_vec())
+}
+
+/// The history of the next version: `history` with the step from `from` through `keys`,
+/// trimmed to [`HISTORY_VERSIONS`] and [`HISTORY_KEYS`].
+pub(crate) fn extend(history: &History, from: i64, keys: Vec<(ResourceKind, Box<str>)>) -> History {
+    let mut next = history.clone();
+    next.push_back(Arc::new(Step {
+        from,
+        keys: keys.into(),
+    }));
+    let mut total: usize = next.iter().map(|step| step.keys.len()).sum();
+    while next.len() > HISTORY_VERSIONS || (total > HISTORY_KEYS && !next.is_empty()) {
+        if let Some(old) = next.pop_front() {
+            total -= old.keys.len();
+        }
+    }
+    next
+}
