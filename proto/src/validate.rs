@@ -16,10 +16,12 @@ use crate::{
 
 mod checked;
 mod filter;
+mod incremental;
 mod policy;
 mod route;
 
 pub use checked::{Checked, CheckedMatch, CheckedPath, CheckedRoute, CheckedValue};
+pub use incremental::{Graph, Unproven};
 
 pub use policy::MAX_HEAD_BYTES;
 

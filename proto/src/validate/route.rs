@@ -328,6 +328,39 @@ pub(super) fn check_conflicts(report: &mut Report, routes: &[(&str, &v1::RouteSp
     }
 }
 
+/// Where a match sits in its route: (rule, match), the match `u32::MAX` for a rule without
+/// matches (its default match).
+pub(super) type MatchAt = (u32, u32);
+
+/// The conflict keys of a route's matches (as [`check_conflicts`] compares them), hashed, each
+/// with where it sits.
+pub(super) fn match_hashes(spec: &v1::RouteSpec) -> Vec<(u64, MatchAt)> {
+    use std::hash::{BuildHasher as _, BuildHasherDefault, DefaultHasher};
+    // Fixed keys: the same key hashes the same on every call.
+    let hasher = BuildHasherDefault::<DefaultHasher>::default();
+    let default_match = v1::RouteMatch::default();
+    let hostnames: Vec<&str> = if spec.hostnames.is_empty() {
+        vec![""]
+    } else {
+        spec.hostnames.iter().map(String::as_str).collect()
+    };
+    let mut out = Vec::new();
+    for (r, rule) in spec.rules.iter().enumerate() {
+        let matches: Vec<(u32, &v1::RouteMatch)> = if rule.matches.is_empty() {
+            vec![(u32::MAX, &default_match)]
+        } else {
+            (0u32..).zip(&rule.matches).collect()
+        };
+        for (m, route_match) in matches {
+            for hostname in &hostnames {
+                let key = match_key(hostname, route_match);
+                out.push((hasher.hash_one(&key), (r as u32, m)));
+            }
+        }
+    }
+    out
+}
+
 fn match_key<'a>(hostname: &'a str, m: &'a v1::RouteMatch) -> MatchKey<'a> {
     let (path_type, path) = match &m.path {
         Some(p) => {
