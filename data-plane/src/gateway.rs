@@ -41,7 +41,7 @@ pub struct Gateway {
     watched: Option<Watched>,
     /// The configuration served from the disk cache, which deltas from the control plane
     /// apply to.
-    restored: Option<gateway_proto::v1::Snapshot>,
+    restored: Option<subscriber::Held>,
 }
 
 // === impl Gateway ===

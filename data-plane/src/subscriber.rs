@@ -7,17 +7,13 @@
 //! and the stream reopened with backoff and jitter.
 
 use std::{
-    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use gateway_proto::{
-    delta,
-    v1::{
-        self, Ack, DataPlaneMessage, Feature, Hello, Nack, Resync, control_plane_message,
-        data_plane_message, discovery_client::DiscoveryClient,
-    },
+use gateway_proto::v1::{
+    self, DataPlaneMessage, Feature, Hello, control_plane_message, data_plane_message,
+    discovery_client::DiscoveryClient,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -27,13 +23,9 @@ use tonic::{
     transport::{Channel, Endpoint},
 };
 
-use crate::{
-    cache,
-    config::ControlPlaneConfig,
-    pipeline::Chain,
-    state::State,
-    table::{Source, Table},
-};
+pub(crate) use self::apply::{Held, restore_cache};
+use self::apply::{Update, apply};
+use crate::{config::ControlPlaneConfig, pipeline::Chain, state::State};
 
 /// Interval between heartbeats.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
@@ -76,7 +68,7 @@ pub(crate) async fn run(
     config: ControlPlaneConfig,
     address: String,
     state: Arc<State>,
-    mut held: Option<v1::Snapshot>,
+    mut held: Option<Held>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     if config.urls.is_empty() {
@@ -118,7 +110,7 @@ async fn session(
     url: &str,
     address: &str,
     state: &Arc<State>,
-    held: &mut Option<v1::Snapshot>,
+    held: &mut Option<Held>,
     established: &mut bool,
 ) -> Result<(), StreamError> {
     let endpoint = Endpoint::from_shared(url.to_owned())
@@ -194,180 +186,13 @@ async fn session(
     }
 }
 
-/// A configuration as the control plane sent it.
-enum Update {
-    Whole(v1::Snapshot),
-    Delta(v1::Delta),
-    /// Either of them, gzip-compressed.
-    Packed(Vec<u8>),
-}
-
-/// What became of an update.
-enum Applied {
-    Swapped(i64),
-    Refused {
-        version: i64,
-        reason: String,
-    },
-    /// It does not apply to what this data plane holds.
-    Resync(String),
-}
-
-/// Applies an update to the configuration held, then compiles, swaps and caches the result,
-/// all on a blocking thread; the answer to send back. A refused result leaves `held` as it was.
-async fn apply(
-    state: &Arc<State>,
-    cache_dir: &std::path::Path,
-    held: &mut Option<v1::Snapshot>,
-    update: Update,
-) -> DataPlaneMessage {
-    let shared = state.clone();
-    let dir: PathBuf = cache_dir.to_owned();
-    let mut current = held.take();
-    let work = tokio::task::spawn_blocking(move || {
-        let applied = apply_blocking(&shared, &dir, &mut current, update);
-        (current, applied)
-    });
-    let applied = match work.await {
-        Ok((current, applied)) => {
-            *held = current;
-            applied
-        }
-        // The held configuration went with the panic: the next update must be whole.
-        Err(error) => Applied::Resync(format!("internal error while compiling: {error}")),
-    };
-    let version = held.as_ref().map_or(0, |h| h.version);
-    match applied {
-        Applied::Swapped(version) => message(data_plane_message::Message::Ack(Ack { version })),
-        Applied::Refused { version, reason } => {
-            state.metrics().rejected();
-            tracing::warn!(version, %reason, "configuration refused; keeping the last good one");
-            message(data_plane_message::Message::Nack(Nack { version, reason }))
-        }
-        Applied::Resync(reason) => {
-            tracing::info!(held = version, %reason, "asking for the whole configuration");
-            message(data_plane_message::Message::Resync(Resync { version }))
-        }
-    }
-}
-
-fn apply_blocking(
-    state: &State,
-    dir: &std::path::Path,
-    held: &mut Option<v1::Snapshot>,
-    update: Update,
-) -> Applied {
-    let update = match update {
-        Update::Packed(packed) => match delta::unpack(&packed, MAX_MESSAGE_BYTES) {
-            Ok(v1::ControlPlaneMessage {
-                message: Some(control_plane_message::Message::Snapshot(snapshot)),
-            }) => Update::Whole(snapshot),
-            Ok(v1::ControlPlaneMessage {
-                message: Some(control_plane_message::Message::Delta(delta)),
-            }) => Update::Delta(delta),
-            Ok(_) => return Applied::Resync("a packed message holds no configuration".into()),
-            Err(error) => return Applied::Resync(format!("unreadable packed message: {error}")),
-        },
-        other => other,
-    };
-    let started = Instant::now();
-    match update {
-        Update::Whole(mut snapshot) => {
-            // Deltas find resources by key: keep them in the one order.
-            delta::sort(&mut snapshot.resources);
-            match swap(state, &snapshot, started) {
-                Ok(()) => {
-                    store_cache(dir, &snapshot);
-                    let version = snapshot.version;
-                    *held = Some(snapshot);
-                    Applied::Swapped(version)
-                }
-                Err(reason) => Applied::Refused {
-                    version: snapshot.version,
-                    reason,
-                },
-            }
-        }
-        Update::Delta(update) => {
-            let Some(snapshot) = held.as_mut() else {
-                return Applied::Resync("a delta, and no configuration to apply it to".into());
-            };
-            let version = update.version;
-            let undo = match delta::apply(snapshot, update) {
-                Ok(undo) => undo,
-                Err(error) => return Applied::Resync(error.to_string()),
-            };
-            match swap(state, snapshot, started) {
-                Ok(()) => {
-                    store_cache(dir, snapshot);
-                    Applied::Swapped(version)
-                }
-                Err(reason) => {
-                    undo.revert(snapshot);
-                    Applied::Refused { version, reason }
-                }
-            }
-        }
-        Update::Packed(_) => Applied::Resync("a packed message inside a packed message".into()),
-    }
-}
-
-/// Validates and compiles `snapshot`, and swaps it in.
-fn swap(state: &State, snapshot: &v1::Snapshot, started: Instant) -> Result<(), String> {
-    let table = Table::compile(
-        snapshot.version,
-        &snapshot.resources,
-        Source::ControlPlane,
-        state.side(),
-    )
-    .map_err(|e| e.to_string())?;
-    let (routes, upstreams) = (table.routes(), table.upstreams().count());
-    state.install(table);
-    tracing::info!(version = snapshot.version, routes, upstreams, elapsed = ?started.elapsed(), "configuration swapped in");
-    Ok(())
-}
-
-fn store_cache(dir: &std::path::Path, snapshot: &v1::Snapshot) {
-    if let Err(error) = cache::store(dir, snapshot) {
-        tracing::warn!(error = %Chain(&error), "cannot write the snapshot cache");
-    }
-}
-
 fn message(message: data_plane_message::Message) -> DataPlaneMessage {
     DataPlaneMessage {
         message: Some(message),
     }
 }
 
-/// Loads the cached snapshot from `dir` and serves it at once; problems are logged, never
-/// fatal. Returns the snapshot served: the configuration deltas apply to.
-pub(crate) fn restore_cache(dir: &std::path::Path, state: &State) -> Option<v1::Snapshot> {
-    let mut snapshot = match cache::load(dir) {
-        Ok(Some(snapshot)) => snapshot,
-        Ok(None) => return None,
-        Err(error) => {
-            tracing::warn!(error = %Chain(&error), "ignoring the snapshot cache");
-            return None;
-        }
-    };
-    delta::sort(&mut snapshot.resources);
-    match Table::compile(
-        snapshot.version,
-        &snapshot.resources,
-        Source::Cache,
-        state.side(),
-    ) {
-        Ok(table) => {
-            tracing::info!(version = table.version(), "serving the cached snapshot");
-            state.install(table);
-            Some(snapshot)
-        }
-        Err(error) => {
-            tracing::warn!(version = snapshot.version, %error, "ignoring the snapshot cache: it does not compile");
-            None
-        }
-    }
-}
+mod apply;
 
 #[cfg(test)]
 mod tests;

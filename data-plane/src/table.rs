@@ -7,7 +7,7 @@ use std::{sync::Arc, time::SystemTime};
 use gateway_proto::{
     ValidationErrors,
     v1::{self, resource::Spec},
-    validate::{CheckedMatch, CheckedPath},
+    validate::{CheckedMatch, CheckedPath, CheckedRoute},
 };
 
 use crate::side::SideTables;
@@ -31,7 +31,7 @@ pub use self::{
 use self::{
     hash::{FxHashMap, FxHashSet},
     matchers::{HeaderMatcher, QueryMatcher},
-    router::{CompiledPath, Conditions, Router, RouterBuilder},
+    router::{CompiledPath, Conditions, Host, MatchOf, Place, Router, RouterBuilder},
 };
 
 /// Where a table's configuration came from.
@@ -49,12 +49,26 @@ pub struct Table {
     source: Source,
     loaded_at: SystemTime,
     router: Router,
-    rules: Box<[Arc<Rule>]>,
+    /// The router's candidates name rules by slot; a removed route's slots are emptied and
+    /// reused by a later update.
+    rules: Vec<Option<Arc<Rule>>>,
+    free: Vec<usize>,
     upstreams: FxHashMap<Arc<str>, Arc<Upstream>>,
-    /// Route names, sorted.
-    routes: Box<[Arc<str>]>,
-    /// The regular expressions this table uses (to prune the side table's cache).
-    regexes: FxHashSet<Box<str>>,
+    policies: FxHashMap<Arc<str>, Arc<Policy>>,
+    /// Global policies, in name order.
+    global: Arc<[Arc<Policy>]>,
+    routes: FxHashMap<Arc<str>, Arc<CompiledRoute>>,
+    /// The regular expressions this table uses, with how many matches use each (to prune the
+    /// side table's cache).
+    regexes: FxHashMap<Box<str>, usize>,
+}
+
+/// What a route put into the table: what taking it out again must visit.
+#[derive(Debug)]
+struct CompiledRoute {
+    slots: Box<[usize]>,
+    places: Box<[(Host, Place)]>,
+    regexes: Box<[Box<str>]>,
 }
 
 /// Why a snapshot does not compile. The text is the NACK reason. Validation is the only thing
@@ -98,58 +112,162 @@ impl Table {
                 if spec.global {
                     global.push((resource.name.as_str(), policy.clone()));
                 }
-                policies.insert(resource.name.as_str(), policy);
+                policies.insert(resource.name.as_str().into(), policy);
             }
         }
         global.sort_by_key(|(name, _)| *name);
-        let global: Vec<Arc<Policy>> = global.into_iter().map(|(_, p)| p).collect();
+        let global: Arc<[Arc<Policy>]> = global.into_iter().map(|(_, p)| p).collect();
 
-        let cx = rule::Context {
-            upstreams: &upstreams,
-            policies: &policies,
-            global: &global,
-            side,
-        };
-        let mut builder = RouterBuilder::default();
-        let mut rules = Vec::new();
-        let mut names = Vec::with_capacity(checked.routes.len());
-        let mut order = 0u32;
-        let mut regexes = FxHashSet::default();
-        // In name order (validation sorted them), so that precedence ties break the same way
-        // on every data plane.
-        for checked_route in &checked.routes {
-            let route: Arc<str> = checked_route.name.into();
-            names.push(route.clone());
-            let spec = checked_route.spec;
-            for (r, (rule, matches)) in checked_route.rules.iter().enumerate() {
-                let index = rules.len();
-                rules.push(Arc::new(Rule::compile(&route, spec, r, rule, &cx)));
-                for checked_match in matches {
-                    let path = compile_path(&checked_match.path, &mut regexes);
-                    let conditions = compile_conditions(checked_match, &mut regexes);
-                    builder.add(&spec.hostnames, &path, &Arc::new(conditions), index, order);
-                    order = order.saturating_add(1);
-                }
-            }
-        }
-
-        Ok(Self {
+        let mut table = Self {
             version,
             source,
             loaded_at: SystemTime::now(),
-            router: builder.build(),
-            rules: rules.into(),
+            router: Router::default(),
+            rules: Vec::new(),
+            free: Vec::new(),
             upstreams,
-            routes: names.into(),
-            regexes,
-        })
+            policies,
+            global,
+            routes: FxHashMap::default(),
+            regexes: FxHashMap::default(),
+        };
+        let mut builder = RouterBuilder::default();
+        for route in &checked.routes {
+            table.add_route(route, &mut builder, side);
+        }
+        table.router = builder.build();
+        Ok(table)
+    }
+
+    /// The table of a configuration that differs from this one's in the routes `changed` only
+    /// (put or removed), which passed the incremental check: `routes` are the changed routes
+    /// that exist, parsed. Only they are compiled, and only the host buckets they touch are
+    /// rebuilt; everything else is shared with this table.
+    pub fn update(
+        &self,
+        version: i64,
+        changed: &[&str],
+        routes: &[CheckedRoute<'_>],
+        side: &SideTables,
+    ) -> Self {
+        let mut next = Self {
+            version,
+            source: self.source,
+            loaded_at: SystemTime::now(),
+            router: Router::default(),
+            rules: self.rules.clone(),
+            free: self.free.clone(),
+            upstreams: self.upstreams.clone(),
+            policies: self.policies.clone(),
+            global: self.global.clone(),
+            routes: self.routes.clone(),
+            regexes: self.regexes.clone(),
+        };
+        let mut removed = FxHashSet::default();
+        let mut gone = Vec::new();
+        for name in changed {
+            let Some(old) = next.routes.remove(*name) else {
+                continue;
+            };
+            for &slot in &old.slots {
+                next.rules[slot] = None;
+                next.free.push(slot);
+                removed.insert(slot);
+            }
+            for pattern in &old.regexes {
+                if let Some(uses) = next.regexes.get_mut(pattern) {
+                    *uses -= 1;
+                    if *uses == 0 {
+                        next.regexes.remove(pattern);
+                    }
+                }
+            }
+            gone.push(old);
+        }
+        // Slots freed now are reused only by the next update: the router still points at them
+        // until it is updated below.
+        let reusable = next.free.len() - removed.len();
+        let freed: Vec<usize> = next.free.split_off(reusable);
+        let mut builder = RouterBuilder::default();
+        for route in routes {
+            next.add_route(route, &mut builder, side);
+        }
+        next.free.extend(freed);
+        next.router = self.router.update(
+            &removed,
+            gone.iter().flat_map(|route| route.places.iter()),
+            builder,
+        );
+        next
+    }
+
+    /// Compiles one route's rules into free slots and its matches into `builder`.
+    fn add_route(
+        &mut self,
+        checked_route: &CheckedRoute<'_>,
+        builder: &mut RouterBuilder,
+        side: &SideTables,
+    ) {
+        let name: Arc<str> = checked_route.name.into();
+        let spec = checked_route.spec;
+        let cx = rule::Context {
+            upstreams: &self.upstreams,
+            policies: &self.policies,
+            global: &self.global,
+            side,
+        };
+        let mut slots = Vec::with_capacity(checked_route.rules.len());
+        let mut places = Vec::new();
+        let mut regexes = FxHashSet::default();
+        let mut seq = 0u32;
+        for (r, (rule, matches)) in checked_route.rules.iter().enumerate() {
+            let compiled = Some(Arc::new(Rule::compile(&name, spec, r, rule, &cx)));
+            let slot = match self.free.pop() {
+                Some(slot) => {
+                    self.rules[slot] = compiled;
+                    slot
+                }
+                None => {
+                    self.rules.push(compiled);
+                    self.rules.len() - 1
+                }
+            };
+            slots.push(slot);
+            for checked_match in matches {
+                let path = compile_path(&checked_match.path, &mut regexes);
+                let conditions = compile_conditions(checked_match, &mut regexes);
+                builder.add(
+                    &spec.hostnames,
+                    &path,
+                    &Arc::new(conditions),
+                    MatchOf {
+                        slot,
+                        route: &name,
+                        seq,
+                    },
+                    &mut places,
+                );
+                seq = seq.saturating_add(1);
+            }
+        }
+        for pattern in &regexes {
+            *self.regexes.entry(pattern.clone()).or_default() += 1;
+        }
+        self.routes.insert(
+            name,
+            Arc::new(CompiledRoute {
+                slots: slots.into(),
+                places: places.into(),
+                regexes: regexes.into_iter().collect(),
+            }),
+        );
     }
 
     /// The rule that the request matches, if any.
     #[inline]
     pub fn route(&self, req: &RequestView<'_>) -> Option<&Arc<Rule>> {
-        let index = self.router.find(req)?;
-        self.rules.get(index)
+        let slot = self.router.find(req)?;
+        self.rules.get(slot)?.as_ref()
     }
 
     /// Whether routing looks at the host at all (some route names a hostname).
@@ -177,7 +295,7 @@ impl Table {
 
     /// Whether the table has a route of this name.
     pub fn has_route(&self, name: &str) -> bool {
-        self.routes.binary_search_by(|r| (**r).cmp(name)).is_ok()
+        self.routes.contains_key(name)
     }
 
     /// Drops the side tables' entries that this table no longer uses.
@@ -203,7 +321,7 @@ impl Table {
 
     /// Whether the table uses this regular expression (as written in the config).
     pub fn uses_regex(&self, pattern: &str) -> bool {
-        self.regexes.contains(pattern)
+        self.regexes.contains_key(pattern)
     }
 }
 

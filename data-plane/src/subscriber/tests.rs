@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status, Streaming, codec::CompressionEncoding};
 use gateway_proto::ResourceKind;
 
 use super::*;
-use crate::table::Source;
+use crate::{cache, table::Source};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -215,7 +215,7 @@ async fn hello_ack_nack_cache_and_reconnect() {
     // A restart serves the cache at once.
     let restarted = State::new(crate::state::Settings::default());
     let restored = restore_cache(cache_dir.path(), &restarted).expect("the cache is served");
-    assert_eq!(restored.version, 7);
+    assert_eq!(restored.version(), 7);
     let table = restarted.table().unwrap();
     assert_eq!((table.version(), table.source()), (7, Source::Cache));
 

@@ -100,24 +100,44 @@ pub(crate) enum CompiledPath {
     Regex(Regex),
 }
 
-/// Where a hostname sends a match.
-enum HostKey<'a> {
-    Exact(&'a str),
+/// The host bucket a match lives in.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Host {
+    Exact(Arc<str>),
     /// The suffix after `*.`.
-    Wildcard(&'a str),
+    Wildcard(Arc<str>),
     Any,
 }
+
+/// The index of a bucket a match lives in: what a route's removal must visit.
+#[derive(Clone, Debug)]
+pub(crate) enum Place {
+    Exact(Arc<str>),
+    Prefix(Arc<str>),
+    Pattern,
+}
+
+/// Whose match [`RouterBuilder::add`] adds: the rule's slot, its route, and the match's
+/// position in the route (which breaks ties after the route's name).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MatchOf<'a> {
+    pub(crate) slot: usize,
+    pub(crate) route: &'a Arc<str>,
+    pub(crate) seq: u32,
+}
+
+/// Precedence among candidates of the same path: method, then header count, then query count,
+/// then route name, then the match's position in its route.
+type Rank = (Reverse<bool>, Reverse<usize>, Reverse<usize>, Arc<str>, u32);
 
 #[derive(Clone, Debug)]
 struct Candidate {
     rule: usize,
-    /// Rank among candidates of the same path: method, then header count, then query count,
-    /// then route name and rule order.
-    key: (Reverse<bool>, Reverse<usize>, Reverse<usize>, u32),
+    key: Rank,
     conditions: Arc<Conditions>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Pattern {
     path: CompiledPath,
     /// The length of the literal text (a template's text before its first placeholder; 0 for
@@ -127,36 +147,35 @@ struct Pattern {
     candidate: Candidate,
 }
 
-/// The routes of one host bucket.
-#[derive(Debug, Default)]
+/// The routes of one host bucket. Shared between tables: an update copies only the buckets it
+/// touches, and their entries are shared too.
+#[derive(Clone, Debug, Default)]
 struct Bucket {
-    exact: FxHashMap<Box<str>, Box<[Candidate]>>,
-    prefix: FxHashMap<Box<str>, Box<[Candidate]>>,
+    exact: FxHashMap<Arc<str>, Arc<[Candidate]>>,
+    prefix: FxHashMap<Arc<str>, Arc<[Candidate]>>,
     max_prefix_len: usize,
     /// Templates and regular expressions, most specific first.
-    patterns: Box<[Pattern]>,
+    patterns: Arc<[Pattern]>,
 }
 
 /// The compiled router.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Router {
-    exact_hosts: FxHashMap<Box<str>, Bucket>,
-    wildcard_hosts: FxHashMap<Box<str>, Bucket>,
-    any_host: Option<Bucket>,
+    exact_hosts: FxHashMap<Arc<str>, Arc<Bucket>>,
+    wildcard_hosts: FxHashMap<Arc<str>, Arc<Bucket>>,
+    any_host: Option<Arc<Bucket>>,
 }
 
-/// Collects route matches, then builds the [`Router`].
+/// Collects route matches, then builds the [`Router`] (or the buckets an update touches).
 #[derive(Default)]
 pub(crate) struct RouterBuilder {
-    exact_hosts: HashMap<Box<str>, BucketBuilder>,
-    wildcard_hosts: HashMap<Box<str>, BucketBuilder>,
-    any_host: Option<BucketBuilder>,
+    buckets: HashMap<Host, BucketBuilder>,
 }
 
 #[derive(Default)]
 struct BucketBuilder {
-    exact: HashMap<Box<str>, Vec<Candidate>>,
-    prefix: HashMap<Box<str>, Vec<Candidate>>,
+    exact: HashMap<Arc<str>, Vec<Candidate>>,
+    prefix: HashMap<Arc<str>, Vec<Candidate>>,
     patterns: Vec<Pattern>,
 }
 
@@ -295,105 +314,4 @@ impl Pattern {
     }
 }
 
-// === impl RouterBuilder ===
-
-impl RouterBuilder {
-    /// Adds one match of rule `rule`; `order` is its position by route name, rule and match.
-    pub(crate) fn add(
-        &mut self,
-        hostnames: &[String],
-        path: &CompiledPath,
-        conditions: &Arc<Conditions>,
-        rule: usize,
-        order: u32,
-    ) {
-        let candidate = Candidate {
-            rule,
-            key: (
-                Reverse(conditions.method.is_some()),
-                Reverse(conditions.headers.len()),
-                Reverse(conditions.query.len()),
-                order,
-            ),
-            conditions: conditions.clone(),
-        };
-        let keys: Vec<HostKey<'_>> = if hostnames.is_empty() {
-            vec![HostKey::Any]
-        } else {
-            hostnames
-                .iter()
-                .map(|h| match h.strip_prefix("*.") {
-                    Some(suffix) => HostKey::Wildcard(suffix),
-                    None => HostKey::Exact(h),
-                })
-                .collect()
-        };
-        for key in keys {
-            let bucket = match key {
-                HostKey::Exact(h) => self.exact_hosts.entry(h.into()).or_default(),
-                HostKey::Wildcard(s) => self.wildcard_hosts.entry(s.into()).or_default(),
-                HostKey::Any => self.any_host.get_or_insert_with(Default::default),
-            };
-            bucket.add(path, candidate.clone());
-        }
-    }
-
-    pub(crate) fn build(self) -> Router {
-        Router {
-            exact_hosts: self
-                .exact_hosts
-                .into_iter()
-                .map(|(k, b)| (k, b.build()))
-                .collect(),
-            wildcard_hosts: self
-                .wildcard_hosts
-                .into_iter()
-                .map(|(k, b)| (k, b.build()))
-                .collect(),
-            any_host: self.any_host.map(BucketBuilder::build),
-        }
-    }
-}
-
-// === impl BucketBuilder ===
-
-impl BucketBuilder {
-    fn add(&mut self, path: &CompiledPath, candidate: Candidate) {
-        match path {
-            CompiledPath::Exact(p) => self.exact.entry(p.clone()).or_default().push(candidate),
-            CompiledPath::Prefix(p) => self.prefix.entry(p.clone()).or_default().push(candidate),
-            CompiledPath::Template(t) => self.patterns.push(Pattern {
-                rank: t.literal_prefix_len(),
-                template: true,
-                path: path.clone(),
-                candidate,
-            }),
-            CompiledPath::Regex(_) => self.patterns.push(Pattern {
-                rank: 0,
-                template: false,
-                path: path.clone(),
-                candidate,
-            }),
-        }
-    }
-
-    fn build(mut self) -> Bucket {
-        let freeze =
-            |map: HashMap<Box<str>, Vec<Candidate>>| -> FxHashMap<Box<str>, Box<[Candidate]>> {
-                map.into_iter()
-                    .map(|(k, mut v)| {
-                        v.sort_by_key(|c| c.key);
-                        (k, v.into_boxed_slice())
-                    })
-                    .collect()
-            };
-        self.patterns
-            .sort_by_key(|p| (Reverse(p.rank), Reverse(p.template), p.candidate.key));
-        Bucket {
-            max_prefix_len: self.prefix.keys().map(|k| k.len()).max().unwrap_or(0),
-            exact: freeze(self.exact),
-            prefix: freeze(self.prefix),
-            patterns: self.patterns.into_boxed_slice(),
-        }
-    }
-}
+mod update;

@@ -23,6 +23,8 @@ use crate::side::SideTables;
 #[derive(Debug)]
 pub struct Rule {
     route: Arc<str>,
+    /// Its position in the route's `rules`.
+    index: usize,
     backends: Backends,
     filters: Filters,
     policies: RulePolicies,
@@ -51,7 +53,7 @@ enum Backends {
 /// What a rule is compiled from besides its spec.
 pub(super) struct Context<'a> {
     pub(super) upstreams: &'a FxHashMap<Arc<str>, Arc<Upstream>>,
-    pub(super) policies: &'a FxHashMap<&'a str, Arc<Policy>>,
+    pub(super) policies: &'a FxHashMap<Arc<str>, Arc<Policy>>,
     /// Global policies, in name order.
     pub(super) global: &'a [Arc<Policy>],
     pub(super) side: &'a SideTables,
@@ -117,6 +119,7 @@ impl Rule {
 
         Self {
             route: route.clone(),
+            index,
             backends,
             plain: filters.is_empty() && policies.is_empty(),
             filters,
@@ -124,6 +127,11 @@ impl Rule {
             normalize: spec.normalize_path.unwrap_or(true),
             prefixes: prefixes.into(),
         }
+    }
+
+    /// Its position in its route's rules.
+    pub fn index(&self) -> usize {
+        self.index
     }
 
     /// The name of the route this rule belongs to.

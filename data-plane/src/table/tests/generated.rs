@@ -263,3 +263,123 @@ fn whatever_validation_accepts_compiles() {
         "{valid} valid, {invalid} invalid"
     );
 }
+
+/// The rule each probe request gets, as `route#rule`.
+fn routing(table: &Table) -> Vec<String> {
+    let mut out = Vec::new();
+    for host in [
+        None,
+        Some("api.example.com"),
+        Some("x.example.com"),
+        Some("other"),
+    ] {
+        for path in [
+            "/", "/a", "/a/x", "/b", "/b/", "/users/7", "/v12", "/c", "/d/e", "/zzz",
+        ] {
+            for method in [http::Method::GET, http::Method::POST] {
+                for (header, query) in [
+                    (None, None),
+                    (Some("1"), Some("q=1")),
+                    (Some("22"), Some("q=xy")),
+                ] {
+                    let mut headers = http::HeaderMap::new();
+                    if let Some(value) = header {
+                        headers.insert("x-a", http::HeaderValue::from_static(value));
+                    }
+                    let view = RequestView {
+                        host,
+                        path,
+                        query,
+                        method: &method,
+                        headers: &headers,
+                    };
+                    out.push(match table.route(&view) {
+                        Some(rule) => format!("{}#{}", rule.route(), rule.index()),
+                        None => "none".into(),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn an_updated_table_routes_like_a_whole_compile() {
+    let mut g = Gen(fastrand::Rng::with_seed(0x5eed_de17));
+    let side = SideTables::default();
+    let (mut updates, mut refused) = (0, 0);
+    for _ in 0..40 {
+        // A valid configuration to start from.
+        let mut held = loop {
+            let mut resources = g.resources();
+            gateway_proto::delta::sort(&mut resources);
+            if gateway_proto::validate(&resources).is_ok() {
+                break resources;
+            }
+        };
+        let mut table = Table::compile(1, &held, Source::ControlPlane, &side).unwrap();
+        let mut graph = gateway_proto::validate::Graph::of(&held);
+        for step in 0..40 {
+            // Put or remove one or two routes (r0..r5; the generator names them r0..r2).
+            let mut after = held.clone();
+            let mut changed = Vec::new();
+            for _ in 0..g.0.usize(1..=2) {
+                let name = format!("r{}", g.0.usize(..6));
+                if changed.contains(&name) {
+                    continue;
+                }
+                after.retain(|r| !(r.name == name && matches!(r.spec, Some(Spec::Route(_)))));
+                if g.0.u8(..4) != 0 {
+                    let route = g
+                        .resources()
+                        .into_iter()
+                        .find(|r| matches!(r.spec, Some(Spec::Route(_))));
+                    if let Some(mut route) = route {
+                        route.name = name.clone();
+                        after.push(route);
+                    }
+                }
+                changed.push(name);
+            }
+            gateway_proto::delta::sort(&mut after);
+            let keys: Vec<(gateway_proto::ResourceKind, &str)> = changed
+                .iter()
+                .map(|name| (gateway_proto::ResourceKind::Route, name.as_str()))
+                .collect();
+            let mut moved = graph.clone();
+            let Ok(routes) = moved.check_changed(&after, &keys, side.regexes()) else {
+                assert!(
+                    gateway_proto::validate(&after).is_err(),
+                    "step {step}: refused a valid change"
+                );
+                refused += 1;
+                continue;
+            };
+            let names: Vec<&str> = changed.iter().map(String::as_str).collect();
+            let updated = table.update(step + 2, &names, &routes, &side);
+            let whole = Table::compile(step + 2, &after, Source::ControlPlane, &side).unwrap();
+            assert_eq!(
+                routing(&updated),
+                routing(&whole),
+                "step {step}: {changed:?} in {after:#?}"
+            );
+            assert_eq!(updated.routes(), whole.routes());
+            let patterns = |t: &Table| {
+                let mut p: Vec<&str> = t.regexes.keys().map(|k| &**k).collect();
+                p.sort_unstable();
+                p.join(" ")
+            };
+            assert_eq!(patterns(&updated), patterns(&whole), "the regexes in use");
+            drop(routes);
+            graph = moved;
+            held = after;
+            table = updated;
+            updates += 1;
+        }
+    }
+    assert!(
+        updates >= 400 && refused >= 100,
+        "{updates} updates, {refused} refused"
+    );
+}

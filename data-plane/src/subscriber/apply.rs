@@ -1,0 +1,259 @@
+//! What the subscriber does with a configuration from the control plane: a snapshot replaces
+//! what it holds, a delta is applied to it; the result is checked and compiled (in proportion
+//! to the change when only routes changed), swapped in and cached, or refused and undone.
+
+use std::{path::PathBuf, sync::Arc, time::Instant};
+
+use gateway_proto::{
+    ResourceKind, delta,
+    v1::{self, Ack, DataPlaneMessage, Nack, Resync, control_plane_message, data_plane_message},
+    validate::Graph,
+};
+
+use super::{MAX_MESSAGE_BYTES, message};
+use crate::{
+    cache,
+    pipeline::Chain,
+    state::State,
+    table::{Source, Table},
+};
+
+/// The configuration a data plane serves, as the control plane sent it: what deltas apply
+/// to, with the graph the incremental check needs.
+#[derive(Debug)]
+pub(crate) struct Held {
+    snapshot: v1::Snapshot,
+    graph: Graph,
+}
+
+impl Held {
+    fn new(snapshot: v1::Snapshot) -> Self {
+        let graph = Graph::of(&snapshot.resources);
+        Self { snapshot, graph }
+    }
+
+    pub(crate) fn version(&self) -> i64 {
+        self.snapshot.version
+    }
+}
+
+/// A configuration as the control plane sent it.
+pub(super) enum Update {
+    Whole(v1::Snapshot),
+    Delta(v1::Delta),
+    /// Either of them, gzip-compressed.
+    Packed(Vec<u8>),
+}
+
+/// What became of an update.
+enum Applied {
+    Swapped(i64),
+    Refused {
+        version: i64,
+        reason: String,
+    },
+    /// It does not apply to what this data plane holds.
+    Resync(String),
+}
+
+/// Applies an update to the configuration held, then compiles, swaps and caches the result,
+/// all on a blocking thread; the answer to send back. A refused result leaves `held` as it was.
+pub(super) async fn apply(
+    state: &Arc<State>,
+    cache_dir: &std::path::Path,
+    held: &mut Option<Held>,
+    update: Update,
+) -> DataPlaneMessage {
+    let shared = state.clone();
+    let dir: PathBuf = cache_dir.to_owned();
+    let mut current = held.take();
+    let work = tokio::task::spawn_blocking(move || {
+        let applied = apply_blocking(&shared, &dir, &mut current, update);
+        (current, applied)
+    });
+    let applied = match work.await {
+        Ok((current, applied)) => {
+            *held = current;
+            applied
+        }
+        // The held configuration went with the panic: the next update must be whole.
+        Err(error) => Applied::Resync(format!("internal error while compiling: {error}")),
+    };
+    let version = held.as_ref().map_or(0, Held::version);
+    match applied {
+        Applied::Swapped(version) => message(data_plane_message::Message::Ack(Ack { version })),
+        Applied::Refused { version, reason } => {
+            state.metrics().rejected();
+            tracing::warn!(version, %reason, "configuration refused; keeping the last good one");
+            message(data_plane_message::Message::Nack(Nack { version, reason }))
+        }
+        Applied::Resync(reason) => {
+            tracing::info!(held = version, %reason, "asking for the whole configuration");
+            message(data_plane_message::Message::Resync(Resync { version }))
+        }
+    }
+}
+
+fn apply_blocking(
+    state: &State,
+    dir: &std::path::Path,
+    held: &mut Option<Held>,
+    update: Update,
+) -> Applied {
+    let update = match update {
+        Update::Packed(packed) => match delta::unpack(&packed, MAX_MESSAGE_BYTES) {
+            Ok(v1::ControlPlaneMessage {
+                message: Some(control_plane_message::Message::Snapshot(snapshot)),
+            }) => Update::Whole(snapshot),
+            Ok(v1::ControlPlaneMessage {
+                message: Some(control_plane_message::Message::Delta(delta)),
+            }) => Update::Delta(delta),
+            Ok(_) => return Applied::Resync("a packed message holds no configuration".into()),
+            Err(error) => return Applied::Resync(format!("unreadable packed message: {error}")),
+        },
+        other => other,
+    };
+    let started = Instant::now();
+    match update {
+        Update::Whole(mut snapshot) => {
+            // Deltas find resources by key: keep them in the one order.
+            delta::sort(&mut snapshot.resources);
+            match swap_whole(state, &snapshot, started) {
+                Ok(()) => {
+                    store_cache(dir, &snapshot);
+                    let version = snapshot.version;
+                    *held = Some(Held::new(snapshot));
+                    Applied::Swapped(version)
+                }
+                Err(reason) => Applied::Refused {
+                    version: snapshot.version,
+                    reason,
+                },
+            }
+        }
+        Update::Delta(update) => {
+            let Some(held) = held.as_mut() else {
+                return Applied::Resync("a delta, and no configuration to apply it to".into());
+            };
+            let version = update.version;
+            let changed = changed_keys(&update);
+            let undo = match delta::apply(&mut held.snapshot, update) {
+                Ok(undo) => undo,
+                Err(error) => return Applied::Resync(error.to_string()),
+            };
+            match swap_delta(state, held, &changed, started) {
+                Ok(()) => {
+                    store_cache(dir, &held.snapshot);
+                    Applied::Swapped(version)
+                }
+                Err(reason) => {
+                    undo.revert(&mut held.snapshot);
+                    Applied::Refused { version, reason }
+                }
+            }
+        }
+        Update::Packed(_) => Applied::Resync("a packed message inside a packed message".into()),
+    }
+}
+
+/// The keys a delta puts or removes.
+fn changed_keys(delta: &v1::Delta) -> Vec<(ResourceKind, String)> {
+    let put = delta
+        .resources
+        .iter()
+        .filter_map(|r| Some((ResourceKind::of(r)?, r.name.clone())));
+    let removed = delta
+        .removed
+        .iter()
+        .filter_map(|k| Some((ResourceKind::from_proto(k.kind)?, k.name.clone())));
+    put.chain(removed).collect()
+}
+
+/// Validates and compiles `snapshot` whole, and swaps it in.
+fn swap_whole(state: &State, snapshot: &v1::Snapshot, started: Instant) -> Result<(), String> {
+    let table = Table::compile(
+        snapshot.version,
+        &snapshot.resources,
+        Source::ControlPlane,
+        state.side(),
+    )
+    .map_err(|e| e.to_string())?;
+    install(state, table, started, "whole");
+    Ok(())
+}
+
+/// Checks and compiles the held configuration after a delta: only what changed when only
+/// routes changed and the incremental check shows it valid, the whole of it otherwise (which
+/// also names every problem). On success the graph follows the configuration.
+fn swap_delta(
+    state: &State,
+    held: &mut Held,
+    changed: &[(ResourceKind, String)],
+    started: Instant,
+) -> Result<(), String> {
+    let version = held.snapshot.version;
+    let changed: Vec<(ResourceKind, &str)> = changed
+        .iter()
+        .map(|(kind, name)| (*kind, name.as_str()))
+        .collect();
+    let only_routes = changed.iter().all(|(kind, _)| *kind == ResourceKind::Route);
+    if only_routes && let Some(table) = state.table() {
+        match held
+            .graph
+            .check_changed(&held.snapshot.resources, &changed, state.side().regexes())
+        {
+            Ok(routes) => {
+                let names: Vec<&str> = changed.iter().map(|(_, name)| *name).collect();
+                let next = table.update(version, &names, &routes, state.side());
+                install(state, next, started, "routes changed");
+                return Ok(());
+            }
+            Err(unproven) => tracing::debug!(%unproven, "checking the whole configuration"),
+        }
+    }
+    swap_whole(state, &held.snapshot, started)?;
+    held.graph = Graph::of(&held.snapshot.resources);
+    Ok(())
+}
+
+fn install(state: &State, table: Table, started: Instant, compiled: &'static str) {
+    let (version, routes, upstreams) = (table.version(), table.routes(), table.upstreams().count());
+    state.install(table);
+    tracing::info!(version, routes, upstreams, compiled, elapsed = ?started.elapsed(), "configuration swapped in");
+}
+
+fn store_cache(dir: &std::path::Path, snapshot: &v1::Snapshot) {
+    if let Err(error) = cache::store(dir, snapshot) {
+        tracing::warn!(error = %Chain(&error), "cannot write the snapshot cache");
+    }
+}
+
+/// Loads the cached snapshot from `dir` and serves it at once; problems are logged, never
+/// fatal. Returns what it served: the configuration deltas apply to.
+pub(crate) fn restore_cache(dir: &std::path::Path, state: &State) -> Option<Held> {
+    let mut snapshot = match cache::load(dir) {
+        Ok(Some(snapshot)) => snapshot,
+        Ok(None) => return None,
+        Err(error) => {
+            tracing::warn!(error = %Chain(&error), "ignoring the snapshot cache");
+            return None;
+        }
+    };
+    delta::sort(&mut snapshot.resources);
+    match Table::compile(
+        snapshot.version,
+        &snapshot.resources,
+        Source::Cache,
+        state.side(),
+    ) {
+        Ok(table) => {
+            tracing::info!(version = table.version(), "serving the cached snapshot");
+            state.install(table);
+            Some(Held::new(snapshot))
+        }
+        Err(error) => {
+            tracing::warn!(version = snapshot.version, %error, "ignoring the snapshot cache: it does not compile");
+            None
+        }
+    }
+}
