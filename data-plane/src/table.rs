@@ -18,6 +18,7 @@ mod matchers;
 mod policy;
 mod router;
 mod rule;
+mod shards;
 mod upstream;
 mod warm;
 
@@ -32,6 +33,7 @@ use self::{
     hash::{FxHashMap, FxHashSet},
     matchers::{HeaderMatcher, QueryMatcher},
     router::{CompiledPath, Conditions, Host, MatchOf, Place, Router, RouterBuilder},
+    shards::Shards,
 };
 
 /// Where a table's configuration came from.
@@ -49,26 +51,22 @@ pub struct Table {
     source: Source,
     loaded_at: SystemTime,
     router: Router,
-    /// The router's candidates name rules by slot; a removed route's slots are emptied and
-    /// reused by a later update.
-    rules: Vec<Option<Arc<Rule>>>,
-    free: Vec<usize>,
     upstreams: FxHashMap<Arc<str>, Arc<Upstream>>,
     policies: FxHashMap<Arc<str>, Arc<Policy>>,
     /// Global policies, in name order.
     global: Arc<[Arc<Policy>]>,
-    routes: FxHashMap<Arc<str>, Arc<CompiledRoute>>,
-    /// The regular expressions this table uses, with how many matches use each (to prune the
+    routes: Shards<Arc<CompiledRoute>>,
+    /// The regular expressions this table uses, with how many routes use each (to prune the
     /// side table's cache).
-    regexes: FxHashMap<Box<str>, usize>,
+    regexes: FxHashMap<Arc<str>, usize>,
 }
 
 /// What a route put into the table: what taking it out again must visit.
 #[derive(Debug)]
 struct CompiledRoute {
-    slots: Box<[usize]>,
+    rules: Box<[Arc<Rule>]>,
     places: Box<[(Host, Place)]>,
-    regexes: Box<[Box<str>]>,
+    regexes: Box<[Arc<str>]>,
 }
 
 /// Why a snapshot does not compile. The text is the NACK reason. Validation is the only thing
@@ -123,12 +121,10 @@ impl Table {
             source,
             loaded_at: SystemTime::now(),
             router: Router::default(),
-            rules: Vec::new(),
-            free: Vec::new(),
             upstreams,
             policies,
             global,
-            routes: FxHashMap::default(),
+            routes: Shards::default(),
             regexes: FxHashMap::default(),
         };
         let mut builder = RouterBuilder::default();
@@ -155,8 +151,6 @@ impl Table {
             source: self.source,
             loaded_at: SystemTime::now(),
             router: Router::default(),
-            rules: self.rules.clone(),
-            free: self.free.clone(),
             upstreams: self.upstreams.clone(),
             policies: self.policies.clone(),
             global: self.global.clone(),
@@ -166,14 +160,10 @@ impl Table {
         let mut removed = FxHashSet::default();
         let mut gone = Vec::new();
         for name in changed {
-            let Some(old) = next.routes.remove(*name) else {
+            let Some(old) = next.routes.remove(name) else {
                 continue;
             };
-            for &slot in &old.slots {
-                next.rules[slot] = None;
-                next.free.push(slot);
-                removed.insert(slot);
-            }
+            removed.extend(old.rules.iter().map(router::address));
             for pattern in &old.regexes {
                 if let Some(uses) = next.regexes.get_mut(pattern) {
                     *uses -= 1;
@@ -184,15 +174,10 @@ impl Table {
             }
             gone.push(old);
         }
-        // Slots freed now are reused only by the next update: the router still points at them
-        // until it is updated below.
-        let reusable = next.free.len() - removed.len();
-        let freed: Vec<usize> = next.free.split_off(reusable);
         let mut builder = RouterBuilder::default();
         for route in routes {
             next.add_route(route, &mut builder, side);
         }
-        next.free.extend(freed);
         next.router = self.router.update(
             &removed,
             gone.iter().flat_map(|route| route.places.iter()),
@@ -201,7 +186,7 @@ impl Table {
         next
     }
 
-    /// Compiles one route's rules into free slots and its matches into `builder`.
+    /// Compiles one route's rules, and its matches into `builder`.
     fn add_route(
         &mut self,
         checked_route: &CheckedRoute<'_>,
@@ -216,23 +201,12 @@ impl Table {
             global: &self.global,
             side,
         };
-        let mut slots = Vec::with_capacity(checked_route.rules.len());
+        let mut rules = Vec::with_capacity(checked_route.rules.len());
         let mut places = Vec::new();
         let mut regexes = FxHashSet::default();
         let mut seq = 0u32;
         for (r, (rule, matches)) in checked_route.rules.iter().enumerate() {
-            let compiled = Some(Arc::new(Rule::compile(&name, spec, r, rule, &cx)));
-            let slot = match self.free.pop() {
-                Some(slot) => {
-                    self.rules[slot] = compiled;
-                    slot
-                }
-                None => {
-                    self.rules.push(compiled);
-                    self.rules.len() - 1
-                }
-            };
-            slots.push(slot);
+            let compiled = Arc::new(Rule::compile(&name, spec, r, rule, &cx));
             for checked_match in matches {
                 let path = compile_path(&checked_match.path, &mut regexes);
                 let conditions = compile_conditions(checked_match, &mut regexes);
@@ -241,7 +215,7 @@ impl Table {
                     &path,
                     &Arc::new(conditions),
                     MatchOf {
-                        slot,
+                        rule: &compiled,
                         route: &name,
                         seq,
                     },
@@ -249,16 +223,18 @@ impl Table {
                 );
                 seq = seq.saturating_add(1);
             }
+            rules.push(compiled);
         }
+        let regexes: Box<[Arc<str>]> = regexes.into_iter().map(Arc::from).collect();
         for pattern in &regexes {
             *self.regexes.entry(pattern.clone()).or_default() += 1;
         }
         self.routes.insert(
             name,
             Arc::new(CompiledRoute {
-                slots: slots.into(),
+                rules: rules.into(),
                 places: places.into(),
-                regexes: regexes.into_iter().collect(),
+                regexes,
             }),
         );
     }
@@ -266,8 +242,7 @@ impl Table {
     /// The rule that the request matches, if any.
     #[inline]
     pub fn route(&self, req: &RequestView<'_>) -> Option<&Arc<Rule>> {
-        let slot = self.router.find(req)?;
-        self.rules.get(slot)?.as_ref()
+        self.router.find(req)
     }
 
     /// Whether routing looks at the host at all (some route names a hostname).
@@ -295,7 +270,7 @@ impl Table {
 
     /// Whether the table has a route of this name.
     pub fn has_route(&self, name: &str) -> bool {
-        self.routes.contains_key(name)
+        self.routes.get(name).is_some()
     }
 
     /// Drops the side tables' entries that this table no longer uses.

@@ -10,6 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use regex::Regex;
 
 use super::{
+    Rule,
     hash::FxHashMap,
     matchers::{HeaderMatcher, QueryMatcher},
 };
@@ -117,11 +118,11 @@ pub(crate) enum Place {
     Pattern,
 }
 
-/// Whose match [`RouterBuilder::add`] adds: the rule's slot, its route, and the match's
-/// position in the route (which breaks ties after the route's name).
+/// Whose match [`RouterBuilder::add`] adds: the rule, its route, and the match's position in
+/// the route (which breaks ties after the route's name).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct MatchOf<'a> {
-    pub(crate) slot: usize,
+    pub(crate) rule: &'a Arc<Rule>,
     pub(crate) route: &'a Arc<str>,
     pub(crate) seq: u32,
 }
@@ -132,7 +133,7 @@ type Rank = (Reverse<bool>, Reverse<usize>, Reverse<usize>, Arc<str>, u32);
 
 #[derive(Clone, Debug)]
 struct Candidate {
-    rule: usize,
+    rule: Arc<Rule>,
     key: Rank,
     conditions: Arc<Conditions>,
 }
@@ -155,7 +156,7 @@ struct Bucket {
     prefix: FxHashMap<Arc<str>, Arc<[Candidate]>>,
     max_prefix_len: usize,
     /// Templates and regular expressions, most specific first.
-    patterns: Arc<[Pattern]>,
+    patterns: Arc<[Arc<Pattern>]>,
 }
 
 /// The compiled router.
@@ -176,7 +177,7 @@ pub(crate) struct RouterBuilder {
 struct BucketBuilder {
     exact: HashMap<Arc<str>, Vec<Candidate>>,
     prefix: HashMap<Arc<str>, Vec<Candidate>>,
-    patterns: Vec<Pattern>,
+    patterns: Vec<Arc<Pattern>>,
 }
 
 // === impl Conditions ===
@@ -197,9 +198,9 @@ impl Conditions {
 // === impl Router ===
 
 impl Router {
-    /// The rule index of the best match for the request.
+    /// The best match for the request.
     #[inline]
-    pub(crate) fn find(&self, req: &RequestView<'_>) -> Option<usize> {
+    pub(crate) fn find(&self, req: &RequestView<'_>) -> Option<&Arc<Rule>> {
         if let Some(host) = req.host {
             if !self.exact_hosts.is_empty()
                 && let Some(rule) = self.exact_hosts.get(host).and_then(|b| b.find(req))
@@ -230,7 +231,7 @@ impl Router {
 
 impl Bucket {
     #[inline]
-    fn find(&self, req: &RequestView<'_>) -> Option<usize> {
+    fn find(&self, req: &RequestView<'_>) -> Option<&Arc<Rule>> {
         let path = req.path;
         if !self.exact.is_empty()
             && let Some(rule) = self.exact.get(path).and_then(|c| first_match(c, req))
@@ -275,11 +276,11 @@ impl Bucket {
 /// Tries the patterns that outrank a prefix of length `len`: a longer literal, or a template
 /// of the same length.
 #[inline]
-fn patterns_before(
-    patterns: &mut std::slice::Iter<'_, Pattern>,
+fn patterns_before<'p>(
+    patterns: &mut std::slice::Iter<'p, Arc<Pattern>>,
     len: usize,
     req: &RequestView<'_>,
-) -> Option<usize> {
+) -> Option<&'p Arc<Rule>> {
     while let Some(p) = patterns.as_slice().first() {
         if p.rank < len || (p.rank == len && !p.template) {
             return None;
@@ -293,25 +294,27 @@ fn patterns_before(
 }
 
 #[inline]
-fn first_match(candidates: &[Candidate], req: &RequestView<'_>) -> Option<usize> {
+fn first_match<'c>(candidates: &'c [Candidate], req: &RequestView<'_>) -> Option<&'c Arc<Rule>> {
     candidates
         .iter()
         .find(|c| c.conditions.matches(req))
-        .map(|c| c.rule)
+        .map(|c| &c.rule)
 }
 
 // === impl Pattern ===
 
 impl Pattern {
     #[inline]
-    fn try_match(&self, req: &RequestView<'_>) -> Option<usize> {
+    fn try_match(&self, req: &RequestView<'_>) -> Option<&Arc<Rule>> {
         let path_matches = match &self.path {
             CompiledPath::Template(t) => t.matches(req.path),
             CompiledPath::Regex(re) => re.is_match(req.path),
             CompiledPath::Exact(_) | CompiledPath::Prefix(_) => false,
         };
-        (path_matches && self.candidate.conditions.matches(req)).then_some(self.candidate.rule)
+        (path_matches && self.candidate.conditions.matches(req)).then_some(&self.candidate.rule)
     }
 }
 
 mod update;
+
+pub(crate) use self::update::address;

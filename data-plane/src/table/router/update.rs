@@ -6,7 +6,10 @@ use super::{
     Bucket, BucketBuilder, Candidate, CompiledPath, Conditions, Host, MatchOf, Pattern, Place,
     Router, RouterBuilder,
 };
-use crate::table::hash::{FxHashMap, FxHashSet};
+use crate::table::{
+    Rule,
+    hash::{FxHashMap, FxHashSet},
+};
 
 // === impl RouterBuilder ===
 
@@ -21,9 +24,9 @@ impl RouterBuilder {
         of: MatchOf<'_>,
         places: &mut Vec<(Host, Place)>,
     ) {
-        let MatchOf { slot, route, seq } = of;
+        let MatchOf { rule, route, seq } = of;
         let candidate = Candidate {
-            rule: slot,
+            rule: rule.clone(),
             key: (
                 Reverse(conditions.method.is_some()),
                 Reverse(conditions.headers.len()),
@@ -66,8 +69,8 @@ impl RouterBuilder {
 // === impl Router (updates) ===
 
 impl Router {
-    /// This router with the matches of the rules in `removed` (found at `places`) taken out
-    /// and those of `added` put in. Only the buckets they touch are rebuilt.
+    /// This router with the matches of the rules in `removed` (by address, found at `places`)
+    /// taken out and those of `added` put in. Only the buckets they touch are rebuilt.
     pub(crate) fn update<'p>(
         &self,
         removed: &FxHashSet<usize>,
@@ -129,7 +132,7 @@ impl Bucket {
         let keep = |candidates: &Arc<[Candidate]>| -> Option<Arc<[Candidate]>> {
             let kept: Vec<Candidate> = candidates
                 .iter()
-                .filter(|c| !removed.contains(&c.rule))
+                .filter(|c| !removed.contains(&address(&c.rule)))
                 .cloned()
                 .collect();
             (!kept.is_empty()).then(|| kept.into())
@@ -157,7 +160,7 @@ impl Bucket {
             self.patterns = self
                 .patterns
                 .iter()
-                .filter(|p| !removed.contains(&p.candidate.rule))
+                .filter(|p| !removed.contains(&address(&p.candidate.rule)))
                 .cloned()
                 .collect();
         }
@@ -181,21 +184,21 @@ impl BucketBuilder {
                 Place::Prefix(p)
             }
             CompiledPath::Template(t) => {
-                self.patterns.push(Pattern {
+                self.patterns.push(Arc::new(Pattern {
                     rank: t.literal_prefix_len(),
                     template: true,
                     path: path.clone(),
                     candidate,
-                });
+                }));
                 Place::Pattern
             }
             CompiledPath::Regex(_) => {
-                self.patterns.push(Pattern {
+                self.patterns.push(Arc::new(Pattern {
                     rank: 0,
                     template: false,
                     path: path.clone(),
                     candidate,
-                });
+                }));
                 Place::Pattern
             }
         }
@@ -233,4 +236,9 @@ impl BucketBuilder {
         }
         into
     }
+}
+
+/// A rule's identity while the tables holding it live: its address.
+pub(crate) fn address(rule: &Arc<Rule>) -> usize {
+    Arc::as_ptr(rule) as usize
 }
