@@ -163,7 +163,10 @@ impl Session {
             _ => None,
         };
         let delta_sent = delta.is_some();
-        let message = delta.unwrap_or_else(|| published.full(form));
+        let message = match delta {
+            Some(delta) => delta,
+            None => published.full(form).await,
+        };
         self.send(message).await?;
         self.resync = false;
         self.pending = Some(version);

@@ -4,7 +4,7 @@
 
 use std::{
     collections::VecDeque,
-    sync::{Arc, Mutex, OnceLock, PoisonError},
+    sync::{Arc, Mutex, PoisonError},
 };
 
 use bytes::Bytes;
@@ -43,7 +43,10 @@ pub(crate) enum Form {
 pub struct Published {
     snapshot: Snapshot,
     history: History,
-    full: [OnceLock<Bytes>; 2],
+    /// The whole snapshot encoded, in each form: built by the first stream that needs it, on a
+    /// blocking thread (10,000 routes take milliseconds), while the others wait without
+    /// blocking theirs.
+    full: [tokio::sync::OnceCell<Bytes>; 2],
     /// Deltas built so far, by base version and form; a handful at most (data planes are at
     /// the previous version, or a few behind).
     deltas: Mutex<Vec<(i64, Form, Bytes)>>,
@@ -75,16 +78,24 @@ impl Published {
     }
 
     /// The encoded message with the whole snapshot.
-    pub(crate) fn full(&self, form: Form) -> Bytes {
+    pub(crate) async fn full(self: &Arc<Self>, form: Form) -> Bytes {
         self.full[form as usize]
             .get_or_init(|| {
-                encode(
-                    form,
-                    ControlPlaneMessage {
-                        message: Some(Message::Snapshot(self.snapshot.clone())),
-                    },
-                )
+                let this = self.clone();
+                async move {
+                    let encode_whole = move || {
+                        let message = ControlPlaneMessage {
+                            message: Some(Message::Snapshot(this.snapshot.clone())),
+                        };
+                        encode(form, message)
+                    };
+                    match tokio::task::spawn_blocking(encode_whole).await {
+                        Ok(bytes) => bytes,
+                        Err(panicked) => std::panic::resume_unwind(panicked.into_panic()),
+                    }
+                }
             })
+            .await
             .clone()
     }
 

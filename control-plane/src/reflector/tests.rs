@@ -135,8 +135,8 @@ async fn mirrors_commits_in_order() {
         last.delta_from(v1, Form::Packed).unwrap().as_ptr()
     );
     assert_eq!(
-        last.full(Form::Plain).as_ptr(),
-        last.full(Form::Plain).as_ptr()
+        last.full(Form::Plain).await.as_ptr(),
+        last.full(Form::Plain).await.as_ptr()
     );
     let Some(control_plane_message::Message::Packed(gz)) =
         ControlPlaneMessage::decode(packed).unwrap().message
