@@ -142,7 +142,7 @@ impl Server {
         let grpc_server = tonic::transport::Server::builder()
             .add_service(InterceptedService::new(admin_service, admin_auth))
             .add_service(InterceptedService::new(discovery_service, dataplane_auth))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move {
+            .serve_with_incoming_shutdown(accepted_without_delay(grpc), async move {
                 grpc_shutdown.wait().await;
             });
         let mut grpc_task = tokio::spawn(grpc_server);
@@ -181,4 +181,19 @@ impl Server {
         tracing::info!("control plane stopped");
         result
     }
+}
+
+/// The listener's connections with Nagle's algorithm off: a snapshot or an admin answer is a
+/// small write after the response headers, and Nagle would hold it until the peer's delayed
+/// ACK (~40 ms). (`serve_with_incoming` skips tonic's own `tcp_nodelay`.)
+fn accepted_without_delay(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt as _;
+    TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        // A socket that refuses the option still works, only slower.
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    })
 }
