@@ -63,6 +63,7 @@ fn respond(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                     "routes": t.routes(),
                     "upstreams": t.upstreams().count(),
                     "loaded_at": rfc3339(t.loaded_at()),
+                    "cached_version": state.cached_version(),
                 }),
                 None => serde_json::json!({
                     "version": 0,
@@ -70,6 +71,7 @@ fn respond(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                     "routes": 0,
                     "upstreams": 0,
                     "loaded_at": null,
+                    "cached_version": state.cached_version(),
                 }),
             };
             with_type(StatusCode::OK, body.to_string(), "application/json")

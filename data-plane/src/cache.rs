@@ -59,23 +59,33 @@ pub fn path(dir: &Path) -> PathBuf {
 
 /// Writes `snapshot` as the cache in `dir`, atomically.
 pub fn store(dir: &Path, snapshot: &v1::Snapshot) -> Result<(), CacheError> {
-    let io_error = |path: &Path| {
-        let path = path.to_owned();
-        move |source| CacheError::Io { path, source }
-    };
-    fs::create_dir_all(dir).map_err(io_error(dir))?;
+    store_encoded(dir, &encode(snapshot))
+}
+
+/// The cache file's bytes for `snapshot`: the part that needs the snapshot, so that a writer can
+/// take it and leave the slower synced write for later.
+pub fn encode(snapshot: &v1::Snapshot) -> Vec<u8> {
     let body = snapshot.encode_to_vec();
     let mut bytes = Vec::with_capacity(HEADER_LEN + body.len());
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&(body.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
     bytes.extend_from_slice(&body);
+    bytes
+}
 
+/// Writes bytes from [`encode`] as the cache in `dir`, atomically and durably.
+pub fn store_encoded(dir: &Path, bytes: &[u8]) -> Result<(), CacheError> {
+    let io_error = |path: &Path| {
+        let path = path.to_owned();
+        move |source| CacheError::Io { path, source }
+    };
+    fs::create_dir_all(dir).map_err(io_error(dir))?;
     let target = path(dir);
     let temp = dir.join(format!(".{FILE_NAME}.{}.tmp", std::process::id()));
     let written = (|| {
         let mut file = fs::File::create(&temp)?;
-        file.write_all(&bytes)?;
+        file.write_all(bytes)?;
         file.sync_all()
     })();
     if let Err(source) = written {

@@ -2,7 +2,7 @@
 //! (the file, or the cached snapshot), then run the proxy, the admin endpoint and the
 //! configuration source until a shutdown, and drain.
 
-use std::{future::Future, io, net::SocketAddr, sync::Arc};
+use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::watch};
 
@@ -14,6 +14,9 @@ use crate::{
     state::State,
     subscriber,
 };
+
+/// How long the configuration source gets to finish (the cache write) after the drain.
+const SOURCE_STOP: Duration = Duration::from_secs(2);
 
 /// Why the data plane could not start.
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +134,14 @@ impl Gateway {
 
         server::serve(http, state, stopped, config.drain_timeout).await;
         signal.abort();
-        source.abort();
+        // The subscriber writes the disk cache once more on its way out.
+        let mut source = source;
+        if tokio::time::timeout(SOURCE_STOP, &mut source)
+            .await
+            .is_err()
+        {
+            source.abort();
+        }
         admin.abort();
         tracing::info!("stopped");
     }

@@ -4,7 +4,7 @@
 
 use std::sync::{
     Arc,
-    atomic::{AtomicUsize, Ordering},
+    atomic::{AtomicI64, AtomicUsize, Ordering},
 };
 
 use arc_swap::{ArcSwapOption, Guard};
@@ -21,6 +21,8 @@ pub struct State {
     settings: Settings,
     in_flight: AtomicUsize,
     open_connections: AtomicUsize,
+    /// The version of the configuration in the disk cache; -1 for none written.
+    cached_version: AtomicI64,
 }
 
 /// A request counted against `--max-requests` until dropped.
@@ -46,6 +48,7 @@ impl State {
             settings,
             in_flight: AtomicUsize::new(0),
             open_connections: AtomicUsize::new(0),
+            cached_version: AtomicI64::new(-1),
         }
     }
 
@@ -72,6 +75,16 @@ impl State {
         table.prune_side(&self.side);
         self.metrics.swapped();
         table
+    }
+
+    /// The version the disk cache holds, once this process wrote (or read) one.
+    pub fn cached_version(&self) -> Option<i64> {
+        let version = self.cached_version.load(Ordering::Acquire);
+        (version >= 0).then_some(version)
+    }
+
+    pub(crate) fn set_cached_version(&self, version: i64) {
+        self.cached_version.store(version, Ordering::Release);
     }
 
     pub fn side(&self) -> &SideTables {

@@ -7,7 +7,7 @@
 //! and the stream reopened with backoff and jitter.
 
 use std::{
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -24,7 +24,10 @@ use tonic::{
 };
 
 pub(crate) use self::apply::{Held, restore_cache};
-use self::apply::{Update, apply};
+use self::{
+    apply::{Update, apply},
+    cache_writer::{CacheWriter, Shared},
+};
 use crate::{config::ControlPlaneConfig, pipeline::Chain, state::State};
 
 /// Interval between heartbeats.
@@ -68,13 +71,34 @@ pub(crate) async fn run(
     config: ControlPlaneConfig,
     address: String,
     state: Arc<State>,
-    mut held: Option<Held>,
-    mut shutdown: watch::Receiver<bool>,
+    held: Option<Held>,
+    shutdown: watch::Receiver<bool>,
 ) {
     if config.urls.is_empty() {
         tracing::error!("no control plane URL given");
         return;
     }
+    let held: Shared = Arc::new(Mutex::new(held));
+    let (writer, written) = CacheWriter::spawn(
+        config.cache_dir.clone(),
+        held.clone(),
+        state.clone(),
+        shutdown.clone(),
+    );
+    streams(&config, &address, &state, &held, &writer, shutdown).await;
+    // The writer writes what is held once more on shutdown.
+    let _ = written.await;
+}
+
+/// Streams to the control planes in turn until `shutdown` turns true.
+async fn streams(
+    config: &ControlPlaneConfig,
+    address: &str,
+    state: &Arc<State>,
+    held: &Shared,
+    writer: &CacheWriter,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut attempt: u32 = 0;
     let mut next = 0usize;
     loop {
@@ -83,7 +107,7 @@ pub(crate) async fn run(
         let mut established = false;
         let result = tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => return,
-            result = session(&config, url, &address, &state, &mut held, &mut established) => result,
+            result = session(config, url, address, state, held, writer, &mut established) => result,
         };
         if let Err(error) = result {
             tracing::warn!(control_plane = %url, error = %Chain(&error), "discovery stream ended");
@@ -110,7 +134,8 @@ async fn session(
     url: &str,
     address: &str,
     state: &Arc<State>,
-    held: &mut Option<Held>,
+    held: &Shared,
+    writer: &CacheWriter,
     established: &mut bool,
 ) -> Result<(), StreamError> {
     let endpoint = Endpoint::from_shared(url.to_owned())
@@ -167,7 +192,7 @@ async fn session(
                     Some(control_plane_message::Message::Packed(packed)) => Update::Packed(packed),
                     Some(control_plane_message::Message::Heartbeat(_)) | None => continue,
                 };
-                let answer = apply(state, &config.cache_dir, held, update).await;
+                let answer = apply(state, held, writer, update).await;
                 if tx.send(answer).await.is_err() {
                     return Err(StreamError::Closed);
                 }
@@ -193,6 +218,7 @@ fn message(message: data_plane_message::Message) -> DataPlaneMessage {
 }
 
 mod apply;
+mod cache_writer;
 
 #[cfg(test)]
 mod tests;

@@ -203,6 +203,24 @@ impl DataPlane {
         .await;
     }
 
+    /// Waits until the disk cache holds the version the data plane serves (the cache is
+    /// written shortly after a change is swapped in).
+    pub async fn wait_cached(&self) {
+        eventually(
+            &format!("data plane {} to cache what it serves", self.id),
+            || async {
+                let json = self.config().await?.json()?;
+                let (serving, cached) = (json.get("version"), json.get("cached_version"));
+                anyhow::ensure!(
+                    serving.is_some() && serving == cached,
+                    "/config: version {serving:?}, cached_version {cached:?}"
+                );
+                Ok(())
+            },
+        )
+        .await;
+    }
+
     /// The `/config` document.
     pub async fn config(&self) -> anyhow::Result<HttpResponse> {
         http::get(&self.admin_url("/config"), &[]).await

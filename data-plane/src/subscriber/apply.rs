@@ -1,8 +1,12 @@
 //! What the subscriber does with a configuration from the control plane: a snapshot replaces
 //! what it holds, a delta is applied to it; the result is checked and compiled (in proportion
-//! to the change when only routes changed), swapped in and cached, or refused and undone.
+//! to the change when only routes changed) and swapped in (the cache writer writes it to disk
+//! later), or refused and undone.
 
-use std::{path::PathBuf, sync::Arc, time::Instant};
+use std::{
+    sync::{Arc, PoisonError},
+    time::Instant,
+};
 
 use gateway_proto::{
     ResourceKind, delta,
@@ -10,7 +14,11 @@ use gateway_proto::{
     validate::Graph,
 };
 
-use super::{MAX_MESSAGE_BYTES, message};
+use super::{
+    MAX_MESSAGE_BYTES,
+    cache_writer::{CacheWriter, Shared},
+    message,
+};
 use crate::{
     cache,
     pipeline::Chain,
@@ -35,6 +43,10 @@ impl Held {
     pub(crate) fn version(&self) -> i64 {
         self.snapshot.version
     }
+
+    pub(crate) fn snapshot(&self) -> &v1::Snapshot {
+        &self.snapshot
+    }
 }
 
 /// A configuration as the control plane sent it.
@@ -56,32 +68,35 @@ enum Applied {
     Resync(String),
 }
 
-/// Applies an update to the configuration held, then compiles, swaps and caches the result,
-/// all on a blocking thread; the answer to send back. A refused result leaves `held` as it was.
+/// Applies an update to the configuration held, then compiles and swaps in the result, on a
+/// blocking thread; the answer to send back. A refused result leaves `held` as it was.
 pub(super) async fn apply(
     state: &Arc<State>,
-    cache_dir: &std::path::Path,
-    held: &mut Option<Held>,
+    held: &Shared,
+    writer: &CacheWriter,
     update: Update,
 ) -> DataPlaneMessage {
-    let shared = state.clone();
-    let dir: PathBuf = cache_dir.to_owned();
-    let mut current = held.take();
+    let (shared, current) = (state.clone(), held.clone());
     let work = tokio::task::spawn_blocking(move || {
-        let applied = apply_blocking(&shared, &dir, &mut current, update);
-        (current, applied)
+        let mut held = current.lock().unwrap_or_else(PoisonError::into_inner);
+        let applied = apply_blocking(&shared, &mut held, update);
+        let version = held.as_ref().map_or(0, Held::version);
+        (applied, version)
     });
-    let applied = match work.await {
-        Ok((current, applied)) => {
-            *held = current;
-            applied
+    let (applied, version) = match work.await {
+        Ok(done) => done,
+        Err(error) => {
+            // What is held may be half changed: the next update must be whole.
+            *held.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            let reason = format!("internal error while compiling: {error}");
+            (Applied::Resync(reason), 0)
         }
-        // The held configuration went with the panic: the next update must be whole.
-        Err(error) => Applied::Resync(format!("internal error while compiling: {error}")),
     };
-    let version = held.as_ref().map_or(0, Held::version);
     match applied {
-        Applied::Swapped(version) => message(data_plane_message::Message::Ack(Ack { version })),
+        Applied::Swapped(version) => {
+            writer.changed();
+            message(data_plane_message::Message::Ack(Ack { version }))
+        }
         Applied::Refused { version, reason } => {
             state.metrics().rejected();
             tracing::warn!(version, %reason, "configuration refused; keeping the last good one");
@@ -94,12 +109,7 @@ pub(super) async fn apply(
     }
 }
 
-fn apply_blocking(
-    state: &State,
-    dir: &std::path::Path,
-    held: &mut Option<Held>,
-    update: Update,
-) -> Applied {
+fn apply_blocking(state: &State, held: &mut Option<Held>, update: Update) -> Applied {
     let update = match update {
         Update::Packed(packed) => match delta::unpack(&packed, MAX_MESSAGE_BYTES) {
             Ok(v1::ControlPlaneMessage {
@@ -120,7 +130,6 @@ fn apply_blocking(
             delta::sort(&mut snapshot.resources);
             match swap_whole(state, &snapshot, started) {
                 Ok(()) => {
-                    store_cache(dir, &snapshot);
                     let version = snapshot.version;
                     *held = Some(Held::new(snapshot));
                     Applied::Swapped(version)
@@ -142,10 +151,7 @@ fn apply_blocking(
                 Err(error) => return Applied::Resync(error.to_string()),
             };
             match swap_delta(state, held, &changed, started) {
-                Ok(()) => {
-                    store_cache(dir, &held.snapshot);
-                    Applied::Swapped(version)
-                }
+                Ok(()) => Applied::Swapped(version),
                 Err(reason) => {
                     undo.revert(&mut held.snapshot);
                     Applied::Refused { version, reason }
@@ -222,12 +228,6 @@ fn install(state: &State, table: Table, started: Instant, compiled: &'static str
     tracing::info!(version, routes, upstreams, compiled, elapsed = ?started.elapsed(), "configuration swapped in");
 }
 
-fn store_cache(dir: &std::path::Path, snapshot: &v1::Snapshot) {
-    if let Err(error) = cache::store(dir, snapshot) {
-        tracing::warn!(error = %Chain(&error), "cannot write the snapshot cache");
-    }
-}
-
 /// Loads the cached snapshot from `dir` and serves it at once; problems are logged, never
 /// fatal. Returns what it served: the configuration deltas apply to.
 pub(crate) fn restore_cache(dir: &std::path::Path, state: &State) -> Option<Held> {
@@ -249,6 +249,7 @@ pub(crate) fn restore_cache(dir: &std::path::Path, state: &State) -> Option<Held
         Ok(table) => {
             tracing::info!(version = table.version(), "serving the cached snapshot");
             state.install(table);
+            state.set_cached_version(snapshot.version);
             Some(Held::new(snapshot))
         }
         Err(error) => {

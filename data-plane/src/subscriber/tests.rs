@@ -85,6 +85,19 @@ async fn next_message(opened: &mut Opened) -> data_plane_message::Message {
     }
 }
 
+/// Waits until the cache writer has written `version` (it writes shortly after a swap).
+async fn wait_cached(state: &State, version: i64) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while state.cached_version() != Some(version) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cache holds {:?}, not {version}",
+            state.cached_version()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 fn snapshot(version: i64, backend: &str) -> ControlPlaneMessage {
     let resources = vec![
         v1::Resource {
@@ -170,6 +183,7 @@ async fn hello_ack_nack_cache_and_reconnect() {
     }
     assert_eq!(state.version(), 5);
     assert_eq!(state.table().unwrap().source(), Source::ControlPlane);
+    wait_cached(&state, 5).await;
     assert_eq!(cache::load(cache_dir.path()).unwrap().unwrap().version, 5);
 
     opened
@@ -355,6 +369,7 @@ async fn deltas_apply_to_what_is_held_and_a_refused_one_is_undone() {
         "127.0.0.1:9002"
     );
     // What is cached is what is held: the result of the deltas, sorted.
+    wait_cached(&state, 8).await;
     let cached = cache::load(cache_dir.path()).unwrap().unwrap();
     assert_eq!(cached.version, 8);
     let names: Vec<_> = cached.resources.iter().map(|r| r.name.as_str()).collect();

@@ -44,6 +44,7 @@ async fn served_once(backend: &DemoBackend) -> (ControlPlane, DataPlane) {
     .await
     .success();
     wait_served(&dp, "/cached/x", backend.name()).await;
+    dp.wait_cached().await;
     (cp, dp)
 }
 
