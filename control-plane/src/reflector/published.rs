@@ -123,12 +123,16 @@ impl Published {
     }
 }
 
+/// Below this size a message goes unpacked even to a data plane that takes packed ones: gzip
+/// would not make it smaller, and unpacking costs the data plane more than reading it.
+const PACK_MIN: usize = 1024;
+
 fn encode(form: Form, message: ControlPlaneMessage) -> Bytes {
     let message = match form {
-        Form::Plain => message,
-        Form::Packed => ControlPlaneMessage {
+        Form::Packed if message.encoded_len() >= PACK_MIN => ControlPlaneMessage {
             message: Some(Message::Packed(delta::pack(&message))),
         },
+        _ => message,
     };
     Bytes::from(message.encode_to_vec())
 }

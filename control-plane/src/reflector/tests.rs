@@ -129,24 +129,37 @@ async fn mirrors_commits_in_order() {
         "an unknown base"
     );
     // Built once per base and form: the same bytes for every stream.
-    let packed = last.delta_from(v1, Form::Packed).expect("packed");
+    let small = last.delta_from(v1, Form::Packed).expect("a delta");
     assert_eq!(
-        packed.as_ptr(),
+        small.as_ptr(),
         last.delta_from(v1, Form::Packed).unwrap().as_ptr()
     );
     assert_eq!(
         last.full(Form::Plain).await.as_ptr(),
         last.full(Form::Plain).await.as_ptr()
     );
+    // A small message goes unpacked even in the packed form: gzip would only add to it.
+    assert_eq!(delta(v1, Form::Packed), from_v1);
+
+    // A large one is packed.
+    let routes: Vec<Op> = (0..100)
+        .map(|i| Op::Put(route(&format!("route-{i}"), "users")))
+        .chain([Op::Put(upstream("users", 9001))])
+        .collect();
+    let v4 = store.commit(v3, routes).await.expect("commit");
+    let large = reflector.wait_for_version(v4).await.expect("published");
+    let packed = large.delta_from(v3, Form::Packed).expect("a delta");
     let Some(control_plane_message::Message::Packed(gz)) =
-        ControlPlaneMessage::decode(packed).unwrap().message
+        ControlPlaneMessage::decode(packed.clone()).unwrap().message
     else {
         panic!("not packed");
     };
     let inner = delta::unpack(&gz, 1 << 20).expect("unpacks");
-    assert!(
-        matches!(inner.message, Some(control_plane_message::Message::Delta(d)) if d == from_v1)
-    );
+    let Some(control_plane_message::Message::Delta(unpacked)) = inner.message else {
+        panic!("a packed delta");
+    };
+    assert_eq!(unpacked.resources.len(), 101);
+    assert!(packed.len() < large.delta_from(v3, Form::Plain).unwrap().len() / 2);
 }
 
 #[tokio::test]

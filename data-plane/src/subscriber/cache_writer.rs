@@ -14,7 +14,7 @@ use super::apply::Held;
 use crate::{cache, pipeline::Chain, state::State};
 
 /// How long a write waits for more changes to go with it.
-const COALESCE: Duration = Duration::from_millis(100);
+const COALESCE: Duration = Duration::from_secs(1);
 
 /// The configuration held, shared by the subscriber (which changes it) and the writer.
 pub(crate) type Shared = Arc<Mutex<Option<Held>>>;
