@@ -5,7 +5,10 @@
 //! re-validate) a few times with a jittered backoff before the request fails with `ABORTED`.
 //! Reads come from the store itself, so a client reads its own writes.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use gateway_proto::{
     RegexCache, ResourceKind,
@@ -14,6 +17,7 @@ use gateway_proto::{
         ListDataPlanesRequest, ListDataPlanesResponse, ListRequest, ListResponse, Resource,
         change::Action,
     },
+    validate::Graph,
 };
 use tonic::{Request, Response, Status};
 
@@ -42,6 +46,9 @@ pub struct AdminService {
     /// Compiled patterns of the configs validated so far, so that an apply does not compile
     /// every regular expression of the whole config again.
     regexes: Arc<RegexCache>,
+    /// The match-key graph of the last configuration this service validated and wrote, with
+    /// its version: an apply on top of it is checked in proportion to its change.
+    graph: Arc<Mutex<Option<(i64, Graph)>>>,
 }
 
 /// Past this many cached patterns (patterns of deleted routes and dry runs pile up), the cache
@@ -65,7 +72,22 @@ impl AdminService {
             reflector,
             metrics,
             regexes: Arc::default(),
+            graph: Arc::default(),
         }
+    }
+
+    /// The graph of the configuration at `version`, if this service wrote it last. Taken: an
+    /// apply moves it to its own result, which is only the store's if its commit succeeds.
+    fn take_graph(&self, version: i64) -> Option<Graph> {
+        let mut graph = self.graph.lock().unwrap_or_else(PoisonError::into_inner);
+        match graph.take() {
+            Some((at, graph)) if at == version => Some(graph),
+            _ => None,
+        }
+    }
+
+    fn keep_graph(&self, version: i64, graph: Graph) {
+        *self.graph.lock().unwrap_or_else(PoisonError::into_inner) = Some((version, graph));
     }
 
     /// Creates or updates every resource of the request in one transaction.
@@ -78,8 +100,12 @@ impl AdminService {
         let mut backoff = retry_backoff();
         for _ in 0..MAX_ATTEMPTS {
             let listing = self.store.list().await?;
-            let mut plan = plan_apply(&listing, &batch, self.regexes())?;
+            let graph = self.take_graph(listing.version);
+            let mut plan = plan_apply(&listing, &batch, self.regexes(), graph)?;
             if plan.ops.is_empty() || dry_run {
+                if plan.ops.is_empty() {
+                    self.keep_graph(listing.version, plan.graph);
+                }
                 return Ok(ApplyResponse {
                     version: listing.version,
                     changes: plan.changes,
@@ -87,6 +113,7 @@ impl AdminService {
             }
             match self.store.commit(listing.version, plan.ops).await {
                 Ok(version) => {
+                    self.keep_graph(version, plan.graph);
                     for change in &mut plan.changes {
                         let action = Action::try_from(change.action).unwrap_or(Action::Unchanged);
                         if action == Action::Unchanged {

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use gateway_proto::{
     RegexCache, ResourceKind,
     v1::{self, Resource, change::Action},
+    validate::Graph,
     validate_with,
 };
 
@@ -23,6 +24,8 @@ pub(crate) struct ApplyPlan {
     pub(crate) changes: Vec<v1::Change>,
     /// Empty when nothing changes.
     pub(crate) ops: Vec<Op>,
+    /// The match-key graph of the configuration after the apply, for the next one.
+    pub(crate) graph: Graph,
 }
 
 impl Batch {
@@ -57,10 +60,14 @@ fn index(listing: &Listing) -> BTreeMap<(ResourceKind, &str), &Resource> {
 }
 
 /// Merges the batch into the listed config, validates the result and lists the changes.
+/// `graph` is the graph of the listed config when the caller has it: the change is then
+/// checked in proportion to its size, and the whole config only when that finds a problem
+/// (to name every problem as it always does).
 pub(crate) fn plan_apply(
     listing: &Listing,
     batch: &Batch,
     regexes: &RegexCache,
+    graph: Option<Graph>,
 ) -> Result<ApplyPlan, AdminError> {
     let mut merged = index(listing);
     let mut changes = Vec::with_capacity(batch.0.len());
@@ -101,9 +108,30 @@ pub(crate) fn plan_apply(
     for (kind, resource) in &batch.0 {
         merged.insert((*kind, resource.name.as_str()), resource);
     }
+    // In key order: the order of a snapshot, which the incremental check needs.
     let config: Vec<Resource> = merged.into_values().cloned().collect();
+    let changed: Vec<(ResourceKind, &str)> = batch
+        .0
+        .iter()
+        .zip(&changes)
+        .filter(|(_, change)| change.action != Action::Unchanged as i32)
+        .map(|((kind, resource), _)| (*kind, resource.name.as_str()))
+        .collect();
+    if let Some(mut graph) = graph
+        && graph.check_changed(&config, &changed, regexes).is_ok()
+    {
+        return Ok(ApplyPlan {
+            changes,
+            ops,
+            graph,
+        });
+    }
     validate_with(&config, regexes)?;
-    Ok(ApplyPlan { changes, ops })
+    Ok(ApplyPlan {
+        changes,
+        ops,
+        graph: Graph::of(&config),
+    })
 }
 
 /// Checks that a resource exists and that the config stays valid without it.

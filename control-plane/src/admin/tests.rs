@@ -1,4 +1,4 @@
-use gateway_proto::v1::admin_server::Admin as _;
+use gateway_proto::v1::{admin_server::Admin as _, resource::Spec};
 use tonic::Code;
 
 use super::*;
@@ -345,4 +345,78 @@ async fn lists_data_planes_with_the_version() {
         .into_inner();
     assert_eq!(response.version, v);
     assert_eq!(response.data_planes.len(), 1);
+}
+
+/// An apply on top of this service's last write is checked in proportion to its change; what
+/// it accepts and refuses, and how it names a problem, is what the whole check says.
+#[tokio::test]
+async fn applies_on_top_of_the_last_one_are_checked_like_the_whole_config() {
+    let f = fixture();
+    let mut all = vec![upstream("users", 9001)];
+    all.extend((0..50).map(|i| route(&format!("r{i}"), "users")));
+    let v = apply(&f.admin, all, false).await.expect("apply").version;
+    assert!(
+        f.admin
+            .graph
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|(at, _)| *at == v)
+    );
+
+    // A route whose match another route has: refused, naming the field, as the whole check does.
+    let mut clash = route("z-clash", "users");
+    if let Some(Spec::Route(spec)) = &mut clash.spec {
+        spec.rules[0].matches[0].path.as_mut().unwrap().value = "/r7".into();
+    }
+    let refused = apply(&f.admin, vec![clash.clone()], false)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let mut whole = f.store.list().await.expect("list").resources;
+    whole.push(clash);
+    gateway_proto::delta::sort(&mut whole);
+    let expected = gateway_proto::validate(&whole).unwrap_err().to_string();
+    assert!(
+        refused.message().contains(&expected),
+        "{} vs {expected}",
+        refused.message()
+    );
+
+    // A reference to a missing upstream, likewise.
+    let dangling = route("r-dangling", "nowhere");
+    let refused = apply(&f.admin, vec![dangling], false).await.unwrap_err();
+    assert!(
+        refused
+            .message()
+            .contains("spec.rules[0].backendRefs[0].name"),
+        "{}",
+        refused.message()
+    );
+
+    // Valid changes go on being accepted, each on top of the last.
+    for i in 50..60 {
+        let v_next = apply(&f.admin, vec![route(&format!("r{i}"), "users")], false)
+            .await
+            .expect("apply")
+            .version;
+        assert!(v_next > v);
+        assert!(
+            f.admin
+                .graph
+                .lock()
+                .unwrap()
+                .as_ref()
+                .is_some_and(|(at, _)| *at == v_next)
+        );
+    }
+    // Taking away the upstream every route uses is refused, even though only it changed.
+    let mut gone = upstream("users", 9001);
+    if let Some(Spec::Upstream(spec)) = &mut gone.spec {
+        spec.endpoints.clear();
+    }
+    assert_eq!(
+        apply(&f.admin, vec![gone], false).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
 }

@@ -7,7 +7,10 @@
 //! which names every problem the same way it always does. Validity itself never depends on the
 //! path taken (a property test holds the two to the same verdict).
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use super::{
     CheckedRoute, RegexCache, Report, check_upstream, policy,
@@ -23,9 +26,9 @@ use crate::{
 #[derive(Clone, Debug, Default)]
 pub struct Graph {
     /// Hashed match key → the route and match holding it.
-    owners: HashMap<u64, (Box<str>, MatchAt)>,
+    owners: HashMap<u64, (Arc<str>, MatchAt)>,
     /// Each route's keys, to take them out when it changes.
-    keys: HashMap<Box<str>, Vec<u64>>,
+    keys: HashMap<Arc<str>, Arc<[u64]>>,
 }
 
 /// The change could not be shown valid: run the whole check for the verdict and the problems.
@@ -48,11 +51,12 @@ impl Graph {
     }
 
     fn insert(&mut self, name: &str, hashes: Vec<(u64, MatchAt)>) {
+        let name: Arc<str> = name.into();
         for (hash, at) in &hashes {
-            self.owners.insert(*hash, (name.into(), *at));
+            self.owners.insert(*hash, (name.clone(), *at));
         }
         self.keys
-            .insert(name.into(), hashes.into_iter().map(|(h, _)| h).collect());
+            .insert(name, hashes.into_iter().map(|(h, _)| h).collect());
     }
 
     /// Checks `after` (sorted by kind and name, as snapshots are), which differs from this
@@ -170,8 +174,10 @@ impl Graph {
         }
 
         for name in &changed_routes {
-            for hash in self.keys.remove(*name).unwrap_or_default() {
-                self.owners.remove(&hash);
+            if let Some(hashes) = self.keys.remove(*name) {
+                for hash in hashes.iter() {
+                    self.owners.remove(hash);
+                }
             }
         }
         for (name, hashes) in new_keys {
