@@ -136,20 +136,20 @@ fn snapshot(version: i64, backend: &str) -> ControlPlaneMessage {
     }
 }
 
-#[tokio::test]
-async fn hello_ack_nack_cache_and_reconnect() {
-    let (addr, streams) = fake_control_plane().await;
-    // Nothing listens on the first URL: the subscriber must move on to the second.
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
+/// A running subscriber with a cache directory of its own.
+struct Subscriber {
+    cache_dir: tempfile::TempDir,
+    state: Arc<State>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn subscribe(urls: Vec<String>, token: Option<&str>, id: &str) -> Subscriber {
     let cache_dir = tempfile::tempdir().unwrap();
     let config = ControlPlaneConfig {
-        urls: vec![format!("http://{closed}"), format!("http://{addr}")],
-        token: Some("s3cret".into()),
-        id: "dp-1".into(),
+        urls,
+        token: token.map(str::to_owned),
+        id: id.into(),
         cache_dir: cache_dir.path().to_owned(),
     };
     let state = Arc::new(State::new(crate::state::Settings::default()));
@@ -161,6 +161,30 @@ async fn hello_ack_nack_cache_and_reconnect() {
         None,
         stopped,
     ));
+    Subscriber {
+        cache_dir,
+        state,
+        stop,
+        task,
+    }
+}
+
+#[tokio::test]
+async fn hello_ack_nack_cache_and_reconnect() {
+    let (addr, streams) = fake_control_plane().await;
+    // Nothing listens on the first URL: the subscriber must move on to the second.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let urls = vec![format!("http://{closed}"), format!("http://{addr}")];
+    let Subscriber {
+        cache_dir,
+        state,
+        stop,
+        task,
+    } = subscribe(urls, Some("s3cret"), "dp-1");
 
     let mut streams = streams.lock().await;
     let mut opened = tokio::time::timeout(PATIENCE, streams.recv())
@@ -284,22 +308,12 @@ fn resource(name: &str, backend: &str) -> v1::Resource {
 #[tokio::test]
 async fn deltas_apply_to_what_is_held_and_a_refused_one_is_undone() {
     let (addr, streams) = fake_control_plane().await;
-    let cache_dir = tempfile::tempdir().unwrap();
-    let config = ControlPlaneConfig {
-        urls: vec![format!("http://{addr}")],
-        token: None,
-        id: "dp-d".into(),
-        cache_dir: cache_dir.path().to_owned(),
-    };
-    let state = Arc::new(State::new(crate::state::Settings::default()));
-    let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(run(
-        config,
-        "127.0.0.1:8080".into(),
-        state.clone(),
-        None,
-        stopped,
-    ));
+    let Subscriber {
+        cache_dir,
+        state,
+        stop,
+        task,
+    } = subscribe(vec![format!("http://{addr}")], None, "dp-d");
     let mut streams = streams.lock().await;
     let mut opened = tokio::time::timeout(PATIENCE, streams.recv())
         .await
