@@ -135,15 +135,18 @@ impl Table {
         Ok(table)
     }
 
-    /// The table of a configuration that differs from this one's in the routes `changed` only
-    /// (put or removed), which passed the incremental check: `routes` are the changed routes
-    /// that exist, parsed. Only they are compiled, and only the host buckets they touch are
-    /// rebuilt; everything else is shared with this table.
+    /// The table of a configuration that differs from this one's in some routes and upstreams
+    /// (no policy), which passed the incremental check. `changed` names every route to take
+    /// out (changed, removed, or referring to a changed upstream), `routes` those of them that
+    /// exist, parsed, and `upstreams` the upstreams put (with their spec) or removed. Only they
+    /// are compiled, and only the host buckets they touch are rebuilt; everything else is
+    /// shared with this table.
     pub fn update(
         &self,
         version: i64,
         changed: &[&str],
         routes: &[CheckedRoute<'_>],
+        upstreams: &[(&str, Option<&v1::UpstreamSpec>)],
         side: &SideTables,
     ) -> Self {
         let mut next = Self {
@@ -157,11 +160,23 @@ impl Table {
             routes: self.routes.clone(),
             regexes: self.regexes.clone(),
         };
+        for (name, spec) in upstreams {
+            match spec {
+                Some(spec) => {
+                    let upstream = Upstream::compile(name, spec, side);
+                    next.upstreams
+                        .insert(upstream.name().clone(), Arc::new(upstream));
+                }
+                None => {
+                    next.upstreams.remove(*name);
+                }
+            }
+        }
         let mut removed = FxHashSet::default();
         let mut gone = Vec::new();
-        for name in changed {
+        for name in changed.iter().copied().chain(routes.iter().map(|r| r.name)) {
             let Some(old) = next.routes.remove(name) else {
-                continue;
+                continue; // new, or named twice
             };
             removed.extend(old.rules.iter().map(router::address));
             for pattern in &old.regexes {

@@ -188,9 +188,10 @@ fn swap_whole(state: &State, snapshot: &v1::Snapshot, started: Instant) -> Resul
     Ok(())
 }
 
-/// Checks and compiles the held configuration after a delta: only what changed when only
-/// routes changed and the incremental check shows it valid, the whole of it otherwise (which
-/// also names every problem). On success the graph follows the configuration.
+/// Checks and compiles the held configuration after a delta: only what changed (and the routes
+/// that refer to a changed upstream) when no policy changed and the incremental check shows
+/// it valid, the whole of it otherwise (which also names every problem). On success the graph
+/// follows the configuration.
 fn swap_delta(
     state: &State,
     held: &mut Held,
@@ -202,16 +203,31 @@ fn swap_delta(
         .iter()
         .map(|(kind, name)| (*kind, name.as_str()))
         .collect();
-    let only_routes = changed.iter().all(|(kind, _)| *kind == ResourceKind::Route);
-    if only_routes && let Some(table) = state.table() {
+    // Policies are compiled into every rule that lists them (every rule, for a global one):
+    // a change to one is compiled whole.
+    let no_policy = changed
+        .iter()
+        .all(|(kind, _)| *kind != ResourceKind::Policy);
+    if no_policy && let Some(table) = state.table() {
+        let resources = &held.snapshot.resources;
         match held
             .graph
-            .check_changed(&held.snapshot.resources, &changed, state.side().regexes())
+            .check_changed(resources, &changed, state.side().regexes())
         {
             Ok(routes) => {
-                let names: Vec<&str> = changed.iter().map(|(_, name)| *name).collect();
-                let next = table.update(version, &names, &routes, state.side());
-                install(state, next, started, "routes changed");
+                let mut names = Vec::new();
+                let mut upstreams = Vec::new();
+                for (kind, name) in &changed {
+                    match kind {
+                        ResourceKind::Route => names.push(*name),
+                        ResourceKind::Upstream => {
+                            upstreams.push((*name, upstream_spec(resources, name)))
+                        }
+                        ResourceKind::Policy => {}
+                    }
+                }
+                let next = table.update(version, &names, &routes, &upstreams, state.side());
+                install(state, next, started, "in proportion to the change");
                 return Ok(());
             }
             Err(unproven) => tracing::debug!(%unproven, "checking the whole configuration"),
@@ -220,6 +236,19 @@ fn swap_delta(
     swap_whole(state, &held.snapshot, started)?;
     held.graph = Graph::of(&held.snapshot.resources);
     Ok(())
+}
+
+/// The spec of upstream `name` in `resources` (sorted), if it is there.
+fn upstream_spec<'r>(resources: &'r [v1::Resource], name: &str) -> Option<&'r v1::UpstreamSpec> {
+    let at = resources
+        .binary_search_by(|r| {
+            (ResourceKind::of(r), r.name.as_str()).cmp(&(Some(ResourceKind::Upstream), name))
+        })
+        .ok()?;
+    match &resources[at].spec {
+        Some(v1::resource::Spec::Upstream(spec)) => Some(spec),
+        _ => None,
+    }
 }
 
 fn install(state: &State, table: Table, started: Instant, compiled: &'static str) {

@@ -157,6 +157,15 @@ impl Rule {
         }
     }
 
+    /// Every upstream the rule may send to, without taking a turn of the split.
+    pub fn upstreams(&self) -> &[Arc<Upstream>] {
+        match &self.backends {
+            Backends::None => &[],
+            Backends::One(upstream) => std::slice::from_ref(upstream),
+            Backends::Weighted { upstreams, .. } => upstreams,
+        }
+    }
+
     pub fn filters(&self) -> &Filters {
         &self.filters
     }

@@ -61,8 +61,9 @@ impl Graph {
 
     /// Checks `after` (sorted by kind and name, as snapshots are), which differs from this
     /// graph's valid configuration in the resources `changed` only (put or removed). When it
-    /// is shown valid, returns its changed routes parsed (what compiling them needs) and moves
-    /// the graph to `after`; otherwise leaves the graph as it was.
+    /// is shown valid, returns parsed (what compiling them needs) its changed routes and the
+    /// routes that refer to a changed upstream or policy, and moves the graph to `after`;
+    /// otherwise leaves the graph as it was.
     pub fn check_changed<'a>(
         &mut self,
         after: &'a [v1::Resource],
@@ -101,7 +102,8 @@ impl Graph {
         let mut routes = Vec::new();
         let mut changed_routes = HashSet::new();
         // A removed upstream or policy, or a changed policy (it may have turned global), can
-        // break a route that did not change: those are checked again.
+        // break a route that did not change; a changed upstream or policy changes what the
+        // route compiles to. Those routes are checked again.
         let mut referenced = HashSet::new();
         for &(kind, name) in changed {
             let resource = find(kind, name);
@@ -109,13 +111,9 @@ impl Graph {
                 ResourceKind::Route => {
                     changed_routes.insert(name);
                 }
-                ResourceKind::Upstream if resource.is_none() => {
+                ResourceKind::Upstream | ResourceKind::Policy => {
                     referenced.insert((kind, name));
                 }
-                ResourceKind::Policy => {
-                    referenced.insert((kind, name));
-                }
-                ResourceKind::Upstream => {}
             }
             let Some(resource) = resource else { continue };
             let mut at = report.at(resource);
@@ -146,8 +144,16 @@ impl Graph {
                 {
                     continue;
                 }
+                // Checked again, and handed over as changed: its compiled rules hold what
+                // changed under it.
+                changed_routes.insert(resource.name.as_str());
                 let mut at = report.at(resource);
-                let _ = route::check_route(&mut at, spec, &known, regexes);
+                let rules = route::check_route(&mut at, spec, &known, regexes);
+                routes.push(CheckedRoute {
+                    name: resource.name.as_str(),
+                    spec,
+                    rules,
+                });
             }
         }
         if report.finish().is_err() {

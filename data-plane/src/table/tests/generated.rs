@@ -294,7 +294,18 @@ fn routing(table: &Table) -> Vec<String> {
                         headers: &headers,
                     };
                     out.push(match table.route(&view) {
-                        Some(rule) => format!("{}#{}", rule.route(), rule.index()),
+                        Some(rule) => {
+                            let upstreams: Vec<String> = rule
+                                .upstreams()
+                                .iter()
+                                .map(|u| {
+                                    let addresses: Vec<&str> =
+                                        u.endpoints().iter().map(|e| e.address()).collect();
+                                    format!("{}={}", u.name(), addresses.join(","))
+                                })
+                                .collect();
+                            format!("{}#{} {}", rule.route(), rule.index(), upstreams.join(" "))
+                        }
                         None => "none".into(),
                     });
                 }
@@ -321,9 +332,20 @@ fn an_updated_table_routes_like_a_whole_compile() {
         let mut table = Table::compile(1, &held, Source::ControlPlane, &side).unwrap();
         let mut graph = gateway_proto::validate::Graph::of(&held);
         for step in 0..40 {
-            // Put or remove one or two routes (r0..r5; the generator names them r0..r2).
+            // Put or remove one or two routes (r0..r5; the generator names them r0..r2), or
+            // now and then put an upstream (u0..u2) with other endpoints.
             let mut after = held.clone();
             let mut changed = Vec::new();
+            let mut upstream_changed = Vec::new();
+            if g.0.u8(..4) == 0 {
+                let fresh = g.resources();
+                let name = format!("u{}", g.0.usize(..3));
+                if let Some(upstream) = fresh.into_iter().find(|r| r.name == name) {
+                    after.retain(|r| r.name != name);
+                    after.push(upstream);
+                    upstream_changed.push(name);
+                }
+            }
             for _ in 0..g.0.usize(1..=2) {
                 let name = format!("r{}", g.0.usize(..6));
                 if changed.contains(&name) {
@@ -346,6 +368,11 @@ fn an_updated_table_routes_like_a_whole_compile() {
             let keys: Vec<(gateway_proto::ResourceKind, &str)> = changed
                 .iter()
                 .map(|name| (gateway_proto::ResourceKind::Route, name.as_str()))
+                .chain(
+                    upstream_changed
+                        .iter()
+                        .map(|name| (gateway_proto::ResourceKind::Upstream, name.as_str())),
+                )
                 .collect();
             let mut moved = graph.clone();
             let Ok(routes) = moved.check_changed(&after, &keys, side.regexes()) else {
@@ -357,7 +384,17 @@ fn an_updated_table_routes_like_a_whole_compile() {
                 continue;
             };
             let names: Vec<&str> = changed.iter().map(String::as_str).collect();
-            let updated = table.update(step + 2, &names, &routes, &side);
+            let upstreams: Vec<(&str, Option<&v1::UpstreamSpec>)> = upstream_changed
+                .iter()
+                .map(|name| {
+                    let spec = after.iter().find_map(|r| match &r.spec {
+                        Some(Spec::Upstream(spec)) if r.name == *name => Some(spec),
+                        _ => None,
+                    });
+                    (name.as_str(), spec)
+                })
+                .collect();
+            let updated = table.update(step + 2, &names, &routes, &upstreams, &side);
             let whole = Table::compile(step + 2, &after, Source::ControlPlane, &side).unwrap();
             assert_eq!(
                 routing(&updated),

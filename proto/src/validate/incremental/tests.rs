@@ -182,17 +182,34 @@ fn the_same_verdict_as_the_whole_check() {
                 after.resources,
             );
             if let Ok(routes) = incremental {
-                // Exactly the changed routes that exist, parsed.
-                let mut expected: Vec<&str> = changed
+                // The changed routes that exist, and the routes that refer to a changed
+                // upstream or policy, each once, parsed.
+                let returned: Vec<&str> = routes.iter().map(|r| r.name).collect();
+                let mut expected: Vec<&str> = after
+                    .resources
                     .iter()
-                    .filter(|(kind, name)| {
-                        *kind == ResourceKind::Route
-                            && after.resources.iter().any(|r| key_of(r) == (*kind, *name))
+                    .filter(|r| {
+                        let Some(Spec::Route(spec)) = &r.spec else {
+                            return false;
+                        };
+                        let refers = changed.iter().any(|(kind, name)| match kind {
+                            ResourceKind::Upstream => spec
+                                .rules
+                                .iter()
+                                .any(|rule| rule.backend_refs.iter().any(|b| b.name == *name)),
+                            ResourceKind::Policy => spec
+                                .policies
+                                .iter()
+                                .chain(spec.rules.iter().flat_map(|rule| &rule.policies))
+                                .any(|p| p == name),
+                            ResourceKind::Route => false,
+                        });
+                        refers || changed.contains(&(ResourceKind::Route, r.name.as_str()))
                     })
-                    .map(|(_, name)| *name)
+                    .map(|r| r.name.as_str())
                     .collect();
                 expected.sort_unstable();
-                assert_eq!(routes.iter().map(|r| r.name).collect::<Vec<_>>(), expected);
+                assert_eq!(returned, expected, "step {step}");
                 // The moved graph is the graph of the new configuration.
                 let rebuilt = Graph::of(&after.resources);
                 assert_eq!(moved.owners, rebuilt.owners, "step {step}");
