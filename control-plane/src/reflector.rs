@@ -248,7 +248,10 @@ impl Mirror {
             Some(before) if before.version() != self.version => {
                 published::extend(before.history(), before.version(), changed)
             }
-            Some(before) => before.history().clone(),
+            // The content moved without the version (a write that bypassed the marker): the
+            // keys of this version no longer tell what changed since older ones.
+            Some(before) if changed.is_empty() => before.history().clone(),
+            Some(_) => published::History::new(),
             None => published::History::new(),
         };
         let published = Arc::new(Published::new(snapshot, history));

@@ -23,10 +23,11 @@ use tonic::{
     transport::{Channel, Endpoint},
 };
 
-pub(crate) use self::apply::{Held, restore_cache};
+pub(crate) use self::{apply::restore_cache, held::Held};
 use self::{
     apply::{Update, apply},
-    cache_writer::{CacheWriter, Shared},
+    cache_writer::CacheWriter,
+    held::Shared,
 };
 use crate::{config::ControlPlaneConfig, pipeline::Chain, state::State};
 
@@ -219,6 +220,7 @@ fn message(message: data_plane_message::Message) -> DataPlaneMessage {
 
 mod apply;
 mod cache_writer;
+mod held;
 
 #[cfg(test)]
 mod tests;

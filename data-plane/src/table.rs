@@ -151,7 +151,8 @@ impl Table {
     ) -> Self {
         let mut next = Self {
             version,
-            source: self.source,
+            // Updates are the control plane's deltas (a table from the cache included).
+            source: Source::ControlPlane,
             loaded_at: SystemTime::now(),
             router: Router::default(),
             upstreams: self.upstreams.clone(),

@@ -23,8 +23,6 @@ pub enum DeltaError {
     Base { base: i64, held: i64 },
     #[error("the delta names {kind}/{name} twice")]
     Twice { kind: &'static str, name: String },
-    #[error("the delta removes {kind}/{name}, which the data plane does not hold")]
-    NotHeld { kind: &'static str, name: String },
     #[error("the delta carries a resource without a kind ({0:?})")]
     NoKind(String),
 }
@@ -114,7 +112,7 @@ pub fn apply(held: &mut Snapshot, delta: Delta) -> Result<Undo, DeltaError> {
             held: held.version,
         });
     }
-    check_keys(held, &delta)?;
+    check_keys(&delta)?;
     let mut undo = Undo {
         version: held.version,
         steps: Vec::with_capacity(delta.resources.len() + delta.removed.len()),
@@ -146,8 +144,10 @@ pub fn apply(held: &mut Snapshot, delta: Delta) -> Result<Undo, DeltaError> {
     Ok(undo)
 }
 
-/// Every key once, every resource with a kind, every removed key held.
-fn check_keys(held: &Snapshot, delta: &Delta) -> Result<(), DeltaError> {
+/// Every key once, every resource with a kind. A removed key that is not held is fine: the
+/// control plane lists every key that changed since the base, and one created and removed
+/// again since then was never held.
+fn check_keys(delta: &Delta) -> Result<(), DeltaError> {
     let mut keys = Vec::with_capacity(delta.resources.len() + delta.removed.len());
     for resource in &delta.resources {
         let kind =
@@ -157,12 +157,6 @@ fn check_keys(held: &Snapshot, delta: &Delta) -> Result<(), DeltaError> {
     for key in &delta.removed {
         let kind = ResourceKind::from_proto(key.kind)
             .ok_or_else(|| DeltaError::NoKind(key.name.clone()))?;
-        if find(&held.resources, kind, &key.name).is_err() {
-            return Err(DeltaError::NotHeld {
-                kind: kind.as_str(),
-                name: key.name.clone(),
-            });
-        }
         keys.push((kind, key.name.as_str()));
     }
     keys.sort_unstable();

@@ -48,6 +48,9 @@ pub(super) struct Session {
     features: Features,
     /// The data plane cannot use a delta against what it holds: the next message is whole.
     resync: bool,
+    /// The version of the last whole snapshot sent: a Resync in answer to it is a refusal
+    /// (sending it again would loop).
+    whole_sent: Option<i64>,
     tx: mpsc::Sender<Outbound>,
     status: watch::Sender<DataPlaneStatus>,
     /// When the status was last published to the registry.
@@ -81,6 +84,7 @@ impl Session {
             // The version a data plane says it holds after a restart is its disk cache: a
             // delta against it is as good as against what it acknowledged on this stream.
             resync: false,
+            whole_sent: None,
             tx,
             status,
             published: Instant::now(),
@@ -159,7 +163,9 @@ impl Session {
             Form::Plain
         };
         let delta = match self.held {
-            Some(base) if self.features.delta && !self.resync => published.delta_from(base, form),
+            Some(base) if self.features.delta && !self.resync => {
+                published.delta_from(base, form).await
+            }
             _ => None,
         };
         let delta_sent = delta.is_some();
@@ -168,6 +174,7 @@ impl Session {
             None => published.full(form).await,
         };
         self.send(message).await?;
+        self.whole_sent = (!delta_sent).then_some(version);
         self.resync = false;
         self.pending = Some(version);
         self.metrics.snapshot_sent();
@@ -233,11 +240,17 @@ impl Session {
                 });
             }
             Some(Message::Resync(resync)) => {
-                tracing::info!(%id, held = resync.version, "data plane asks for the whole configuration");
-                self.answered_any();
+                let unanswered = self.pending.take();
                 self.held = (resync.version != 0).then_some(resync.version);
-                self.refused = None;
-                self.resync = true;
+                if unanswered.is_some() && unanswered == self.whole_sent {
+                    // Not even the whole configuration could be read: refused, not resent.
+                    tracing::warn!(%id, version = ?unanswered, "data plane cannot read the whole configuration");
+                    self.refused = unanswered;
+                } else {
+                    tracing::info!(%id, held = resync.version, "data plane asks for the whole configuration");
+                    self.refused = None;
+                    self.resync = true;
+                }
             }
             Some(Message::Hello(_)) => {
                 tracing::warn!(%id, "ignoring a second Hello on one stream");
@@ -250,11 +263,6 @@ impl Session {
         if self.pending == Some(version) {
             self.pending = None;
         }
-    }
-
-    /// A Resync answers whatever was sent.
-    fn answered_any(&mut self) {
-        self.pending = None;
     }
 }
 

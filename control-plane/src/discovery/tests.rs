@@ -427,10 +427,18 @@ async fn deltas_after_the_first_snapshot_and_a_full_one_on_resync() {
         drop(tx);
 
         // At a version it does not know: the whole snapshot.
-        let (_tx, mut inbound) = open(&mut client, hello_with("dp-d", 1_000_000, features))
+        let (tx, mut inbound) = open(&mut client, hello_with("dp-d", 1_000_000, features))
             .await
             .expect("reopen");
         assert!(matches!(next_config(&mut inbound).await, M::Snapshot(s) if s.version == v3));
+
+        // A data plane that cannot use even the whole configuration is not sent it again (it
+        // would loop): the next message is the next version.
+        tx.send(msg(Message::Resync(v1::Resync { version: 0 })))
+            .await
+            .expect("resync");
+        let v4 = apply(addr, 9300 + base as u16).await;
+        assert!(matches!(next_config(&mut inbound).await, M::Snapshot(s) if s.version == v4));
     }
     server.trigger.trigger();
     let _ = server.task.await;

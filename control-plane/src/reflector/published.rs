@@ -38,6 +38,9 @@ pub(crate) enum Form {
     Packed,
 }
 
+/// A message encoded once, by the first stream that needs it.
+type Encoded = Arc<tokio::sync::OnceCell<Bytes>>;
+
 /// A configuration as the reflector publishes it.
 #[derive(Debug)]
 pub struct Published {
@@ -47,9 +50,9 @@ pub struct Published {
     /// blocking thread (10,000 routes take milliseconds), while the others wait without
     /// blocking theirs.
     full: [tokio::sync::OnceCell<Bytes>; 2],
-    /// Deltas built so far, by base version and form; a handful at most (data planes are at
-    /// the previous version, or a few behind).
-    deltas: Mutex<Vec<(i64, Form, Bytes)>>,
+    /// Deltas built (or being built) so far, by base version and form; a handful at most (data
+    /// planes are at the previous version, or a few behind).
+    deltas: Mutex<Vec<(i64, Form, Encoded)>>,
 }
 
 // === impl Published ===
@@ -100,26 +103,43 @@ impl Published {
     }
 
     /// The encoded delta from `base`, if this configuration still knows what changed since.
-    pub(crate) fn delta_from(&self, base: i64, form: Form) -> Option<Bytes> {
+    /// Built once per base and form (on a blocking thread: up to 10,000 keys), while the other
+    /// streams that need it wait without blocking theirs.
+    pub(crate) async fn delta_from(self: &Arc<Self>, base: i64, form: Form) -> Option<Bytes> {
         let start = self.history.iter().position(|step| step.from == base)?;
-        let mut built = self.deltas.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, _, bytes)) = built.iter().find(|(b, f, _)| *b == base && *f == form) {
-            return Some(bytes.clone());
-        }
-        let keys = self
-            .history
-            .range(start..)
-            .flat_map(|step| step.keys.iter())
-            .map(|(kind, name)| (*kind, &**name));
-        let delta = delta::select(&self.snapshot, base, keys);
-        let bytes = encode(
-            form,
-            ControlPlaneMessage {
-                message: Some(Message::Delta(delta)),
-            },
-        );
-        built.push((base, form, bytes.clone()));
-        Some(bytes)
+        let cell = {
+            let mut built = self.deltas.lock().unwrap_or_else(PoisonError::into_inner);
+            match built.iter().find(|(b, f, _)| *b == base && *f == form) {
+                Some((_, _, cell)) => cell.clone(),
+                None => {
+                    let cell = Arc::new(tokio::sync::OnceCell::new());
+                    built.push((base, form, cell.clone()));
+                    cell
+                }
+            }
+        };
+        let this = self.clone();
+        let bytes = cell
+            .get_or_init(|| async move {
+                let build = move || {
+                    let keys = this
+                        .history
+                        .range(start..)
+                        .flat_map(|step| step.keys.iter())
+                        .map(|(kind, name)| (*kind, &**name));
+                    let delta = delta::select(&this.snapshot, base, keys);
+                    let message = ControlPlaneMessage {
+                        message: Some(Message::Delta(delta)),
+                    };
+                    encode(form, message)
+                };
+                match tokio::task::spawn_blocking(build).await {
+                    Ok(bytes) => bytes,
+                    Err(panicked) => std::panic::resume_unwind(panicked.into_panic()),
+                }
+            })
+            .await;
+        Some(bytes.clone())
     }
 }
 

@@ -107,39 +107,39 @@ async fn mirrors_commits_in_order() {
     assert_eq!(reflector.current().map(|s| s.version()), Some(v3));
 
     // What changed since each earlier version, as the deltas a data plane holding it gets.
-    let delta = |base, form| {
-        let bytes = last.delta_from(base, form).expect("a delta");
+    let delta = async |base, form| {
+        let bytes = last.delta_from(base, form).await.expect("a delta");
         match ControlPlaneMessage::decode(bytes).expect("decodes").message {
             Some(control_plane_message::Message::Delta(delta)) => delta,
             other => panic!("not a delta: {other:?}"),
         }
     };
-    let from_v2 = delta(v2, Form::Plain);
+    let from_v2 = delta(v2, Form::Plain).await;
     assert_eq!((from_v2.base_version, from_v2.version), (v2, v3));
     assert!(from_v2.resources.is_empty());
     assert_eq!(
         from_v2.removed,
         [delta::key(ResourceKind::Upstream, "users")]
     );
-    let from_v1 = delta(v1, Form::Plain);
+    let from_v1 = delta(v1, Form::Plain).await;
     assert_eq!(from_v1.resources.len(), 1, "the route added");
     assert_eq!(from_v1.removed.len(), 1, "the upstream removed");
     assert!(
-        last.delta_from(v3 + 100, Form::Plain).is_none(),
+        last.delta_from(v3 + 100, Form::Plain).await.is_none(),
         "an unknown base"
     );
     // Built once per base and form: the same bytes for every stream.
-    let small = last.delta_from(v1, Form::Packed).expect("a delta");
+    let small = last.delta_from(v1, Form::Packed).await.expect("a delta");
     assert_eq!(
         small.as_ptr(),
-        last.delta_from(v1, Form::Packed).unwrap().as_ptr()
+        last.delta_from(v1, Form::Packed).await.unwrap().as_ptr()
     );
     assert_eq!(
         last.full(Form::Plain).await.as_ptr(),
         last.full(Form::Plain).await.as_ptr()
     );
     // A small message goes unpacked even in the packed form: gzip would only add to it.
-    assert_eq!(delta(v1, Form::Packed), from_v1);
+    assert_eq!(delta(v1, Form::Packed).await, from_v1);
 
     // A large one is packed.
     let routes: Vec<Op> = (0..100)
@@ -148,7 +148,7 @@ async fn mirrors_commits_in_order() {
         .collect();
     let v4 = store.commit(v3, routes).await.expect("commit");
     let large = reflector.wait_for_version(v4).await.expect("published");
-    let packed = large.delta_from(v3, Form::Packed).expect("a delta");
+    let packed = large.delta_from(v3, Form::Packed).await.expect("a delta");
     let Some(control_plane_message::Message::Packed(gz)) =
         ControlPlaneMessage::decode(packed.clone()).unwrap().message
     else {
@@ -159,7 +159,7 @@ async fn mirrors_commits_in_order() {
         panic!("a packed delta");
     };
     assert_eq!(unpacked.resources.len(), 101);
-    assert!(packed.len() < large.delta_from(v3, Form::Plain).unwrap().len() / 2);
+    assert!(packed.len() < large.delta_from(v3, Form::Plain).await.unwrap().len() / 2);
 }
 
 #[tokio::test]

@@ -16,7 +16,8 @@ use gateway_proto::{
 
 use super::{
     MAX_MESSAGE_BYTES,
-    cache_writer::{CacheWriter, Shared},
+    cache_writer::CacheWriter,
+    held::{Held, Shared},
     message,
 };
 use crate::{
@@ -25,29 +26,6 @@ use crate::{
     state::State,
     table::{Source, Table},
 };
-
-/// The configuration a data plane serves, as the control plane sent it: what deltas apply
-/// to, with the graph the incremental check needs.
-#[derive(Debug)]
-pub(crate) struct Held {
-    snapshot: v1::Snapshot,
-    graph: Graph,
-}
-
-impl Held {
-    fn new(snapshot: v1::Snapshot) -> Self {
-        let graph = Graph::of(&snapshot.resources);
-        Self { snapshot, graph }
-    }
-
-    pub(crate) fn version(&self) -> i64 {
-        self.snapshot.version
-    }
-
-    pub(crate) fn snapshot(&self) -> &v1::Snapshot {
-        &self.snapshot
-    }
-}
 
 /// A configuration as the control plane sent it.
 pub(super) enum Update {

@@ -4,20 +4,17 @@
 
 use std::{
     path::PathBuf,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, PoisonError},
     time::Duration,
 };
 
 use tokio::sync::{Notify, watch};
 
-use super::apply::Held;
+use super::held::Shared;
 use crate::{cache, pipeline::Chain, state::State};
 
 /// How long a write waits for more changes to go with it.
 const COALESCE: Duration = Duration::from_secs(1);
-
-/// The configuration held, shared by the subscriber (which changes it) and the writer.
-pub(crate) type Shared = Arc<Mutex<Option<Held>>>;
 
 /// Wakes the writer task.
 #[derive(Clone, Debug)]

@@ -389,22 +389,23 @@ async fn deltas_apply_to_what_is_held_and_a_refused_one_is_undone() {
     let names: Vec<_> = cached.resources.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["u", "r2"]);
 
-    // A delta against another version, or a removal of something not held: Resync.
-    let stale = send_delta(delta(3, 9, vec![], &[]));
+    // A delta against another version: Resync.
+    let stale = send_delta(delta(3, 10, vec![], &[]));
     assert!(matches!(
         answer(&mut opened, stale).await,
         M::Resync(v1::Resync { version: 8 })
     ));
+    assert_eq!(state.version(), 8);
+    // A removal of something never held (created and removed since the base) is nothing.
     let unknown = send_delta(delta(8, 9, vec![], &[(ResourceKind::Route, "nope")]));
     assert!(matches!(
         answer(&mut opened, unknown).await,
-        M::Resync(v1::Resync { version: 8 })
+        M::Ack(v1::Ack { version: 9 })
     ));
-    assert_eq!(state.version(), 8);
     // The whole configuration then replaces what is held.
     assert!(matches!(
-        answer(&mut opened, snapshot(9, "u")).await,
-        M::Ack(v1::Ack { version: 9 })
+        answer(&mut opened, snapshot(10, "u")).await,
+        M::Ack(v1::Ack { version: 10 })
     ));
     assert!(state.table().unwrap().has_route("r"));
 

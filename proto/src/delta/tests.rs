@@ -145,19 +145,21 @@ fn refuses_a_delta_for_another_base_and_leaves_the_snapshot_alone() {
 }
 
 #[test]
-fn refuses_removing_what_is_not_held_and_naming_a_key_twice() {
+fn removing_what_is_not_held_is_a_no_op_and_naming_a_key_twice_is_refused() {
     let base = snapshot(3, vec![route("r")]);
     let mut held = base.clone();
+    // Created and removed again since the base: listed as removed, never held.
     let missing = Delta {
         version: 4,
         base_version: 3,
         removed: vec![key(ResourceKind::Route, "gone")],
         ..Delta::default()
     };
-    assert!(matches!(
-        apply(&mut held, missing),
-        Err(DeltaError::NotHeld { kind: "Route", .. })
-    ));
+    let undo = apply(&mut held, missing).expect("a removal of nothing applies");
+    assert_eq!(held.resources, base.resources);
+    assert_eq!(held.version, 4);
+    undo.revert(&mut held);
+    assert_eq!(held, base);
     let twice = Delta {
         version: 4,
         base_version: 3,

@@ -26,9 +26,9 @@ use crate::{
 #[derive(Clone, Debug, Default)]
 pub struct Graph {
     /// Hashed match key → the route and match holding it.
-    owners: HashMap<u64, (Arc<str>, MatchAt)>,
+    owners: HashMap<u128, (Arc<str>, MatchAt)>,
     /// Each route's keys, to take them out when it changes.
-    keys: HashMap<Arc<str>, Arc<[u64]>>,
+    keys: HashMap<Arc<str>, Arc<[u128]>>,
 }
 
 /// The change could not be shown valid: run the whole check for the verdict and the problems.
@@ -50,7 +50,7 @@ impl Graph {
         graph
     }
 
-    fn insert(&mut self, name: &str, hashes: Vec<(u64, MatchAt)>) {
+    fn insert(&mut self, name: &str, hashes: Vec<(u128, MatchAt)>) {
         let name: Arc<str> = name.into();
         for (hash, at) in &hashes {
             self.owners.insert(*hash, (name.clone(), *at));
@@ -161,7 +161,7 @@ impl Graph {
         }
 
         // Conflicts: the changed routes' new keys against every other route's, and each other.
-        let mut taken: HashMap<u64, (&str, MatchAt)> = HashMap::new();
+        let mut taken: HashMap<u128, (&str, MatchAt)> = HashMap::new();
         let mut new_keys = Vec::with_capacity(routes.len());
         for checked in &routes {
             let hashes = route::match_hashes(checked.spec);

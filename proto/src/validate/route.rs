@@ -332,12 +332,18 @@ pub(super) fn check_conflicts(report: &mut Report, routes: &[(&str, &v1::RouteSp
 /// matches (its default match).
 pub(super) type MatchAt = (u32, u32);
 
-/// The conflict keys of a route's matches (as [`check_conflicts`] compares them), hashed, each
-/// with where it sits.
-pub(super) fn match_hashes(spec: &v1::RouteSpec) -> Vec<(u64, MatchAt)> {
+/// The conflict keys of a route's matches (as [`check_conflicts`] compares them), hashed to
+/// 128 bits (two 64-bit hashes under different salts, so that a collision is out of reach even
+/// for someone who writes routes to find one), each with where it sits.
+pub(super) fn match_hashes(spec: &v1::RouteSpec) -> Vec<(u128, MatchAt)> {
     use std::hash::{BuildHasher as _, BuildHasherDefault, DefaultHasher};
     // Fixed keys: the same key hashes the same on every call.
     let hasher = BuildHasherDefault::<DefaultHasher>::default();
+    let hash = |key: &MatchKey<'_>| {
+        let low = hasher.hash_one((0u8, key));
+        let high = hasher.hash_one((1u8, key));
+        (u128::from(high) << 64) | u128::from(low)
+    };
     let default_match = v1::RouteMatch::default();
     let hostnames: Vec<&str> = if spec.hostnames.is_empty() {
         vec![""]
@@ -354,7 +360,7 @@ pub(super) fn match_hashes(spec: &v1::RouteSpec) -> Vec<(u64, MatchAt)> {
         for (m, route_match) in matches {
             for hostname in &hostnames {
                 let key = match_key(hostname, route_match);
-                out.push((hasher.hash_one(&key), (r as u32, m)));
+                out.push((hash(&key), (r as u32, m)));
             }
         }
     }
