@@ -30,6 +30,9 @@ use crate::{metrics::Metrics, reflector::Reflector, shutdown::Shutdown, store::S
 mod session;
 mod wire;
 
+/// The shortest time between two registry writes of one data plane's status.
+const REGISTRY_WRITE_INTERVAL: Duration = Duration::from_millis(250);
+
 /// Timings and identity of the discovery service.
 #[derive(Clone, Debug)]
 pub struct DiscoveryConfig {
@@ -183,7 +186,14 @@ async fn registry_writer(
     shared.metrics.dataplane_connected();
     status.mark_changed();
     let mut id = String::new();
+    let mut written: Option<tokio::time::Instant> = None;
     while status.changed().await.is_ok() {
+        // At most one write per interval: a burst of changes (an ACK each) is one write of the
+        // newest status, not a store write per data plane per change.
+        if let Some(at) = written {
+            tokio::time::sleep_until(at + REGISTRY_WRITE_INTERVAL).await;
+        }
+        written = Some(tokio::time::Instant::now());
         let current = status.borrow_and_update().clone();
         id.clone_from(&current.id);
         if let Err(e) = shared.store.put_dataplane(current).await {
