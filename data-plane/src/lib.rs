@@ -40,6 +40,8 @@ pub mod standalone;
 pub mod state;
 pub mod subscriber;
 pub mod table;
+#[cfg(test)]
+mod test_backend;
 
 pub use config::{Config, ControlPlaneConfig, SourceConfig, TrustedPeers};
 pub use gateway::{Gateway, StartError};

@@ -16,52 +16,35 @@ const PATIENCE: Duration = Duration::from_secs(10);
 /// A backend: `/slow` answers after 5 s, `/echo` streams the request body back, anything else
 /// answers with the request line and headers as text.
 async fn backend() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let service = service_fn(|req: Request<hyper::body::Incoming>| async move {
-                    let path = req.uri().path().to_owned();
-                    let response: Response<BoxBody<Bytes, hyper::Error>> = match path.as_str() {
-                        "/echo" => Response::new(req.into_body().boxed()),
-                        "/slow" => {
-                            tokio::time::sleep(Duration::from_secs(5)).await;
-                            Response::new(full("late"))
-                        }
-                        _ => {
-                            let mut text = format!("{} {}\n", req.method(), req.uri());
-                            for (name, value) in req.headers() {
-                                text.push_str(&format!(
-                                    "{name}: {}\n",
-                                    value.to_str().unwrap_or("?")
-                                ));
-                            }
-                            let mut response = Response::new(full(&text));
-                            response
-                                .headers_mut()
-                                .insert("connection", "x-backend-private".parse().unwrap());
-                            response
-                                .headers_mut()
-                                .insert("x-backend-private", "1".parse().unwrap());
-                            response
-                                .headers_mut()
-                                .insert("x-backend-public", "1".parse().unwrap());
-                            response
-                        }
-                    };
-                    Ok::<_, Infallible>(response)
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
+    crate::test_backend::serve(|req: Request<hyper::body::Incoming>| async move {
+        let path = req.uri().path().to_owned();
+        let response: Response<BoxBody<Bytes, hyper::Error>> = match path.as_str() {
+            "/echo" => Response::new(req.into_body().boxed()),
+            "/slow" => {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Response::new(full("late"))
+            }
+            _ => {
+                let mut text = format!("{} {}\n", req.method(), req.uri());
+                for (name, value) in req.headers() {
+                    text.push_str(&format!("{name}: {}\n", value.to_str().unwrap_or("?")));
+                }
+                let mut response = Response::new(full(&text));
+                response
+                    .headers_mut()
+                    .insert("connection", "x-backend-private".parse().unwrap());
+                response
+                    .headers_mut()
+                    .insert("x-backend-private", "1".parse().unwrap());
+                response
+                    .headers_mut()
+                    .insert("x-backend-public", "1".parse().unwrap());
+                response
+            }
+        };
+        response
+    })
+    .await
 }
 
 fn full(text: &str) -> BoxBody<Bytes, hyper::Error> {

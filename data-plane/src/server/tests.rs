@@ -1,7 +1,6 @@
 //! The listener under load while the table is swapped, and its connection limits.
 
 use std::{
-    convert::Infallible,
     net::SocketAddr,
     sync::{
         Arc,
@@ -13,9 +12,8 @@ use std::{
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use hyper::{body::Incoming, service::service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::{io::AsyncReadExt, net::TcpListener};
+use tokio::io::AsyncReadExt;
 
 use super::*;
 use crate::table::{Source, Table};
@@ -23,24 +21,10 @@ use crate::table::{Source, Table};
 const PATIENCE: Duration = Duration::from_secs(20);
 
 async fn backend(name: &'static str) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let service = service_fn(move |_req: Request<Incoming>| async move {
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(name))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
+    crate::test_backend::serve(
+        move |_req| async move { Response::new(Full::new(Bytes::from(name))) },
+    )
+    .await
 }
 
 /// The configuration of swap `i`: /a split between both backends with weights that change,
