@@ -148,12 +148,7 @@ fn one_route_changed(mut snapshot: v1::Snapshot) {
                 value: format!("/changed/{i}"),
             });
         }
-        let change = v1::Delta {
-            version: snapshot.version + 1,
-            base_version: snapshot.version,
-            resources: vec![changed],
-            removed: vec![],
-        };
+        let change = put_one(&snapshot, changed);
         let started = Instant::now();
         let _undo = delta::apply(&mut snapshot, change).expect("the delta applies");
         apply.push(ms(started));
@@ -195,12 +190,7 @@ fn one_route_changed(mut snapshot: v1::Snapshot) {
             spec.endpoints[0].address = format!("10.200.{}.{}:8080", i / 250, i % 250);
         }
         let name = changed.name.clone();
-        let change = v1::Delta {
-            version: snapshot.version + 1,
-            base_version: snapshot.version,
-            resources: vec![changed],
-            removed: vec![],
-        };
+        let change = put_one(&snapshot, changed);
         let started = Instant::now();
         let _undo = delta::apply(&mut snapshot, change).expect("the delta applies");
         let checked = graph
@@ -340,4 +330,14 @@ fn rss_kib() -> f64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0.0)
+}
+
+/// The delta that puts `resource` on top of `snapshot`.
+fn put_one(snapshot: &v1::Snapshot, resource: v1::Resource) -> v1::Delta {
+    v1::Delta {
+        version: snapshot.version + 1,
+        base_version: snapshot.version,
+        resources: vec![resource],
+        removed: vec![],
+    }
 }
