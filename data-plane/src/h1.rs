@@ -28,9 +28,9 @@ use tokio::{
 pub(crate) use self::{
     body::{Body, BodyError, Chunked, Framing, write_all},
     exchange::{Failure, may_retry, read_head},
-    head::write_local,
+    head::{parse_length, write_decimal, write_local},
     request::{BodyFrom, Line, Target, parse as parse_request, prepare},
-    response::{Asked, Response as ParsedResponse, Sink, parse_into as parse_response},
+    response::{Asked, FieldSink, Response as ParsedResponse, Sink, parse_into as parse_response},
 };
 use self::{exchange::Buffers, request::Request};
 use crate::{

@@ -1,180 +1,238 @@
-//! The HTTP/2 front end (hyper): each stream's request goes through the one pipeline
-//! ([`crate::pipeline`]); this module only moves between hyper's types and the pipeline's, and
-//! forwards over the pooled HTTP/1.1 client.
+//! The HTTP/2 front end: our own server connection ([`connection`]: frames, HPACK, streams and
+//! flow control), with each stream's request going through the one pipeline exactly as an
+//! HTTP/1 request does ([`h1::prepare`]) and on to the pooled HTTP/1.1 upstream client. This
+//! module is the seam between the two: a decoded header block in, a [`Reply`] out.
 
-use std::{convert::Infallible, sync::Arc};
+use std::{future::Future, pin::Pin, sync::Arc};
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body as _;
-use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use self::{limited::Limited, upstream::UpstreamResponse};
+use self::{
+    hpack::encode_field, limited::Limited, recv::RecvBody, request::Fields,
+    upstream::UpstreamResponse,
+};
 use crate::{
     h1::{self, Asked, BodyFrom, Line, Target},
-    pipeline::{
-        Connection, Local, Outcome, ProxyError, headers::X_REQUEST_ID, record,
-        request_id::RequestId,
-    },
+    pipeline::{Connection, Local, Outcome, ProxyError, record, request_id::RequestId},
 };
 
+mod connection;
+mod frame;
+mod hpack;
 mod limited;
+mod recv;
+mod request;
 mod upstream;
 
-/// The body of every response: the upstream's, streamed, or a small one of our own.
-pub(crate) type ProxyBody = Either<UpstreamResponse, Full<Bytes>>;
+pub(crate) use self::connection::serve;
 
-/// Handles one request. Never fails: errors become JSON responses.
-pub(crate) async fn handle(
-    conn: Arc<Connection>,
-    req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+/// A stream's response as the connection sends it.
+pub(crate) struct Reply {
+    /// The HPACK header block, `:status` first.
+    block: Vec<u8>,
+    body: ReplyBody,
+}
+
+enum ReplyBody {
+    Empty,
+    Local(Bytes),
+    Upstream(UpstreamResponse),
+}
+
+/// A forwarded request's exchange with its upstream, run by the connection.
+type Exchange = Pin<Box<dyn Future<Output = Reply> + Send>>;
+
+/// What the pipeline made of a new stream's request. Returned once and matched at once, so
+/// its size costs a move, not memory.
+#[allow(clippy::large_enum_variant)]
+enum Started {
+    Reply(Reply),
+    Exchange(Exchange),
+}
+
+/// Runs the pipeline on a complete request header block (`fields`), before any of the body.
+fn start(
+    conn: &Arc<Connection>,
+    fields: &mut Fields,
+    body: Option<RecvBody>,
+    too_large: bool,
+) -> Started {
     let mut outcome = Outcome::start(Instant::now());
-    let (response, request_id) = forward(&conn, req, &mut outcome).await;
-    let mut response = match response {
-        Ok(response) => response,
-        Err(local) => {
-            if let Local::Error(error) = &local {
-                record(&conn.state, error, &request_id);
-            }
-            outcome.error = local.code();
-            local_response(local, request_id.as_bytes())
+    let Some(admitted) = conn.state.admit_owned() else {
+        return Started::Reply(local(
+            conn,
+            Local::Error(ProxyError::Overloaded),
+            None,
+            outcome,
+            false,
+        ));
+    };
+    if too_large {
+        let error = ProxyError::HeadTooLarge {
+            limit: "the gateway's",
+        };
+        return Started::Reply(local(conn, Local::Error(error), None, outcome, false));
+    }
+    let ended = body.is_none();
+    let mut on_heap = Vec::new();
+    let parts = match fields.finish(&mut on_heap) {
+        Ok(parts) => parts,
+        Err(_) => {
+            // Checked by the connection before it calls this.
+            let error = ProxyError::Malformed {
+                reason: "malformed header block",
+            };
+            return Started::Reply(local(conn, Local::Error(error), None, outcome, false));
         }
     };
-    outcome.status = response.status().as_u16();
-    outcome.finish(&conn.state);
-    if let Ok(mut id) = HeaderValue::from_bytes(request_id.as_bytes()) {
-        // Never indexed: a value unique to each response would only churn the client's HPACK
-        // table (and cost a search of it per response).
-        id.set_sensitive(true);
-        response.headers_mut().insert(&X_REQUEST_ID, id);
-    }
-    Ok(response)
-}
-
-/// A header of a map as an HTTP/1 header line.
-fn as_line<'h>((name, value): (&'h http::HeaderName, &'h HeaderValue)) -> httparse::Header<'h> {
-    httparse::Header {
-        name: name.as_str(),
-        value: value.as_bytes(),
-    }
-}
-
-/// The gateway's own answer as a hyper response.
-fn local_response(local: Local, request_id: &[u8]) -> Response<ProxyBody> {
-    let local = local.into_response(request_id);
-    let mut response = Response::new(Either::Right(Full::new(local.body)));
-    *response.status_mut() = local.status;
-    let headers = response.headers_mut();
-    for (name, value) in local.headers {
-        headers.append(name, value);
-    }
-    response
-}
-
-/// The request through the pipeline and to its upstream; the response, or the gateway's
-/// answer, with the request id either way.
-async fn forward(
-    conn: &Connection,
-    req: Request<Incoming>,
-    outcome: &mut Outcome,
-) -> (Result<Response<ProxyBody>, Local>, RequestId) {
-    let new_id = RequestId::new;
-
-    let Some(_admitted) = conn.state.admit() else {
-        return (Err(Local::Error(ProxyError::Overloaded)), new_id());
-    };
-    let (parts, body) = req.into_parts();
-    if parts.method == http::Method::CONNECT {
+    if parts.method == "CONNECT" {
         let error = ProxyError::Malformed {
             reason: "CONNECT is not supported",
         };
-        return (Err(Local::Error(error)), new_id());
+        return Started::Reply(local(conn, Local::Error(error), None, outcome, false));
     }
-    // The same checks, pipeline and upstream head as an HTTP/1 request: the header map seen
-    // as header lines, `:authority` as an absolute-form target's authority.
-    let mut on_stack = [httparse::EMPTY_HEADER; 32];
-    let mut on_heap = Vec::new();
-    let lines: &mut [httparse::Header<'_>] = if parts.headers.len() <= on_stack.len() {
-        for (slot, header) in on_stack.iter_mut().zip(&parts.headers) {
-            *slot = as_line(header);
-        }
-        &mut on_stack[..parts.headers.len()]
-    } else {
-        on_heap.extend(parts.headers.iter().map(as_line));
-        &mut on_heap
-    };
     let line = Line {
-        method: parts.method.as_str(),
+        method: parts.method,
         target: Target {
-            path_and_query: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
-            authority: parts.uri.authority().map(|a| a.as_str().as_bytes()),
+            path_and_query: parts.path,
+            authority: parts.authority,
         },
         http10: false,
-        body: BodyFrom::Stream {
-            ended: body.is_end_stream(),
-        },
+        body: BodyFrom::Stream { ended },
     };
+    let is_head = parts.method == "HEAD";
     let mut head = Vec::with_capacity(512);
-    let request = match h1::prepare(conn, line, lines, &mut head) {
+    let request = match h1::prepare(conn, line, &mut on_heap, &mut head) {
         Ok(request) => request,
-        Err(error) => return (Err(Local::Error(error)), new_id()),
+        Err(error) => {
+            return Started::Reply(local(conn, Local::Error(error), None, outcome, is_head));
+        }
     };
     let request_id = request.request_id;
     let routed = match request.route {
         Ok(routed) => routed,
-        Err((local, rule)) => {
+        Err((answer, rule)) => {
             outcome.rule = rule;
-            return (Err(local), request_id);
+            return Started::Reply(local(conn, answer, Some(request_id), outcome, is_head));
         }
     };
     outcome.rule = Some(routed.rule.clone());
     outcome.upstream = Some((routed.upstream.clone(), routed.endpoint));
-    let upstream = &routed.upstream;
-    let endpoint = &upstream.endpoints()[routed.endpoint];
-    let asked = Asked {
-        is_head: request.is_head,
-        http10: false,
-        keep_alive: true,
-        request_id: &request_id,
-        edits: &routed.rule.filters().response,
-        extra: &routed.response_extra,
-    };
-    let body = Limited::new(body, routed.body_limit);
-    // Boxed: the exchange is most of this future, which hyper moves into a task per stream.
-    let sent = Box::pin(upstream::exchange(
-        endpoint,
-        upstream,
-        &head,
-        body,
-        request.framing,
-        request.replayable,
-        asked,
-        outcome,
-    ))
-    .await;
-    let result = match sent {
-        Ok((headers, parsed, body)) => {
-            let mut response = Response::new(Either::Left(body));
-            *response.status_mut() =
-                StatusCode::from_u16(parsed.status).unwrap_or(StatusCode::BAD_GATEWAY);
-            *response.headers_mut() = headers;
-            Ok(response)
-        }
-        Err(failure) => match failure.into_error(upstream, endpoint) {
-            Ok(error) => Err(Local::Error(error)),
-            // The client's body broke off: no answer can mean anything to it any more.
-            Err(cut) => {
-                tracing::debug!(error = %crate::pipeline::Chain(&cut), "request body cut short");
-                Err(Local::Error(ProxyError::Malformed {
-                    reason: "the request body was cut short",
-                }))
+    let body = body.map(|body| Limited::new(body, routed.body_limit));
+    let (framing, replayable) = (request.framing, request.replayable);
+    let conn = conn.clone();
+    Started::Exchange(Box::pin(async move {
+        let _admitted = admitted;
+        let upstream = &routed.upstream;
+        let endpoint = &upstream.endpoints()[routed.endpoint];
+        let asked = Asked {
+            is_head,
+            http10: false,
+            keep_alive: true,
+            request_id: &request_id,
+            edits: &routed.rule.filters().response,
+            extra: &routed.response_extra,
+        };
+        let sent = upstream::exchange(
+            endpoint,
+            upstream,
+            &head,
+            body,
+            framing,
+            replayable,
+            asked,
+            &mut outcome,
+        )
+        .await;
+        let error = match sent {
+            Ok((mut block, parsed, body)) => {
+                outcome.status = parsed.status;
+                outcome.finish(&conn.state);
+                add_request_id(&mut block, &request_id);
+                let body = if body.is_end_stream() {
+                    ReplyBody::Empty
+                } else {
+                    ReplyBody::Upstream(body)
+                };
+                return Reply { block, body };
             }
-        },
+            Err(failure) => match failure.into_error(upstream, endpoint) {
+                Ok(error) => error,
+                // The client's body broke off: no answer can mean anything to it any more.
+                Err(cut) => {
+                    tracing::debug!(error = %crate::pipeline::Chain(&cut), "request body cut short");
+                    ProxyError::Malformed {
+                        reason: "the request body was cut short",
+                    }
+                }
+            },
+        };
+        let answer = Local::Error(error);
+        local(&conn, answer, Some(request_id), outcome, is_head)
+    }))
+}
+
+/// The gateway's own answer.
+fn local(
+    conn: &Connection,
+    answer: Local,
+    request_id: Option<RequestId>,
+    mut outcome: Outcome,
+    is_head: bool,
+) -> Reply {
+    let request_id = request_id.unwrap_or_else(RequestId::new);
+    if let Local::Error(error) = &answer {
+        record(&conn.state, error, &request_id);
+    }
+    outcome.error = answer.code();
+    let answer = answer.into_response(request_id.as_bytes());
+    outcome.status = answer.status.as_u16();
+    outcome.finish(&conn.state);
+    let mut block = Vec::with_capacity(128);
+    hpack::encode_status(&mut block, answer.status.as_u16());
+    for (name, value) in &answer.headers {
+        encode_field(
+            &mut block,
+            name.as_str().as_bytes(),
+            value.as_bytes(),
+            false,
+        );
+    }
+    let mut length = Vec::with_capacity(20);
+    crate::h1::write_decimal(&mut length, answer.body.len() as u64);
+    encode_field(&mut block, b"content-length", &length, false);
+    add_request_id(&mut block, &request_id);
+    let body = if answer.body.is_empty() || is_head {
+        ReplyBody::Empty
+    } else {
+        ReplyBody::Local(answer.body)
     };
-    (result, request_id)
+    Reply { block, body }
+}
+
+/// Never indexed: a value unique to each response would only churn the client's table.
+fn add_request_id(block: &mut Vec<u8>, request_id: &RequestId) {
+    encode_field(block, b"x-request-id", request_id.as_bytes(), true);
+}
+
+/// The upstream's response head, encoded field by field as it is rewritten.
+struct HpackFields<'b>(&'b mut Vec<u8>);
+
+impl h1::FieldSink for HpackFields<'_> {
+    fn status(&mut self, status: u16) {
+        hpack::encode_status(self.0, status);
+    }
+
+    fn field(&mut self, name: &str, value: &[u8]) {
+        if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            let lower = name.to_ascii_lowercase();
+            encode_field(self.0, lower.as_bytes(), value, false);
+        } else {
+            encode_field(self.0, name.as_bytes(), value, false);
+        }
+    }
 }
 
 #[cfg(test)]

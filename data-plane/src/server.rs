@@ -1,40 +1,22 @@
-//! The traffic listener: HTTP/1.x on our own connection loop ([`crate::h1`]) and prior-knowledge
-//! HTTP/2 (h2c) on hyper, on one port, drained gracefully on shutdown.
-
-mod prefixed;
+//! The traffic listener: HTTP/1.x ([`crate::h1`]) and prior-knowledge HTTP/2 (h2c,
+//! [`crate::h2`]) on our own connection loops, on one port, drained gracefully on shutdown.
 
 use std::{
     sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
-use hyper::{server::conn::http2, service::service_fn};
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::graceful::GracefulShutdown,
-};
 use tokio::{
     io::AsyncWriteExt,
     net::{TcpListener, TcpStream},
     sync::{mpsc, watch},
 };
 
-use self::prefixed::Prefixed;
 use crate::{
     h1, h2,
-    limits::{MAX_CONCURRENT_STREAMS, MAX_HEADER_BYTES},
-    pipeline::{self, Chain, Local, ProxyError, request_id::RequestId},
+    pipeline::{self, Local, ProxyError, request_id::RequestId},
     state::State,
 };
-
-/// How often an idle HTTP/2 connection is pinged, and how long the answer may take, so that a
-/// dead peer's connection (and its streams) does not linger.
-const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
-const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Streams a client may reset before the server has answered them, at once; past it the
-/// connection gets GOAWAY (the HTTP/2 rapid-reset flood, CVE-2023-44487).
-const H2_MAX_PENDING_RESETS: usize = 20;
 
 /// Serves `listener` until `shutdown` turns true, then waits up to `drain` for in-flight
 /// requests to finish.
@@ -44,8 +26,6 @@ pub(crate) async fn serve(
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
-    let h2 = Arc::new(http2_builder());
-    let graceful = GracefulShutdown::new();
     // Every connection task holds a sender; the channel closes when the last one ends.
     let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
     loop {
@@ -72,58 +52,25 @@ pub(crate) async fn serve(
         let conn = Arc::new(pipeline::Connection::new(state.clone(), peer));
         let shutdown = shutdown.clone();
         let open = open_tx.clone();
-        let h2 = h2.clone();
-        let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _open = open;
             let _counted = counted;
             if let h1::Ended::Http2 { stream, read } =
-                h1::serve(stream, conn.clone(), shutdown).await
+                h1::serve(stream, conn.clone(), shutdown.clone()).await
             {
-                serve_h2(&h2, watcher, stream, read, conn).await;
+                h2::serve(stream, read, conn, shutdown).await;
             }
         });
     }
     drop(listener);
     drop(open_tx);
     tracing::info!("stopped accepting; draining");
-    let drained = async {
-        tokio::join!(graceful.shutdown(), open_rx.recv());
-    };
-    if tokio::time::timeout(drain, drained).await.is_err() {
+    if tokio::time::timeout(drain, open_rx.recv()).await.is_err() {
         tracing::warn!(
             ?drain,
             "drain timeout elapsed; closing the remaining connections"
         );
     }
-}
-
-/// Serves a prior-knowledge HTTP/2 connection whose first bytes were already read.
-async fn serve_h2(
-    builder: &http2::Builder<TokioExecutor>,
-    watcher: hyper_util::server::graceful::Watcher,
-    stream: TcpStream,
-    read: Vec<u8>,
-    conn: Arc<pipeline::Connection>,
-) {
-    let peer = stream.peer_addr().ok();
-    let service = service_fn(move |req| h2::handle(conn.clone(), req));
-    let connection = builder.serve_connection(TokioIo::new(Prefixed::new(read, stream)), service);
-    if let Err(error) = watcher.watch(connection).await {
-        tracing::debug!(?peer, error = %Chain(&error), "HTTP/2 connection ended with an error");
-    }
-}
-
-fn http2_builder() -> http2::Builder<TokioExecutor> {
-    let mut builder = http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEADER_BYTES as u32)
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
-        .keep_alive_interval(H2_KEEP_ALIVE_INTERVAL)
-        .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT);
-    builder
 }
 
 /// A client connection counted against `--max-connections` until dropped.

@@ -37,6 +37,18 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Like [`InFlight`], for a request that outlives the borrow (an HTTP/2 stream's exchange).
+#[derive(Debug)]
+pub(crate) struct OwnedInFlight(Option<Arc<State>>);
+
+impl Drop for OwnedInFlight {
+    fn drop(&mut self) {
+        if let Some(state) = &self.0 {
+            state.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 // === impl State ===
 
 impl State {
@@ -109,6 +121,18 @@ impl State {
         }
         let before = self.in_flight.fetch_add(1, Ordering::Relaxed);
         let guard = InFlight(Some(&self.in_flight));
+        (before < max).then_some(guard)
+    }
+
+    /// [`State::admit`], holding the state rather than borrowing it.
+    #[inline]
+    pub(crate) fn admit_owned(self: &Arc<Self>) -> Option<OwnedInFlight> {
+        let max = self.settings.max_requests;
+        if max == 0 {
+            return Some(OwnedInFlight(None));
+        }
+        let before = self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let guard = OwnedInFlight(Some(self.clone()));
         (before < max).then_some(guard)
     }
 

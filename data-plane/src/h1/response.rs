@@ -3,7 +3,6 @@
 
 use std::mem::MaybeUninit;
 
-use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
 use super::{
@@ -56,12 +55,18 @@ pub(crate) struct Response {
     pub(crate) keep_alive: bool,
 }
 
-/// Where the rewritten response head goes: bytes for an HTTP/1 client, or the parts of a
-/// response for a front end that keeps a header map (HTTP/2).
-#[derive(Debug)]
+/// Where the rewritten response head goes: bytes for an HTTP/1 client, or one field at a time
+/// for a front end with its own encoding (HTTP/2's HPACK).
 pub(crate) enum Sink<'o> {
     Bytes(&'o mut Vec<u8>),
-    Parts(&'o mut http::HeaderMap),
+    Fields(&'o mut dyn FieldSink),
+}
+
+/// Takes a response head field by field: the status first, then each header. Names come as
+/// the upstream spelled them (any case).
+pub(crate) trait FieldSink {
+    fn status(&mut self, status: u16);
+    fn field(&mut self, name: &str, value: &[u8]);
 }
 
 /// Parses the response head at the front of `buf`; `Ok(None)` if incomplete. The head for the
@@ -141,7 +146,7 @@ pub(crate) fn parse_into(
         && framing != Framing::UntilClose
         && !(chunked && length.is_some());
     // HTTP/1.0 clients cannot read chunks, and HTTP/2 frames the payload itself.
-    let decode = framing == Framing::Chunked && (asked.http10 || matches!(sink, Sink::Parts(_)));
+    let decode = framing == Framing::Chunked && (asked.http10 || matches!(sink, Sink::Fields(_)));
     let client_keep_alive = asked.keep_alive && framing != Framing::UntilClose && !decode;
 
     let ours = matches!(framing, Framing::Length(_) | Framing::Chunked);
@@ -180,27 +185,19 @@ pub(crate) fn parse_into(
             }
             out.extend_from_slice(b"\r\n");
         }
-        Sink::Parts(map) => {
-            // HTTP/2 frames the body itself; a length is kept as the client's hint. The
-            // values share one copy of the head rather than one allocation each.
-            let head = Bytes::copy_from_slice(&buf[..head_len]);
-            map.reserve(res.headers.len() + asked.edits.appended().len() + asked.extra.len() + 1);
+        Sink::Fields(fields) => {
+            // HTTP/2 frames the body itself; a length is kept as the client's hint.
+            fields.status(status);
             for h in kept {
-                // httparse's values are slices of `buf`, so their offsets are the head's.
-                let at = h.value.as_ptr() as usize - buf.as_ptr() as usize;
-                let value = head.slice(at..at + h.value.len());
-                if let (Ok(name), Ok(value)) = (
-                    HeaderName::from_bytes(h.name.as_bytes()),
-                    HeaderValue::from_maybe_shared(value),
-                ) {
-                    map.append(name, value);
-                }
+                fields.field(h.name, h.value);
             }
             for (name, value) in added {
-                map.append(name.clone(), value.clone());
+                fields.field(name.as_str(), value.as_bytes());
             }
             if let Framing::Length(n) = framing {
-                map.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
+                let mut digits = Vec::with_capacity(20);
+                write_decimal(&mut digits, n);
+                fields.field("content-length", &digits);
             }
         }
     }

@@ -6,16 +6,15 @@ use std::{
     task::{Context, Poll},
 };
 
+use super::recv::RecvBody;
+use crate::pipeline::BoxError;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
-
-use crate::pipeline::BoxError;
 
 /// The client's body with a size limit.
 #[derive(Debug)]
 pub(crate) struct Limited {
-    inner: Incoming,
+    inner: RecvBody,
     left: u64,
 }
 
@@ -27,7 +26,7 @@ pub(crate) struct TooLarge;
 // === impl Limited ===
 
 impl Limited {
-    pub(crate) fn new(inner: Incoming, limit: u64) -> Self {
+    pub(crate) fn new(inner: RecvBody, limit: u64) -> Self {
         Self { inner, left: limit }
     }
 
@@ -64,7 +63,7 @@ impl Body for Limited {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(Box::new(error)))),
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }

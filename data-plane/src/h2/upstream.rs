@@ -13,7 +13,6 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::HeaderMap;
 use http_body::Frame;
 use http_body_util::BodyExt;
 use tokio::{
@@ -21,7 +20,7 @@ use tokio::{
     time::{Instant, Sleep},
 };
 
-use super::limited::Limited;
+use super::{HpackFields, limited::Limited};
 use crate::{
     h1::{
         Asked, Body, BodyError, Failure, Framing, ParsedResponse, Sink, may_retry, parse_response,
@@ -44,14 +43,13 @@ pub(crate) async fn exchange(
     endpoint: &Endpoint,
     upstream: &Upstream,
     head: &[u8],
-    body: Limited,
+    mut body: Option<Limited>,
     framing: Framing,
     replayable: bool,
     asked: Asked<'_>,
     outcome: &mut Outcome,
-) -> Result<(HeaderMap, ParsedResponse, UpstreamResponse), Failure> {
+) -> Result<(Vec<u8>, ParsedResponse, UpstreamResponse), Failure> {
     let deadline = limits::deadline(Instant::now(), upstream.timeout());
-    let mut body = Some(body);
     loop {
         let mut up = match endpoint.pool().checkout() {
             Some(up) => up,
@@ -62,7 +60,7 @@ pub(crate) async fn exchange(
                 .map_err(Failure::Connect)?,
         };
         match try_once(&mut up, head, &mut body, framing, deadline, asked).await {
-            Ok((headers, parsed, sent)) => {
+            Ok((block, parsed, sent)) => {
                 let response = UpstreamResponse::new(
                     up,
                     endpoint.shared_pool(),
@@ -70,7 +68,7 @@ pub(crate) async fn exchange(
                     sent,
                     upstream.timeout(),
                 );
-                return Ok((headers, parsed, response));
+                return Ok((block, parsed, response));
             }
             Err(failure) if may_retry(&failure, &up, replayable, outcome) => {}
             Err(failure) => return Err(failure),
@@ -87,7 +85,7 @@ async fn try_once(
     framing: Framing,
     deadline: Instant,
     asked: Asked<'_>,
-) -> Result<(HeaderMap, ParsedResponse, bool), Failure> {
+) -> Result<(Vec<u8>, ParsedResponse, bool), Failure> {
     let pool::Upstream { stream, buf, .. } = up;
     match tokio::time::timeout_at(deadline, tokio::io::AsyncWriteExt::write_all(stream, head)).await
     {
@@ -98,9 +96,9 @@ async fn try_once(
     let timer = tokio::time::sleep_until(deadline);
     tokio::pin!(timer);
     let receive = read_head(&mut read, buf, timer, |buf| {
-        let mut headers = HeaderMap::new();
-        let head = parse_response(buf, asked, Sink::Parts(&mut headers))?;
-        Ok(head.map(|head| (head, headers)))
+        let mut block = Vec::with_capacity(256);
+        let head = parse_response(buf, asked, Sink::Fields(&mut HpackFields(&mut block)))?;
+        Ok(head.map(|head| (head, block)))
     });
     let pending = if framing == Framing::Empty {
         None
@@ -119,8 +117,8 @@ async fn try_once(
         tokio::select! {
             biased;
             received = &mut receive => {
-                let (parsed, headers) = received?;
-                return Ok((headers, parsed, sent));
+                let (parsed, block) = received?;
+                return Ok((block, parsed, sent));
             }
             result = &mut send, if !sent => match result {
                 Ok(()) => sent = true,
