@@ -80,7 +80,7 @@ fn start(
     let parts = match fields.finish(&mut on_heap) {
         Ok(parts) => parts,
         Err(_) => {
-            // Checked by the connection before it calls this.
+            // The connection resets malformed streams before they get here.
             let error = ProxyError::Malformed {
                 reason: "malformed header block",
             };

@@ -142,7 +142,10 @@ struct Driver<S> {
     ping_sent: bool,
     idle_ticks: u8,
     stalled_ticks: u8,
+    /// Close once the output is written.
     closing: bool,
+    /// Close now: the client is gone or will not read.
+    dead: bool,
 }
 
 /// A stream's exchange, tagged with the stream, abortable when the client resets it.
@@ -191,6 +194,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             idle_ticks: 0,
             stalled_ticks: 0,
             closing: false,
+            dead: false,
         };
         frame::settings(
             &mut driver.out,
@@ -228,6 +232,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         // Bounded, so that one busy connection cannot starve the worker's others.
         for _ in 0..32 {
             let mut progress = self.poll_tick(cx);
+            if self.dead {
+                return Poll::Ready(());
+            }
             match self.read_frames(cx) {
                 Ok(read) => progress |= read,
                 Err(Fatal::Gone) => return Poll::Ready(()),
@@ -362,8 +369,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             self.ping_sent = false;
         } else if self.ping_sent {
             tracing::debug!("HTTP/2 client answers nothing; closing");
-            self.streams.abort_all();
-            self.closing = true;
+            self.dead = true;
         } else {
             frame::ping(&mut self.out, 0, &[0; 8]);
             self.ping_sent = true;
@@ -383,8 +389,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             self.go_away(Reason::NoError);
         }
         if self.stalled_ticks >= IDLE_TICKS {
-            self.streams.abort_all();
-            self.closing = true;
+            tracing::debug!("HTTP/2 client takes no output; closing");
+            self.dead = true;
         }
         for id in self.streams.tick_blocked(IDLE_TICKS) {
             self.reset(id, Reason::Cancel);

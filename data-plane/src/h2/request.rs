@@ -30,7 +30,7 @@ pub(super) struct Fields {
     pub(super) content_length: Option<u64>,
     /// The header list size as RFC 9113 counts it (32 bytes of overhead per field).
     size: usize,
-    pub(super) problem: Option<Problem>,
+    problem: Option<Problem>,
 }
 
 /// The pseudo-headers and regular headers of a request, borrowed from [`Fields`].
@@ -128,18 +128,38 @@ impl Fields {
         start..self.buf.len()
     }
 
-    /// Checks the pseudo-headers of a complete block; on success, `lines` is filled with the
-    /// regular headers (several `cookie` fields as one) and the target is returned.
+    /// The block is complete: checks what only the whole block can show (the pseudo-headers
+    /// a request needs), and returns the first problem found.
+    pub(super) fn complete(&mut self) -> Option<Problem> {
+        let problem = match (&self.method, &self.scheme, &self.path) {
+            (Some(_), Some(scheme), Some(path)) => {
+                let path = &self.buf[path.clone()];
+                if path.is_empty() || scheme.is_empty() {
+                    Some(Problem::Malformed("empty :path or :scheme"))
+                } else if !path.iter().all(|&b| (0x21..0x7f).contains(&b)) {
+                    Some(Problem::Malformed("invalid :path"))
+                } else {
+                    None
+                }
+            }
+            _ => Some(Problem::Malformed("missing :method, :scheme or :path")),
+        };
+        if let Some(problem) = problem {
+            self.fail(problem);
+        }
+        self.problem
+    }
+
+    /// The request of a [`complete`](Self::complete) block without problems: `lines` is filled
+    /// with the regular headers (several `cookie` fields as one) and the target is returned.
     pub(super) fn finish<'f>(
         &'f mut self,
         lines: &mut Vec<httparse::Header<'f>>,
     ) -> Result<Parts<'f>, Problem> {
-        if let Some(problem) = self.problem {
+        if let Some(problem) = self.complete() {
             return Err(problem);
         }
-        let (Some(method), Some(scheme), Some(path)) =
-            (self.method.clone(), self.scheme.clone(), self.path.clone())
-        else {
+        let (Some(method), Some(path)) = (self.method.clone(), self.path.clone()) else {
             return Err(Problem::Malformed("missing :method, :scheme or :path"));
         };
         if self.cookies > 1 {
@@ -147,12 +167,6 @@ impl Fields {
         }
         let buf = &self.buf[..];
         let path = &buf[path];
-        if path.is_empty() || scheme.is_empty() {
-            return Err(Problem::Malformed("empty :path or :scheme"));
-        }
-        if !path.iter().all(|&b| (0x21..0x7f).contains(&b)) {
-            return Err(Problem::Malformed("invalid :path"));
-        }
         // Checked to be visible ASCII above (a value) and here (a name): UTF-8 either way.
         let as_str = |b: &'f [u8]| std::str::from_utf8(b).unwrap_or_default();
         for (name, value) in &self.lines {

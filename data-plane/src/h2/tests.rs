@@ -11,6 +11,8 @@ use tokio::{net::TcpListener, sync::watch};
 
 use crate::server;
 
+mod protocol;
+
 const PATIENCE: Duration = Duration::from_secs(10);
 
 /// A backend: `/slow` answers after 5 s, `/echo` streams the request body back, anything else

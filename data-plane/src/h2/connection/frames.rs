@@ -249,7 +249,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             frame::rst_stream(&mut self.out, id, Reason::RefusedStream);
             return Ok(());
         }
-        let too_large = match self.fields.problem {
+        let too_large = match self.fields.complete() {
             Some(Problem::Malformed(why)) => {
                 tracing::debug!(stream = id, why, "malformed HTTP/2 request");
                 frame::rst_stream(&mut self.out, id, Reason::Protocol);
