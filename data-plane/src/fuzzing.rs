@@ -21,7 +21,7 @@ use crate::{
 /// parse request heads against.
 #[derive(Debug)]
 pub struct HeadParser {
-    conn: Connection,
+    conn: Arc<Connection>,
 }
 
 const CONFIG: &str = "
@@ -67,7 +67,7 @@ impl Default for HeadParser {
         let resources = gateway_proto::document::parse_documents(CONFIG).expect("CONFIG parses");
         let table = Table::compile(1, &resources, Source::File, state.side()).expect("compiles");
         state.install(table);
-        let conn = Connection::new(state, ([127, 0, 0, 1], 4000).into());
+        let conn = Arc::new(Connection::new(state, ([127, 0, 0, 1], 4000).into()));
         Self { conn }
     }
 }
@@ -151,6 +151,25 @@ pub fn check_chunked(data: &[u8]) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The HTTP/2 header-block target's check (see `h2::check_header_blocks`): the input is cut
+/// into blocks where its first bytes say, as [`split_input`] does for chunked bodies.
+pub fn check_h2_headers(parser: &HeadParser, data: &[u8]) -> Result<(), String> {
+    let (cuts, rest) = split_input(data);
+    let mut blocks = Vec::new();
+    let mut at = 0;
+    for cut in cuts {
+        let end = if rest.is_empty() {
+            0
+        } else {
+            at + cut % (rest.len() - at + 1)
+        };
+        blocks.push(&rest[at..end]);
+        at = end;
+    }
+    blocks.push(&rest[at..]);
+    crate::h2::check_header_blocks(&parser.conn, &blocks)
 }
 
 /// The HTTP/1 head target's check: a complete head ends within the input, and the upstream

@@ -28,6 +28,37 @@ mod upstream;
 
 pub(crate) use self::connection::serve;
 
+/// The fuzz target's check of header blocks (`fuzz/fuzz_targets/h2_headers.rs`): `blocks`
+/// decoded in turn by one HPACK decoder, as one connection's requests, each checked and, if it
+/// passes, run through the pipeline as a new stream's request. Nothing panics, the dynamic
+/// table stays within its size, and a block taken as a request yields its pseudo-headers.
+pub(crate) fn check_header_blocks(conn: &Arc<Connection>, blocks: &[&[u8]]) -> Result<(), String> {
+    let mut decoder = hpack::Decoder::default();
+    let mut fields = Fields::default();
+    for block in blocks {
+        fields.clear();
+        let decoded = decoder.decode(block, |name, value| fields.add(name, value));
+        if decoder.table_size() > hpack::TABLE_SIZE {
+            return Err(format!("dynamic table at {} bytes", decoder.table_size()));
+        }
+        if decoded.is_err() {
+            // A connection error: the connection ends here.
+            return Ok(());
+        }
+        match fields.complete() {
+            Some(_) => continue,
+            None => {
+                if let Started::Reply(reply) = start(conn, &mut fields, None, false)
+                    && reply.block.is_empty()
+                {
+                    return Err("a reply without a header block".into());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A stream's response as the connection sends it.
 pub(crate) struct Reply {
     /// The HPACK header block, `:status` first.

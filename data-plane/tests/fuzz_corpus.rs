@@ -86,6 +86,17 @@ fn http1_head_corpus() {
 }
 
 #[test]
+fn h2_headers_corpus() {
+    let parser = fuzzing::HeadParser::default();
+    let inputs = inputs("h2_headers");
+    for (file, data) in &inputs {
+        fuzzing::check_h2_headers(&parser, data)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    }
+    println!("{} h2_headers inputs replayed", inputs.len());
+}
+
+#[test]
 fn chunked_corpus() {
     let inputs = inputs("chunked");
     for (file, data) in &inputs {

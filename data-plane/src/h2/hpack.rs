@@ -197,6 +197,11 @@ impl Decoder {
         Ok(())
     }
 
+    /// The dynamic table's size as RFC 7541 counts it.
+    pub(super) fn table_size(&self) -> usize {
+        self.size
+    }
+
     fn get(&self, index: usize) -> Result<(&[u8], &[u8]), DecodeError> {
         match index {
             0 => Err(DecodeError::Index),
