@@ -172,6 +172,54 @@ pub fn check_h2_headers(parser: &HeadParser, data: &[u8]) -> Result<(), String> 
     crate::h2::check_header_blocks(&parser.conn, &blocks)
 }
 
+/// The HTTP/2 connection target's check: a client that sends the preface, an empty SETTINGS
+/// and then `data` as raw bytes (frames or not), and closes its side. The connection must end
+/// (not hang), whatever it sent back, and nothing may panic. Requests it forwards go to the
+/// table's upstream on a closed port (refused at once).
+pub fn check_h2_connection(parser: &HeadParser, data: &[u8]) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("no runtime: {e}"))?;
+    runtime.block_on(async {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (_stop, stopped) = tokio::sync::watch::channel(false);
+        let serving = tokio::spawn(crate::h2::serve(
+            server,
+            Vec::new(),
+            parser.conn.clone(),
+            stopped,
+        ));
+        let (mut read, mut write) = tokio::io::split(client);
+        let send = async {
+            let mut start = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+            start.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+            // The server may close first; what it did not read does not matter.
+            let _ = write.write_all(&start).await;
+            let _ = write.write_all(data).await;
+            let _ = write.shutdown().await;
+        };
+        let receive = async {
+            let mut sink = Vec::new();
+            let _ = read.read_to_end(&mut sink).await;
+        };
+        let both = async { tokio::join!(send, receive) };
+        if tokio::time::timeout(std::time::Duration::from_secs(10), both)
+            .await
+            .is_err()
+        {
+            return Err("the connection did not end within 10 s of the client's close".into());
+        }
+        match tokio::time::timeout(std::time::Duration::from_secs(10), serving).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("the connection task failed: {e}")),
+            Err(_) => Err("the connection task did not end".into()),
+        }
+    })
+}
+
 /// The HTTP/1 head target's check: a complete head ends within the input, and the upstream
 /// head written for it is a complete request that parses.
 pub fn check_head(parser: &HeadParser, data: &[u8]) -> Result<(), String> {

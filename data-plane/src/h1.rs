@@ -20,7 +20,6 @@ use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
     sync::watch,
     time::{Instant, Sleep},
 };
@@ -34,6 +33,7 @@ pub(crate) use self::{
 };
 use self::{exchange::Buffers, request::Request};
 use crate::{
+    io::ClientIo,
     limits::{self, CLIENT_IDLE_TIMEOUT, HEADER_READ_TIMEOUT},
     pipeline::{Connection, Local, Outcome, ProxyError, record, request_id::RequestId},
 };
@@ -43,22 +43,22 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// How a connection left the HTTP/1 loop.
 #[derive(Debug)]
-pub(crate) enum Ended {
+pub(crate) enum Ended<S> {
     Closed,
     /// The client speaks HTTP/2: serve it elsewhere, replaying the bytes read so far.
     Http2 {
-        stream: TcpStream,
+        stream: S,
         read: Vec<u8>,
     },
 }
 
 /// Serves one client connection until it closes, fails, or `shutdown` turns true (in-flight
 /// exchanges finish first).
-pub(crate) async fn serve(
-    mut client: TcpStream,
+pub(crate) async fn serve<C: ClientIo>(
+    mut client: C,
     conn: Arc<Connection>,
     mut shutdown: watch::Receiver<bool>,
-) -> Ended {
+) -> Ended<C> {
     let mut bufs = Buffers::default();
     let mut first = true;
     let draining = shutdown.clone();
@@ -133,7 +133,7 @@ const LINGER_BYTES: usize = 1024 * 1024;
 /// Closes our side, then reads and drops what the client still sends (the rest of a body we
 /// refused) for a while: closing a socket with unread data sends a reset, which can destroy
 /// the response before the client has read it.
-async fn linger(client: &mut TcpStream, buf: &mut Vec<u8>) {
+async fn linger<C: ClientIo>(client: &mut C, buf: &mut Vec<u8>) {
     if client.shutdown().await.is_err() {
         return;
     }
@@ -162,8 +162,8 @@ enum Next {
 }
 
 /// Reads until a complete request head is buffered.
-async fn read_request<S: Future<Output = ()>>(
-    client: &mut TcpStream,
+async fn read_request<C: ClientIo, S: Future<Output = ()>>(
+    client: &mut C,
     conn: &Connection,
     bufs: &mut Buffers,
     mut watch: Watch<'_, S>,
@@ -229,8 +229,8 @@ struct Watch<'a, S> {
 }
 
 /// Forwards one request and relays its response; returns whether the connection stays open.
-async fn exchange(
-    client: &mut TcpStream,
+async fn exchange<C: ClientIo>(
+    client: &mut C,
     conn: &Connection,
     bufs: &mut Buffers,
     request: Request,
@@ -374,8 +374,8 @@ async fn exchange(
 
 /// Logs and sends the gateway's own answer, and closes the outcome record; returns whether
 /// the answer was written.
-async fn respond(
-    client: &mut TcpStream,
+async fn respond<C: ClientIo>(
+    client: &mut C,
     conn: &Connection,
     bufs: &mut Buffers,
     local: Local,

@@ -11,9 +11,9 @@
 //! - [`state`]: the table behind one `ArcSwap`, the side tables, the counters, the settings.
 //! - [`pipeline`]: the request phases, written once (normalise, match, policies, filters, pick
 //!   an endpoint, the outcome record), and the one error type.
-//! - Front ends: `h1` (our HTTP/1.x loop, and the HTTP/1.1 codec both front ends send
-//!   upstream with) and `h2` (hyper's HTTP/2 server); [`server`]: the listener, connection
-//!   limits.
+//! - Front ends, over any client stream (`io`: TCP, TLS): `h1` (our HTTP/1.x loop, and the
+//!   HTTP/1.1 codec both front ends send upstream with) and `h2` (our HTTP/2 server
+//!   connection); [`server`]: the listener, connection limits.
 //! - [`subscriber`] (control planes) and [`standalone`] (a file): where tables come from;
 //!   [`cache`]: the last good snapshot on disk.
 //! - `admin`: `/live`, `/ready`, `/config`, `/metrics`; [`metrics`]: the counters.
@@ -29,6 +29,7 @@ pub mod fuzzing;
 pub mod gateway;
 mod h1;
 mod h2;
+mod io;
 pub mod limits;
 pub mod metrics;
 pub mod normalize;

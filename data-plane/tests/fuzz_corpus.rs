@@ -97,6 +97,17 @@ fn h2_headers_corpus() {
 }
 
 #[test]
+fn h2_connection_corpus() {
+    let parser = fuzzing::HeadParser::default();
+    let inputs = inputs("h2_connection");
+    for (file, data) in &inputs {
+        fuzzing::check_h2_connection(&parser, data)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    }
+    println!("{} h2_connection inputs replayed", inputs.len());
+}
+
+#[test]
 fn chunked_corpus() {
     let inputs = inputs("chunked");
     for (file, data) in &inputs {

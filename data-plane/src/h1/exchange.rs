@@ -11,7 +11,6 @@ use std::{
 
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite},
-    net::TcpStream,
     time::Sleep,
 };
 
@@ -20,6 +19,7 @@ use super::{
     response::{self, Asked, Head},
 };
 use crate::{
+    io::ClientIo,
     limits::CLIENT_IDLE_TIMEOUT,
     pipeline::{BoxError, Outcome, ProxyError},
     pool,
@@ -149,8 +149,8 @@ pub(crate) fn chunked_reason(error: &BodyError) -> &'static str {
 }
 
 /// Sends the request on `up` and relays the response to `client`.
-pub(crate) async fn run(
-    client: &mut TcpStream,
+pub(crate) async fn run<C: ClientIo>(
+    client: &mut C,
     up: &mut pool::Upstream,
     bufs: &mut Buffers,
     req_body: &mut Body,
@@ -175,7 +175,7 @@ pub(crate) async fn run(
         read, out, scratch, ..
     } = bufs;
     // Borrowed halves cost nothing, so both paths use them.
-    let (mut client_read, mut client_write) = client.split();
+    let (mut client_read, mut client_write) = ClientIo::split(client);
     let (mut up_read_half, mut up_write_half) = up.split();
     let receive = relay_response(
         &mut up_read_half,
