@@ -17,7 +17,7 @@ use gateway_proto::{
         ListDataPlanesRequest, ListDataPlanesResponse, ListRequest, ListResponse, Resource,
         change::Action,
     },
-    validate::Graph,
+    validate::{Graph, redact},
 };
 use tonic::{Request, Response, Status};
 
@@ -91,12 +91,17 @@ impl AdminService {
     }
 
     /// Creates or updates every resource of the request in one transaction.
+    ///
+    /// Private keys are written, never read back: every resource this API returns (reads, and
+    /// the before and after of a change) has them redacted.
     pub async fn apply_resources(
         &self,
         resources: Vec<Resource>,
         dry_run: bool,
     ) -> Result<ApplyResponse, AdminError> {
         let batch = Batch::parse(resources)?;
+        // A certificate is refused when written expired, never for expiring while stored.
+        gateway_proto::validate::check_written(batch.resources(), std::time::SystemTime::now())?;
         let mut backoff = retry_backoff();
         for _ in 0..MAX_ATTEMPTS {
             let listing = self.store.list().await?;
@@ -108,7 +113,7 @@ impl AdminService {
                 }
                 return Ok(ApplyResponse {
                     version: listing.version,
-                    changes: plan.changes,
+                    changes: redacted_changes(plan.changes),
                 });
             }
             match self.store.commit(listing.version, plan.ops).await {
@@ -132,7 +137,7 @@ impl AdminService {
                     }
                     return Ok(ApplyResponse {
                         version,
-                        changes: plan.changes,
+                        changes: redacted_changes(plan.changes),
                     });
                 }
                 Err(StoreError::Conflict { .. }) => {
@@ -177,6 +182,10 @@ impl AdminService {
             .resources
             .into_iter()
             .find(|r| r.name == request.name && ResourceKind::of(r) == Some(kind))
+            .map(|mut r| {
+                redact(&mut r);
+                r
+            })
             .ok_or(AdminError::NotFound {
                 kind,
                 name: request.name,
@@ -194,6 +203,10 @@ impl AdminService {
             .resources
             .into_iter()
             .filter(|r| kind.is_none() || ResourceKind::of(r) == kind)
+            .map(|mut r| {
+                redact(&mut r);
+                r
+            })
             .collect();
         Ok(ListResponse {
             version: listing.version,
@@ -304,3 +317,13 @@ fn kind_name(kind: i32) -> &'static str {
 
 #[cfg(test)]
 mod tests;
+
+/// The changes of an apply as the caller sees them: secrets redacted.
+fn redacted_changes(mut changes: Vec<v1::Change>) -> Vec<v1::Change> {
+    for change in &mut changes {
+        for resource in change.before.iter_mut().chain(change.after.iter_mut()) {
+            redact(resource);
+        }
+    }
+    changes
+}

@@ -15,6 +15,8 @@ use gateway_proto::net::{BadCidr, Cidr};
 pub struct Config {
     /// Plain HTTP/1.1 + h2c listener.
     pub listen: SocketAddr,
+    /// TLS listener (HTTP/1.1 and HTTP/2 by ALPN), serving the `Certificate` resources.
+    pub tls_listen: Option<SocketAddr>,
     /// Admin HTTP listener (`/live`, `/ready`, `/config`, `/metrics`).
     pub admin_listen: SocketAddr,
     /// Where the routing configuration comes from.

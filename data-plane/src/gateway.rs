@@ -39,7 +39,7 @@ pub enum StartError {
 pub struct Gateway {
     config: Config,
     state: Arc<State>,
-    http: TcpListener,
+    listeners: server::Listeners,
     admin: TcpListener,
     watched: Option<Watched>,
     /// The configuration served from the disk cache, which deltas from the control plane
@@ -71,11 +71,15 @@ impl Gateway {
                 .map_err(|source| StartError::Bind { what, addr, source })
         };
         let http = bind("http", config.listen).await?;
+        let tls = match config.tls_listen {
+            Some(addr) => Some(bind("tls", addr).await?),
+            None => None,
+        };
         let admin = bind("admin", config.admin_listen).await?;
         Ok(Self {
             config,
             state,
-            http,
+            listeners: server::Listeners { http, tls },
             admin,
             watched,
             restored,
@@ -84,7 +88,12 @@ impl Gateway {
 
     /// The bound traffic address (the real port when `:0` was asked for).
     pub fn http_addr(&self) -> io::Result<SocketAddr> {
-        self.http.local_addr()
+        self.listeners.http.local_addr()
+    }
+
+    /// The bound TLS address, if there is a TLS listener.
+    pub fn tls_addr(&self) -> Option<io::Result<SocketAddr>> {
+        self.listeners.tls.as_ref().map(TcpListener::local_addr)
     }
 
     /// The bound admin address.
@@ -102,13 +111,14 @@ impl Gateway {
         let Self {
             config,
             state,
-            http,
+            listeners,
             admin,
             watched,
             restored,
         } = self;
         let (stop, stopped) = watch::channel(false);
-        let address = http
+        let address = listeners
+            .http
             .local_addr()
             .map_or_else(|_| config.listen.to_string(), |a| a.to_string());
 
@@ -132,7 +142,7 @@ impl Gateway {
             let _ = stop.send(true);
         });
 
-        server::serve(http, state, stopped, config.drain_timeout).await;
+        server::serve(listeners, state, stopped, config.drain_timeout).await;
         signal.abort();
         // The subscriber writes the disk cache once more on its way out.
         let mut source = source;

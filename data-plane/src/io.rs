@@ -28,3 +28,14 @@ impl ClientIo for TcpStream {
         TcpStream::split(self)
     }
 }
+
+impl ClientIo for tokio_rustls::server::TlsStream<TcpStream> {
+    fn split(
+        &mut self,
+    ) -> (
+        impl AsyncRead + Unpin + Send + '_,
+        impl AsyncWrite + Unpin + Send + '_,
+    ) {
+        tokio::io::split(self)
+    }
+}

@@ -18,7 +18,8 @@ struct Args {
     /// Plain HTTP/1.1 + h2c listener.
     #[arg(long, default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
-    /// TLS listener (not supported yet).
+    /// TLS listener: HTTP/1.1 and HTTP/2 (ALPN), certificates chosen by SNI from the
+    /// `Certificate` resources.
     #[arg(long)]
     tls_listen: Option<SocketAddr>,
     /// Admin listener for /live, /ready, /config and /metrics.
@@ -87,10 +88,6 @@ enum LogFormat {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Some(addr) = args.tls_listen {
-        eprintln!("error: --tls-listen {addr}: TLS is not supported yet");
-        return ExitCode::from(2);
-    }
     init_tracing(args.log_format);
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -167,6 +164,7 @@ fn config(args: Args) -> anyhow::Result<Config> {
     };
     Ok(Config {
         listen: args.listen,
+        tls_listen: args.tls_listen,
         admin_listen: args.admin_listen,
         source,
         settings: Settings {

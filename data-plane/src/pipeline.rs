@@ -51,6 +51,8 @@ pub(crate) struct Connection {
     pub(crate) peer: IpAddr,
     pub(crate) peer_ip: HeaderValue,
     pub(crate) trusted: bool,
+    /// The client came over TLS (`X-Forwarded-Proto: https`).
+    pub(crate) tls: bool,
 }
 
 /// A request head as a front end parsed it.
@@ -115,7 +117,14 @@ impl Connection {
             peer: ip,
             peer_ip,
             trusted,
+            tls: false,
         }
+    }
+
+    /// The same, for a client that came over TLS.
+    pub(crate) fn over_tls(mut self) -> Self {
+        self.tls = true;
+        self
     }
 
     /// The client's address: the peer, or from a trusted peer the last address of

@@ -12,6 +12,7 @@ use gateway_proto::{
 
 use crate::side::SideTables;
 
+mod certificates;
 mod filter;
 mod hash;
 mod matchers;
@@ -23,6 +24,7 @@ mod upstream;
 mod warm;
 
 pub use self::{
+    certificates::Certificates,
     filter::{Filters, HeaderEdits, PathRewrite, Redirect, Rewrite},
     policy::{Cors, IpAccess, Limits, Policy, RulePolicies},
     router::{RequestHeaders, RequestView},
@@ -59,6 +61,8 @@ pub struct Table {
     /// The regular expressions this table uses, with how many routes use each (to prune the
     /// side table's cache).
     regexes: FxHashMap<Arc<str>, usize>,
+    /// What the TLS listener serves.
+    certificates: Arc<Certificates>,
 }
 
 /// What a route put into the table: what taking it out again must visit.
@@ -126,6 +130,7 @@ impl Table {
             global,
             routes: Shards::default(),
             regexes: FxHashMap::default(),
+            certificates: Arc::new(Certificates::compile(resources)),
         };
         let mut builder = RouterBuilder::default();
         for route in &checked.routes {
@@ -160,6 +165,8 @@ impl Table {
             global: self.global.clone(),
             routes: self.routes.clone(),
             regexes: self.regexes.clone(),
+            // A delta that changes certificates is compiled whole.
+            certificates: self.certificates.clone(),
         };
         for (name, spec) in upstreams {
             match spec {
@@ -265,6 +272,11 @@ impl Table {
     #[inline]
     pub fn uses_hosts(&self) -> bool {
         self.router.uses_hosts()
+    }
+
+    /// The certificates the TLS listener serves.
+    pub fn certificates(&self) -> &Certificates {
+        &self.certificates
     }
 
     pub fn version(&self) -> i64 {

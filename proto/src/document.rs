@@ -206,6 +206,7 @@ fn parse_spec(kind: ResourceKind, value: Value) -> Result<Spec, (String, String)
         (path, message)
     })?;
     let transcoded = match kind {
+        ResourceKind::Certificate => message.transcode_to().map(Spec::Certificate),
         ResourceKind::Upstream => message.transcode_to().map(Spec::Upstream),
         ResourceKind::Policy => message.transcode_to().map(Spec::Policy),
         ResourceKind::Route => message.transcode_to().map(Spec::Route),
@@ -217,6 +218,7 @@ fn parse_spec(kind: ResourceKind, value: Value) -> Result<Spec, (String, String)
 pub fn to_document(resource: &v1::Resource) -> Value {
     let mut document = Map::new();
     let (kind, spec) = match &resource.spec {
+        Some(Spec::Certificate(spec)) => (ResourceKind::Certificate, spec.encode_to_vec()),
         Some(Spec::Upstream(spec)) => (ResourceKind::Upstream, spec.encode_to_vec()),
         Some(Spec::Policy(spec)) => (ResourceKind::Policy, spec.encode_to_vec()),
         Some(Spec::Route(spec)) => (ResourceKind::Route, spec.encode_to_vec()),

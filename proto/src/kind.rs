@@ -8,6 +8,7 @@ use crate::v1::{self, resource::Spec};
 /// that use it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ResourceKind {
+    Certificate,
     Upstream,
     Policy,
     Route,
@@ -17,7 +18,8 @@ pub enum ResourceKind {
 
 impl ResourceKind {
     /// Every kind, in dependency order.
-    pub const ALL: [ResourceKind; 3] = [
+    pub const ALL: [ResourceKind; 4] = [
+        ResourceKind::Certificate,
         ResourceKind::Upstream,
         ResourceKind::Policy,
         ResourceKind::Route,
@@ -26,6 +28,7 @@ impl ResourceKind {
     /// The `kind:` of a resource document, e.g. `Route`.
     pub fn as_str(self) -> &'static str {
         match self {
+            ResourceKind::Certificate => "Certificate",
             ResourceKind::Upstream => "Upstream",
             ResourceKind::Policy => "Policy",
             ResourceKind::Route => "Route",
@@ -35,6 +38,7 @@ impl ResourceKind {
     /// The plural, lower-case name: the store key segment and the CLI's `get` argument.
     pub fn plural(self) -> &'static str {
         match self {
+            ResourceKind::Certificate => "certificates",
             ResourceKind::Upstream => "upstreams",
             ResourceKind::Policy => "policies",
             ResourceKind::Route => "routes",
@@ -51,6 +55,7 @@ impl ResourceKind {
     /// The kind of a resource, from the spec it carries.
     pub fn of(resource: &v1::Resource) -> Option<Self> {
         match resource.spec.as_ref()? {
+            Spec::Certificate(_) => Some(ResourceKind::Certificate),
             Spec::Upstream(_) => Some(ResourceKind::Upstream),
             Spec::Policy(_) => Some(ResourceKind::Policy),
             Spec::Route(_) => Some(ResourceKind::Route),
@@ -60,6 +65,7 @@ impl ResourceKind {
     /// The full protobuf name of this kind's spec message.
     pub(crate) fn spec_message(self) -> &'static str {
         match self {
+            ResourceKind::Certificate => "gateway.v1.CertificateSpec",
             ResourceKind::Upstream => "gateway.v1.UpstreamSpec",
             ResourceKind::Policy => "gateway.v1.PolicySpec",
             ResourceKind::Route => "gateway.v1.RouteSpec",
@@ -68,6 +74,7 @@ impl ResourceKind {
 
     pub fn to_proto(self) -> v1::Kind {
         match self {
+            ResourceKind::Certificate => v1::Kind::Certificate,
             ResourceKind::Upstream => v1::Kind::Upstream,
             ResourceKind::Policy => v1::Kind::Policy,
             ResourceKind::Route => v1::Kind::Route,
@@ -77,6 +84,7 @@ impl ResourceKind {
     /// `None` for `KIND_UNSPECIFIED` and unknown values.
     pub fn from_proto(kind: i32) -> Option<Self> {
         match v1::Kind::try_from(kind).ok()? {
+            v1::Kind::Certificate => Some(ResourceKind::Certificate),
             v1::Kind::Upstream => Some(ResourceKind::Upstream),
             v1::Kind::Policy => Some(ResourceKind::Policy),
             v1::Kind::Route => Some(ResourceKind::Route),

@@ -14,12 +14,17 @@ use crate::{
     v1::{self, path_match, resource::Spec},
 };
 
+mod certificate;
 mod checked;
 mod filter;
 mod incremental;
 mod policy;
 mod route;
 
+pub use certificate::{
+    REDACTED, check_not_expired, not_after as certificate_not_after, parse as parse_certificate,
+    redact,
+};
 pub use checked::{Checked, CheckedMatch, CheckedPath, CheckedRoute, CheckedValue};
 pub use incremental::{Graph, Unproven};
 
@@ -82,6 +87,24 @@ pub fn validate_with(
     check(resources, regexes).map(drop)
 }
 
+/// What only a write is checked for, besides the whole graph: the clock-dependent checks on
+/// the resources being written (a certificate expired or not valid yet), which a stored
+/// configuration is never held to.
+pub fn check_written<'a>(
+    resources: impl IntoIterator<Item = &'a v1::Resource>,
+    now: std::time::SystemTime,
+) -> Result<(), ValidationErrors> {
+    let mut report = Report::default();
+    for resource in resources {
+        if let Some(Spec::Certificate(spec)) = &resource.spec
+            && let Err((field, message)) = certificate::check_not_expired(spec, now)
+        {
+            report.at(resource).error(field, message);
+        }
+    }
+    report.finish()
+}
+
 /// Validates like [`validate_with`] and, when the configuration is valid, hands over its
 /// routes with every match parsed: what the data plane compiles, with nothing left to fail.
 pub fn check<'a>(
@@ -126,6 +149,7 @@ pub fn check<'a>(
     for resource in resources {
         let mut at = report.at(resource);
         match &resource.spec {
+            Some(Spec::Certificate(spec)) => certificate::check_certificate(&mut at, spec),
             Some(Spec::Upstream(spec)) => check_upstream(&mut at, spec),
             Some(Spec::Policy(spec)) => policy::check_policy(&mut at, spec),
             Some(Spec::Route(spec)) => {
@@ -150,6 +174,13 @@ pub fn check<'a>(
     }
     routes.sort_by_key(|(name, _)| *name);
     route::check_conflicts(&mut report, &routes);
+    certificate::check_certificates(
+        &mut report,
+        resources.iter().filter_map(|r| match &r.spec {
+            Some(Spec::Certificate(spec)) => Some((r.name.as_str(), spec)),
+            _ => None,
+        }),
+    );
 
     report.finish()?;
     // Valid: every match parsed (a match that did not was reported, and we would not be here).

@@ -4,6 +4,7 @@ use gateway_proto::{
     ResourceKind,
     document::{to_document, to_yaml},
     v1::{self, resource::Spec},
+    validate::redact,
 };
 
 use crate::{
@@ -19,11 +20,14 @@ pub(crate) async fn run(global: &GlobalArgs, args: &GetArgs) -> anyhow::Result<u
     let mut client = Client::connect(global).await?;
     match &args.name {
         Some(name) => {
-            let resource = client.get(kind, name).await?;
+            let mut resource = client.get(kind, name).await?;
+            // The control plane never sends a key; an older one might.
+            redact(&mut resource);
             out(&render_one(kind, &resource, args.output));
         }
         None => {
             let mut resources = client.list(kind).await?.resources;
+            resources.iter_mut().for_each(redact);
             resources.sort_by(|a, b| a.name.cmp(&b.name));
             if resources.is_empty() && args.output == Format::Table {
                 eprintln!("no {} found", kind.plural());
@@ -74,6 +78,24 @@ fn json(value: &serde_json::Value) -> String {
 
 fn table(kind: ResourceKind, resources: &[v1::Resource]) -> Table {
     match kind {
+        ResourceKind::Certificate => {
+            let mut table = Table::new(&["NAME", "HOSTNAMES", "DEFAULT", "NOT AFTER", "VERSION"]);
+            for resource in resources {
+                let Some(Spec::Certificate(spec)) = &resource.spec else {
+                    continue;
+                };
+                table.push(vec![
+                    resource.name.clone(),
+                    or_dash(spec.hostnames.join(",")),
+                    spec.default.to_string(),
+                    or_dash(
+                        gateway_proto::validate::certificate_not_after(spec).unwrap_or_default(),
+                    ),
+                    resource.version.to_string(),
+                ]);
+            }
+            table
+        }
         ResourceKind::Upstream => {
             let mut table = Table::new(&["NAME", "ENDPOINTS", "VERSION"]);
             for resource in resources {

@@ -18,7 +18,10 @@ pub(crate) fn run(args: &ValidateArgs) -> anyhow::Result<u8> {
             return Ok(REJECTED);
         }
     };
-    if let Err(errors) = gateway_proto::validate(&resources) {
+    let checked = gateway_proto::validate(&resources).and_then(|()| {
+        gateway_proto::validate::check_written(&resources, std::time::SystemTime::now())
+    });
+    if let Err(errors) = checked {
         for error in &errors.0 {
             eprintln!("error: {error}");
         }

@@ -458,7 +458,11 @@ fn write_upstream_head(
     }
     let keep_theirs = |sent: bool| conn.trusted && sent;
     if !(keep_theirs(facts.forwarded_proto) || edits.drops("x-forwarded-proto")) {
-        out.extend_from_slice(b"x-forwarded-proto: http\r\n");
+        out.extend_from_slice(if conn.tls {
+            b"x-forwarded-proto: https\r\n"
+        } else {
+            b"x-forwarded-proto: http\r\n"
+        });
     }
     if !(keep_theirs(facts.forwarded_host) || edits.drops("x-forwarded-host"))
         && let Some(host) = host

@@ -215,3 +215,5 @@ async fn rapid_resets_get_goaway() {
         "a rapid-reset flood must end with GOAWAY ENHANCE_YOUR_CALM"
     );
 }
+
+mod tls;

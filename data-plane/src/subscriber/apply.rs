@@ -181,11 +181,11 @@ fn swap_delta(
         .iter()
         .map(|(kind, name)| (*kind, name.as_str()))
         .collect();
-    // Policies are compiled into every rule that lists them (every rule, for a global one):
-    // a change to one is compiled whole.
+    // Policies are compiled into every rule that lists them (every rule, for a global one),
+    // and certificates into one SNI table: a change to either is compiled whole.
     let no_policy = changed
         .iter()
-        .all(|(kind, _)| *kind != ResourceKind::Policy);
+        .all(|(kind, _)| !matches!(kind, ResourceKind::Policy | ResourceKind::Certificate));
     if no_policy && let Some(table) = state.table() {
         let resources = &held.snapshot.resources;
         match held
@@ -201,7 +201,7 @@ fn swap_delta(
                         ResourceKind::Upstream => {
                             upstreams.push((*name, upstream_spec(resources, name)))
                         }
-                        ResourceKind::Policy => {}
+                        ResourceKind::Policy | ResourceKind::Certificate => {}
                     }
                 }
                 let next = table.update(version, &names, &routes, &upstreams, state.side());

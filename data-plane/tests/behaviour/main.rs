@@ -32,6 +32,7 @@ impl DataPlane {
         std::fs::write(&file, yaml).expect("write config");
         let gateway = Gateway::bind(Config {
             listen: "127.0.0.1:0".parse().expect("addr"),
+            tls_listen: None,
             admin_listen: "127.0.0.1:0".parse().expect("addr"),
             source: SourceConfig::File(file),
             settings,

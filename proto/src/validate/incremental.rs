@@ -90,6 +90,7 @@ impl Graph {
                     policies.insert(resource.name.as_str(), spec.global);
                 }
                 Some(Spec::Route(_)) => break,
+                Some(Spec::Certificate(_)) => {}
                 None => return Err(Unproven),
             }
         }
@@ -108,6 +109,9 @@ impl Graph {
         for &(kind, name) in changed {
             let resource = find(kind, name);
             match kind {
+                // Hostnames and the default are checked across every certificate: the whole
+                // check, which is cheap next to compiling a certificate.
+                ResourceKind::Certificate => return Err(Unproven),
                 ResourceKind::Route => {
                     changed_routes.insert(name);
                 }
@@ -121,6 +125,7 @@ impl Graph {
                 at.error("name", reason);
             }
             match &resource.spec {
+                Some(Spec::Certificate(_)) => return Err(Unproven),
                 Some(Spec::Upstream(spec)) => check_upstream(&mut at, spec),
                 Some(Spec::Policy(spec)) => policy::check_policy(&mut at, spec),
                 Some(Spec::Route(spec)) => {
