@@ -26,6 +26,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Heartbeat and dead-peer timings (the control-plane address is filled in at bind time).
     pub discovery: DiscoveryConfig,
+    /// Keys that seal private keys at rest (`--secret-key-file`); none: stored in the clear.
+    pub secret_key_file: Option<PathBuf>,
 }
 
 /// Which store to use.
@@ -139,6 +141,7 @@ impl Config {
             dataplane_token: None,
             drain_timeout: Duration::from_secs(10),
             discovery: DiscoveryConfig::default(),
+            secret_key_file: None,
         }
     }
 

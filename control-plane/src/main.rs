@@ -38,6 +38,10 @@ struct Flags {
     /// Log format on stderr (filter from GATEWAY_LOG, default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Keys that encrypt private keys at rest (AES-256-GCM), one per line as 64 hex characters;
+    /// the first encrypts, all decrypt (rotation: put the new key first).
+    #[arg(long, value_name = "FILE")]
+    secret_key_file: Option<PathBuf>,
     /// Time allowed for in-flight requests and streams on shutdown, e.g. 10s, 500ms.
     #[arg(long, default_value = "10s", value_parser = gateway_proto::duration::parse_duration)]
     drain_timeout: Duration,
@@ -76,6 +80,7 @@ impl Flags {
             dataplane_token,
             drain_timeout: self.drain_timeout,
             discovery: DiscoveryConfig::default(),
+            secret_key_file: self.secret_key_file,
         };
         config.check()?;
         Ok(config)

@@ -16,7 +16,7 @@ use crate::{
     metrics::Metrics,
     reflector::Reflector,
     shutdown,
-    store::{EmbeddedStore, EtcdStore, Store, StoreError},
+    store::{EmbeddedStore, EtcdStore, KeyFileError, SealedStore, SecretKeys, Store, StoreError},
 };
 
 /// The largest gRPC message accepted or sent: a large config must fit.
@@ -25,6 +25,9 @@ pub const MAX_MESSAGE_SIZE: usize = 64 << 20;
 /// Why the control plane could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// `--secret-key-file` cannot be used.
+    #[error("--secret-key-file: {0}")]
+    SecretKeys(#[from] KeyFileError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -75,6 +78,15 @@ impl Server {
             TcpListener::bind(addr)
                 .await
                 .map_err(|source| ServerError::Bind { addr, source })
+        };
+        let store: Arc<dyn Store> = match &config.secret_key_file {
+            Some(path) => Arc::new(SealedStore::new(store, SecretKeys::load(path)?)),
+            None => {
+                tracing::warn!(
+                    "no --secret-key-file: certificates' private keys are stored in the clear"
+                );
+                store
+            }
         };
         let grpc = bind(config.listen).await?;
         let admin = bind(config.admin_listen).await?;

@@ -21,9 +21,11 @@ pub mod conformance;
 mod embedded;
 mod etcd;
 mod keys;
+mod sealed;
 
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use etcd::EtcdStore;
+pub use sealed::{KeyFileError, SealedStore, SecretKeys};
 
 /// A boxed, sendable future: what the [`Store`] methods return, so `Arc<dyn Store>` works.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -125,8 +125,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         let gateway = Gateway::bind(config).await?;
         let http = gateway.http_addr()?;
         let admin = gateway.admin_addr()?;
-        println!("listening http={http} admin={admin}");
-        tracing::info!(%http, %admin, workers, "listening");
+        match gateway.tls_addr().transpose()? {
+            Some(tls) => {
+                println!("listening http={http} admin={admin} tls={tls}");
+                tracing::info!(%http, %admin, %tls, workers, "listening");
+            }
+            None => {
+                println!("listening http={http} admin={admin}");
+                tracing::info!(%http, %admin, workers, "listening");
+            }
+        }
         gateway.run(shutdown_signal()).await;
         Ok(())
     });

@@ -290,7 +290,8 @@ fn request_phase<'a>(
 
     let filters = rule.filters();
     if let Some(redirect) = &filters.redirect {
-        let location = redirect_location(redirect, head, &plan.path, rule)?;
+        let scheme = if conn.tls { "https" } else { "http" };
+        let location = redirect_location(redirect, head, scheme, &plan.path, rule)?;
         return Err(Local::Redirect {
             status: redirect.status,
             location,
@@ -307,11 +308,13 @@ fn request_phase<'a>(
 }
 
 /// The `Location` of a redirect, as the Gateway API defines it: the redirect's scheme, host
-/// and port where it gives them, else the request's; a new scheme without a port goes to the
+/// and port where it gives them, else the request's (`scheme`: how the client came); a new
+/// scheme without a port goes to the
 /// scheme's well-known port; the path rewritten or kept; the query kept.
 fn redirect_location(
     redirect: &Redirect,
     head: &Head<'_>,
+    scheme: &'static str,
     path: &str,
     rule: &Rule,
 ) -> Result<HeaderValue, Local> {
@@ -320,7 +323,7 @@ fn redirect_location(
         .as_deref()
         .or_else(|| head.host.map(strip_port))
         .unwrap_or("");
-    let scheme = redirect.scheme.unwrap_or("http");
+    let scheme = redirect.scheme.unwrap_or(scheme);
     let port = match (redirect.port, redirect.scheme) {
         (Some(port), _) => Some(port),
         (None, Some(_)) => None,

@@ -33,6 +33,8 @@ pub struct DataPlaneOpts {
     pub id: Option<String>,
     /// Appended to the command line.
     pub extra_args: Vec<String>,
+    /// `--tls-listen 127.0.0.1:0`.
+    pub tls: bool,
 }
 
 // === impl DataPlaneOpts ===
@@ -48,6 +50,12 @@ impl DataPlaneOpts {
             control_planes: urls.into_iter().map(Into::into).collect(),
             ..Default::default()
         }
+    }
+
+    /// With a TLS listener too (see [`DataPlane::tls_addr`]).
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
     }
 
     /// Standalone, serving `file`.
@@ -85,6 +93,7 @@ pub struct DataPlane {
     process: Process,
     http: SocketAddr,
     admin: SocketAddr,
+    tls: Option<SocketAddr>,
     id: String,
     cache_dir: PathBuf,
     // Dropped after the process.
@@ -134,6 +143,9 @@ impl DataPlane {
         if let Some(config) = &opts.config {
             args.extend(["--config".into(), config.display().to_string()]);
         }
+        if opts.tls {
+            args.extend(["--tls-listen".into(), "127.0.0.1:0".into()]);
+        }
         args.extend(opts.extra_args.iter().cloned());
         let mut process = Process::new(&id, bins::bin(DATA_PLANE), with_listen(&args, None));
         process.start().await?;
@@ -149,16 +161,23 @@ impl DataPlane {
                 })
         };
         let (http, admin) = (parse("http")?, parse("admin")?);
+        let tls = if opts.tls { Some(parse("tls")?) } else { None };
         // Restarts keep the ports, so that the test's URLs stay valid.
         process.set_args(with_listen(&args, Some((http, admin))));
         Ok(DataPlane {
             process,
             http,
             admin,
+            tls,
             id,
             cache_dir,
             _dir: dir,
         })
+    }
+
+    /// The TLS listener (started with [`DataPlaneOpts::tls`]; its port changes on a restart).
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls
     }
 
     /// A URL on the traffic listener.

@@ -17,5 +17,7 @@ mod cluster;
 mod standalone;
 #[path = "e2e/store.rs"]
 mod store;
+#[path = "e2e/tls.rs"]
+mod tls;
 #[path = "e2e/validation.rs"]
 mod validation;

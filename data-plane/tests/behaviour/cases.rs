@@ -1,9 +1,7 @@
 //! The behaviour table: what the gateway does to a request, whatever protocol it came on.
 
-use super::{
-    backend::Seen,
-    clients::{Protocol, Request, Response},
-};
+pub(crate) use super::case::{Case, case};
+use super::clients::Protocol;
 
 /// Backends `public`, `admin` and `other`; `{name}` becomes the backend's address.
 pub(crate) const CONFIG: &str = r#"
@@ -94,211 +92,6 @@ spec:
       backendRefs: [{ name: other }]
 "#;
 
-/// One row of the table.
-#[derive(Debug)]
-pub(crate) struct Case {
-    pub(crate) name: String,
-    pub(crate) protocols: Vec<Protocol>,
-    pub(crate) request: Request,
-    status: u16,
-    /// The JSON error code the gateway answers with.
-    code: Option<&'static str>,
-    /// The backend that must get the request; `None`: no backend may.
-    backend: Option<&'static str>,
-    /// The target the backend must see.
-    target: Option<String>,
-    /// Headers at the backend: `Some(v)` exactly once with value v, `None` absent.
-    saw: Vec<(&'static str, Option<&'static str>)>,
-    /// Headers at the backend with any value.
-    saw_any: Vec<&'static str>,
-    /// Response headers: `Some(v)` with value v, `None` absent.
-    responds: Vec<(&'static str, Option<&'static str>)>,
-    /// Any backend but this one may get it (the path-confusion corpus).
-    pub(crate) never: Option<&'static str>,
-}
-
-pub(crate) fn case(name: &str, method: &'static str, target: &str) -> Case {
-    Case {
-        name: name.to_owned(),
-        protocols: Protocol::ALL.to_vec(),
-        request: Request {
-            method,
-            target: target.to_owned(),
-            host: "example.com",
-            ..Request::default()
-        },
-        status: 200,
-        code: None,
-        backend: None,
-        target: None,
-        saw: Vec::new(),
-        saw_any: Vec::new(),
-        responds: Vec::new(),
-        never: None,
-    }
-}
-
-impl Case {
-    fn header(mut self, name: &str, value: &str) -> Self {
-        self.request
-            .headers
-            .push((name.to_owned(), value.to_owned()));
-        self
-    }
-    fn host(mut self, host: &'static str) -> Self {
-        self.request.host = host;
-        self
-    }
-    fn body(mut self, pieces: &[&[u8]], length: bool) -> Self {
-        self.request.body = pieces.iter().map(|p| p.to_vec()).collect();
-        self.request.length = length;
-        self
-    }
-    fn only(mut self, protocol: Protocol) -> Self {
-        self.protocols = vec![protocol];
-        self
-    }
-    fn to(mut self, backend: &'static str, target: &str) -> Self {
-        self.backend = Some(backend);
-        self.target = Some(target.to_owned());
-        self
-    }
-    fn status(mut self, status: u16) -> Self {
-        self.status = status;
-        self
-    }
-    fn error(mut self, status: u16, code: &'static str) -> Self {
-        self.status = status;
-        self.code = Some(code);
-        self
-    }
-    fn saw(mut self, name: &'static str, value: &'static str) -> Self {
-        self.saw.push((name, Some(value)));
-        self
-    }
-    fn saw_any(mut self, name: &'static str) -> Self {
-        self.saw_any.push(name);
-        self
-    }
-    fn not_saw(mut self, name: &'static str) -> Self {
-        self.saw.push((name, None));
-        self
-    }
-    fn responds(mut self, name: &'static str, value: &'static str) -> Self {
-        self.responds.push((name, Some(value)));
-        self
-    }
-    fn lacks(mut self, name: &'static str) -> Self {
-        self.responds.push((name, None));
-        self
-    }
-
-    /// Compares what happened with what the row says.
-    pub(crate) fn check(&self, got: &Response, seen: &[Seen]) -> Result<(), String> {
-        if let Some(never) = self.never {
-            if let Some(s) = seen.iter().find(|s| s.backend == never) {
-                return Err(format!("reached {never} with {:?}", s.target));
-            }
-            // What another backend got must mean to it what it meant to the gateway: a path
-            // already in normal form, so no backend can resolve it somewhere else.
-            for s in seen {
-                let path = s.target.split('?').next().unwrap_or_default();
-                let canonical =
-                    gateway_data_plane::normalize::normalize_path(path).is_ok_and(|n| n == path);
-                if !canonical || path.starts_with(&format!("/{never}")) {
-                    return Err(format!("{} got {:?}", s.backend, s.target));
-                }
-            }
-            return Ok(());
-        }
-        if got.status != self.status {
-            return Err(format!(
-                "status {} instead of {}: {:?}",
-                got.status,
-                self.status,
-                String::from_utf8_lossy(&got.body)
-            ));
-        }
-        if got.header("x-request-id").is_none_or(str::is_empty) {
-            return Err("no x-request-id in the response".into());
-        }
-        if let Some(code) = self.code {
-            let json: serde_json::Value = serde_json::from_slice(&got.body)
-                .map_err(|e| format!("error body is not JSON: {e}"))?;
-            let error = &json["error"];
-            if error["code"] != code || error["status"] != self.status {
-                return Err(format!("error body {json}, wanted code {code}"));
-            }
-            if error["request_id"].as_str() != got.header("x-request-id") {
-                return Err(format!(
-                    "error body request_id differs from the header: {json}"
-                ));
-            }
-            if got.header("content-type") != Some("application/json") {
-                return Err("error without content-type application/json".into());
-            }
-        }
-        for (name, want) in &self.responds {
-            if got.header(name) != *want {
-                return Err(format!(
-                    "response header {name}: {:?}, wanted {want:?}",
-                    got.header(name)
-                ));
-            }
-        }
-        let Some(backend) = self.backend else {
-            if let Some(s) = seen.first() {
-                return Err(format!(
-                    "{} got {:?} but no backend should have",
-                    s.backend, s.target
-                ));
-            }
-            return Ok(());
-        };
-        let [s] = seen else {
-            return Err(format!(
-                "{} backends got it, wanted exactly {backend}",
-                seen.len()
-            ));
-        };
-        if s.backend != backend {
-            return Err(format!("{} got it instead of {backend}", s.backend));
-        }
-        if let Some(target) = &self.target
-            && s.target != *target
-        {
-            return Err(format!(
-                "backend saw target {:?}, wanted {target:?}",
-                s.target
-            ));
-        }
-        for (name, want) in &self.saw {
-            match want {
-                Some(value) if s.count(name) != 1 || s.header(name) != Some(value) => {
-                    return Err(format!(
-                        "backend saw {name}: {:?} x{}, wanted {value:?} once",
-                        s.header(name),
-                        s.count(name)
-                    ));
-                }
-                None if s.header(name).is_some() => {
-                    return Err(format!(
-                        "backend saw {name}: {:?}, wanted none",
-                        s.header(name)
-                    ));
-                }
-                _ => {}
-            }
-        }
-        for name in &self.saw_any {
-            if s.header(name).is_none() {
-                return Err(format!("backend did not see {name}"));
-            }
-        }
-        Ok(())
-    }
-}
-
 pub(crate) fn all() -> Vec<Case> {
     let origin = "https://app.example.com";
     vec![
@@ -320,7 +113,7 @@ pub(crate) fn all() -> Vec<Case> {
         case("connection-listed headers stay", "GET", "/public/hop")
             .header("connection", "x-secret")
             .header("x-secret", "1")
-            .only(Protocol::Http1)
+            .only(&Protocol::HTTP1)
             .to("public", "/public/hop")
             .not_saw("x-secret"),
         case(
@@ -362,7 +155,7 @@ pub(crate) fn all() -> Vec<Case> {
         )
         .host("example.com:8080")
         .status(302)
-        .responds("location", "http://example.com:8080/new-home?a=1"),
+        .responds("location", "{scheme}://example.com:8080/new-home?a=1"),
         case("CORS preflight, allowed origin", "OPTIONS", "/cors/x")
             .header("origin", origin)
             .header("access-control-request-method", "PUT")
@@ -475,7 +268,7 @@ pub(crate) fn all() -> Vec<Case> {
         .saw("content-length", "5"),
         case("a control character in a header value", "GET", "/public/c")
             .header("x-bad", "a\u{1}b")
-            .only(Protocol::Http1)
+            .only(&Protocol::HTTP1)
             .error(400, "bad_request"),
         case("no route", "GET", "/nowhere").error(404, "route_not_found"),
     ]

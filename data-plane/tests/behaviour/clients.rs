@@ -1,13 +1,16 @@
 //! One client per protocol front end, each sending the same [`Request`] its own way.
 
-use std::net::SocketAddr;
+pub(crate) mod tls;
+
+use std::{net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::ClientConfig;
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
 };
 
@@ -18,6 +21,18 @@ use super::PATIENCE;
 pub(crate) enum Protocol {
     Http1,
     H2c,
+    /// The same bytes as [`Protocol::Http1`], in TLS with ALPN `http/1.1`.
+    Http1Tls,
+    /// HTTP/2 in TLS with ALPN `h2`.
+    H2Tls,
+}
+
+/// Where a data plane listens and what a client trusts there; cheap to clone into a task.
+#[derive(Clone)]
+pub(crate) struct Target {
+    pub(crate) plain: SocketAddr,
+    pub(crate) tls: SocketAddr,
+    pub(crate) client: Arc<ClientConfig>,
 }
 
 /// A request as a case writes it: the target exactly as it goes on the wire.
@@ -51,13 +66,33 @@ impl Response {
 }
 
 impl Protocol {
-    pub(crate) const ALL: [Protocol; 2] = [Protocol::Http1, Protocol::H2c];
+    pub(crate) const ALL: [Protocol; 4] = [
+        Protocol::Http1,
+        Protocol::H2c,
+        Protocol::Http1Tls,
+        Protocol::H2Tls,
+    ];
 
-    pub(crate) async fn send(self, addr: SocketAddr, request: &Request) -> Response {
+    /// HTTP/1 over both transports: for requests only raw HTTP/1 can express.
+    pub(crate) const HTTP1: [Protocol; 2] = [Protocol::Http1, Protocol::Http1Tls];
+
+    pub(crate) fn is_tls(self) -> bool {
+        matches!(self, Self::Http1Tls | Self::H2Tls)
+    }
+
+    pub(crate) async fn send(self, target: &Target, request: &Request) -> Response {
         let sent = async {
             match self {
-                Self::Http1 => http1(addr, request).await,
-                Self::H2c => h2c(addr, request).await,
+                Self::Http1 => http1(tcp(target.plain).await, request).await,
+                Self::H2c => h2(tcp(target.plain).await, "http", request).await,
+                Self::Http1Tls => {
+                    let stream = tls::connect(target.tls, &target.client, b"http/1.1").await;
+                    http1(stream, request).await
+                }
+                Self::H2Tls => {
+                    let stream = tls::connect(target.tls, &target.client, b"h2").await;
+                    h2(stream, "https", request).await
+                }
             }
         };
         tokio::time::timeout(PATIENCE, sent)
@@ -66,8 +101,12 @@ impl Protocol {
     }
 }
 
+async fn tcp(addr: SocketAddr) -> TcpStream {
+    TcpStream::connect(addr).await.expect("connect")
+}
+
 /// Raw bytes, so that a case can send what a well-behaved client library would not.
-async fn http1(addr: SocketAddr, request: &Request) -> Response {
+async fn http1(mut stream: impl AsyncRead + AsyncWrite + Unpin, request: &Request) -> Response {
     let mut head = format!(
         "{} {} HTTP/1.1\r\nhost: {}\r\n",
         request.method, request.target, request.host
@@ -96,10 +135,10 @@ async fn http1(addr: SocketAddr, request: &Request) -> Response {
     if !request.length && !request.body.is_empty() {
         bytes.extend_from_slice(b"0\r\n\r\n");
     }
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
     // The gateway may answer (and close) before reading a body it refuses.
     let _ = stream.write_all(&bytes).await;
     let mut raw = Vec::new();
+    // Over TLS a close without close_notify is an error; what came before it is kept all the same.
     let _ = stream.read_to_end(&mut raw).await;
     parse_http1(&raw).unwrap_or_else(|| {
         panic!(
@@ -156,17 +195,21 @@ fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-/// Prior-knowledge HTTP/2 with hyper's client, one connection per request.
-async fn h2c(addr: SocketAddr, request: &Request) -> Response {
-    let stream = TcpStream::connect(addr).await.expect("connect");
+/// HTTP/2 with hyper's client, one connection per request; prior knowledge on `stream`, which
+/// is TCP (h2c) or TLS that negotiated `h2`. `scheme` is the `:scheme` a real client would send.
+async fn h2(
+    stream: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    scheme: &str,
+    request: &Request,
+) -> Response {
     let (mut sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
-            .expect("h2c handshake");
+            .expect("HTTP/2 handshake");
     tokio::spawn(connection);
     let mut builder = http::Request::builder()
         .method(request.method)
-        .uri(format!("http://{}{}", request.host, request.target));
+        .uri(format!("{scheme}://{}{}", request.host, request.target));
     for (name, value) in &request.headers {
         builder = builder.header(name.as_str(), value.as_str());
     }
@@ -182,10 +225,10 @@ async fn h2c(addr: SocketAddr, request: &Request) -> Response {
     let body = StreamBody::new(futures_util::stream::iter(frames));
     let request = builder
         .body(body)
-        .unwrap_or_else(|e| panic!("h2c cannot express {request:?}: {e}"));
+        .unwrap_or_else(|e| panic!("HTTP/2 cannot express {request:?}: {e}"));
     let response = match sender.send_request(request).await {
         Ok(response) => response,
-        Err(error) => panic!("h2c request failed: {error}"),
+        Err(error) => panic!("HTTP/2 request failed: {error}"),
     };
     let status = response.status().as_u16();
     let headers = response

@@ -47,7 +47,7 @@ pub(crate) fn path_confusion() -> Vec<Case> {
             c.never = Some("admin");
             // Not every such path is a URI an HTTP/2 client will send; HTTP/1 carries all.
             if http::Uri::try_from(format!("http://example.com{path}")).is_err() {
-                c.protocols = vec![Protocol::Http1];
+                c.protocols = Protocol::HTTP1.to_vec();
             }
             c
         })

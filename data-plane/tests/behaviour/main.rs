@@ -1,10 +1,12 @@
 //! One behaviour table, every protocol: each case goes to the real data plane (standalone, on
-//! 127.0.0.1:0) over HTTP/1.1 (raw bytes on TCP) and over h2c (hyper's HTTP/2 client), and both
-//! must give the same status, the same headers at the backend and the same response headers.
+//! 127.0.0.1:0) over HTTP/1.1 (raw bytes) and HTTP/2 (hyper's client), each on TCP (h2c) and in
+//! TLS, and all must give the same status, the same headers at the backend and the same
+//! response headers; only the client's scheme may show, where the row says so.
 //! Future capabilities add their cases to `cases.rs`; a protocol front end added later joins
 //! by adding a client to `clients.rs`.
 
 mod backend;
+mod case;
 mod cases;
 mod clients;
 mod confusion;
@@ -13,14 +15,18 @@ use std::{net::SocketAddr, time::Duration};
 
 use gateway_data_plane::{Config, Gateway, SourceConfig, config::Settings};
 
-use self::{backend::Backends, cases::Case, clients::Protocol};
+use self::{
+    backend::Backends,
+    cases::Case,
+    clients::{Protocol, Target, tls::Ca},
+};
 
 /// How long anything may take before the test fails instead of hanging.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(10);
 
-/// A data plane serving `yaml` from a file, stopped when dropped.
+/// A data plane serving `yaml` from a file, on TCP and in TLS, stopped when dropped.
 pub(crate) struct DataPlane {
-    pub(crate) addr: SocketAddr,
+    pub(crate) target: Target,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
 }
@@ -29,24 +35,31 @@ impl DataPlane {
     pub(crate) async fn start(yaml: &str, settings: Settings) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("gateway.yaml");
+        let ca = Ca::new();
+        let yaml = format!("{}\n{}", yaml.trim_end(), ca.certificate_document());
         std::fs::write(&file, yaml).expect("write config");
+        let loopback: SocketAddr = "127.0.0.1:0".parse().expect("addr");
         let gateway = Gateway::bind(Config {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            tls_listen: None,
-            admin_listen: "127.0.0.1:0".parse().expect("addr"),
+            listen: loopback,
+            tls_listen: Some(loopback),
+            admin_listen: loopback,
             source: SourceConfig::File(file),
             settings,
             drain_timeout: Duration::from_secs(1),
         })
         .await
         .expect("the data plane starts");
-        let addr = gateway.http_addr().expect("bound");
+        let target = Target {
+            plain: gateway.http_addr().expect("bound"),
+            tls: gateway.tls_addr().expect("a TLS listener").expect("bound"),
+            client: ca.client(),
+        };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(gateway.run(async move {
             let _ = stopped.await;
         }));
         Self {
-            addr,
+            target,
             stop: Some(stop),
             _dir: dir,
         }
@@ -73,9 +86,9 @@ async fn run_table(yaml: &str, settings: Settings, cases: &[Case]) {
                 continue;
             }
             backends.reset();
-            let got = protocol.send(gateway.addr, &case.request).await;
+            let got = protocol.send(&gateway.target, &case.request).await;
             let seen = backends.take();
-            if let Err(problem) = case.check(&got, &seen) {
+            if let Err(problem) = case.check(&got, &seen, protocol.is_tls()) {
                 failures.push(format!("{} over {protocol:?}: {problem}", case.name));
             }
         }
@@ -133,8 +146,8 @@ async fn requests_over_max_requests_get_503_with_retry_after() {
             host: "example.com",
             ..clients::Request::default()
         };
-        let addr = gateway.addr;
-        let first = tokio::spawn(async move { protocol.send(addr, &held).await });
+        let target = gateway.target.clone();
+        let first = tokio::spawn(async move { protocol.send(&target, &held).await });
         // The first request is at the backend, in flight: the next one is one too many.
         tokio::time::timeout(PATIENCE, async {
             while backends.seen() == 0 {
@@ -149,7 +162,7 @@ async fn requests_over_max_requests_get_503_with_retry_after() {
             host: "example.com",
             ..clients::Request::default()
         };
-        let refused = protocol.send(gateway.addr, &second).await;
+        let refused = protocol.send(&gateway.target, &second).await;
         assert_eq!(refused.status, 503, "{protocol:?}: {refused:?}");
         assert_eq!(refused.header("retry-after"), Some("1"), "{protocol:?}");
         let body: serde_json::Value = serde_json::from_slice(&refused.body).expect("JSON");

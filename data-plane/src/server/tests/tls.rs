@@ -240,7 +240,10 @@ async fn a_swap_rotates_the_certificate_for_new_handshakes_only() {
         2,
         &(route + &certificate("gw", &["gw.test"], &new, false)),
     );
-    let after = handshake(addr, &client, "gw.test").await.unwrap();
+    // A fresh client: a resumed session is not shown a certificate again.
+    let after = handshake(addr, &ca.client(&[b"h2"]), "gw.test")
+        .await
+        .unwrap();
     assert_eq!(
         presented(&after),
         new.2,
@@ -252,4 +255,31 @@ async fn a_swap_rotates_the_certificate_for_new_handshakes_only() {
         .unwrap();
     let response = open.send_request(request).await.unwrap();
     assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn sessions_resume() {
+    let ca = Ca::new();
+    let leaf = ca.leaf(&["gw.test"]);
+    let state = Arc::new(State::new(crate::state::Settings::default()));
+    install(
+        &state,
+        1,
+        &(upstream_and_route(backend().await) + &certificate("gw", &["gw.test"], &leaf, false)),
+    );
+    let (_, addr, _stop) = serve_tls_for_test(state).await;
+    let client = ca.client(&[b"http/1.1"]);
+    let first = handshake(addr, &client, "gw.test").await.unwrap();
+    assert_eq!(
+        first.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Full)
+    );
+    // The ticket arrives after the handshake: reading the response takes it in.
+    let text = get_h1(first, "gw.test").await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let second = handshake(addr, &client, "gw.test").await.unwrap();
+    assert_eq!(
+        second.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
 }
