@@ -84,7 +84,8 @@ pub fn store_encoded(dir: &Path, bytes: &[u8]) -> Result<(), CacheError> {
     let target = path(dir);
     let temp = dir.join(format!(".{FILE_NAME}.{}.tmp", std::process::id()));
     let written = (|| {
-        let mut file = fs::File::create(&temp)?;
+        // Owner only: the snapshot holds the certificates' private keys.
+        let mut file = owner_only().open(&temp)?;
         file.write_all(bytes)?;
         file.sync_all()
     })();
@@ -145,6 +146,15 @@ pub fn load(dir: &Path) -> Result<Option<v1::Snapshot>, CacheError> {
         .map_err(|source| CacheError::Decode { path, source })
 }
 
+/// Options that create (or truncate) a file readable and writable by its owner alone.
+fn owner_only() -> fs::OpenOptions {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +186,16 @@ mod tests {
         store(dir.path(), &v1::Snapshot::default()).unwrap();
         assert_eq!(load(dir.path()).unwrap(), Some(v1::Snapshot::default()));
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn the_file_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        store(dir.path(), &snapshot()).unwrap();
+        let mode = fs::metadata(path(dir.path())).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]
