@@ -6,11 +6,7 @@ use crate::error::usage;
 
 /// Kinds the gateway's contract names that this server's API does not serve yet, as
 /// (singular, plural).
-const FUTURE_KINDS: [(&str, &str); 3] = [
-    ("consumer", "consumers"),
-    ("certificate", "certificates"),
-    ("proto", "protos"),
-];
+const FUTURE_KINDS: [(&str, &str); 2] = [("consumer", "consumers"), ("proto", "protos")];
 
 /// Parses a kind: `routes`, `Route`, `upstream`, … (any case). A kind of the contract that the
 /// server does not serve yet, or an unknown one, is a usage error.
@@ -53,11 +49,18 @@ mod tests {
         for text in ["policies", "policy", "Policy"] {
             assert_eq!(parse_kind(text).unwrap(), ResourceKind::Policy, "{text}");
         }
+        for text in ["certificates", "certificate", "Certificate"] {
+            assert_eq!(
+                parse_kind(text).unwrap(),
+                ResourceKind::Certificate,
+                "{text}"
+            );
+        }
     }
 
     #[test]
     fn future_kinds_are_not_supported_yet() {
-        for text in ["consumers", "Consumer", "certificates", "PROTOS"] {
+        for text in ["consumers", "Consumer", "PROTOS"] {
             let err = parse_kind(text).unwrap_err();
             assert_eq!(exit_code(&err), USAGE);
             assert!(
@@ -77,7 +80,7 @@ mod tests {
         assert_eq!(exit_code(&err), USAGE);
         assert_eq!(
             err.to_string(),
-            r#"unknown kind "widgets" (known: upstreams, policies, routes)"#
+            r#"unknown kind "widgets" (known: certificates, upstreams, policies, routes)"#
         );
     }
 
