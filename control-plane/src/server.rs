@@ -16,7 +16,7 @@ use crate::{
     metrics::Metrics,
     reflector::Reflector,
     shutdown,
-    store::{EmbeddedStore, EtcdStore, KeyFileError, SealedStore, SecretKeys, Store, StoreError},
+    store::{EmbeddedStore, EtcdStore, KeyFileError, SealedStore, Store, StoreError, load_keys},
 };
 
 /// The largest gRPC message accepted or sent: a large config must fit.
@@ -80,7 +80,7 @@ impl Server {
                 .map_err(|source| ServerError::Bind { addr, source })
         };
         let store: Arc<dyn Store> = match &config.secret_key_file {
-            Some(path) => Arc::new(SealedStore::new(store, SecretKeys::load(path)?)),
+            Some(path) => Arc::new(SealedStore::new(store, load_keys(path)?)),
             None => {
                 tracing::warn!(
                     "no --secret-key-file: certificates' private keys are stored in the clear"

@@ -25,7 +25,7 @@ mod sealed;
 
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use etcd::EtcdStore;
-pub use sealed::{KeyFileError, SealedStore, SecretKeys};
+pub use sealed::{KeyFileError, SealedStore, load_keys};
 
 /// A boxed, sendable future: what the [`Store`] methods return, so `Arc<dyn Store>` works.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

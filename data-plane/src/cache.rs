@@ -1,6 +1,8 @@
 //! The on-disk cache of the last good snapshot, so that a restart while every control plane
 //! is unreachable still serves. One file: a header (magic, length, CRC-32) and the protobuf
-//! bytes, written atomically (temp file, fsync, rename, fsync of the directory).
+//! bytes, written atomically (temp file, fsync, rename, fsync of the directory), readable by its
+//! owner alone. With `--secret-key-file` the certificates' private keys in it are sealed
+//! (`gateway_proto::secret`), so that a copy of the file holds no usable key.
 
 use std::{
     fs,
@@ -8,7 +10,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use gateway_proto::v1;
+use gateway_proto::{
+    secret::{self, SecretError, SecretKeys},
+    v1::{self, resource::Spec},
+};
 use prost::Message;
 
 /// The cache file inside the cache directory.
@@ -43,6 +48,16 @@ pub enum CacheError {
     /// The checksum does not match the content.
     #[error("{path}: checksum mismatch")]
     Checksum { path: PathBuf },
+    /// A sealed private key does not open with the keys given.
+    #[error("{path}: {source}")]
+    Secret {
+        path: PathBuf,
+        #[source]
+        source: SecretError,
+    },
+    /// The file holds sealed private keys and no keys were given to open them.
+    #[error("{path}: holds sealed private keys; start with the --secret-key-file that sealed them")]
+    NoKeys { path: PathBuf },
     /// The content is not a snapshot.
     #[error("{path}: cannot decode the snapshot")]
     Decode {
@@ -58,20 +73,44 @@ pub fn path(dir: &Path) -> PathBuf {
 }
 
 /// Writes `snapshot` as the cache in `dir`, atomically.
-pub fn store(dir: &Path, snapshot: &v1::Snapshot) -> Result<(), CacheError> {
-    store_encoded(dir, &encode(snapshot))
+pub fn store(
+    dir: &Path,
+    snapshot: &v1::Snapshot,
+    keys: Option<&SecretKeys>,
+) -> Result<(), CacheError> {
+    let bytes = encode(snapshot, keys).map_err(|source| CacheError::Secret {
+        path: path(dir),
+        source,
+    })?;
+    store_encoded(dir, &bytes)
 }
 
-/// The cache file's bytes for `snapshot`: the part that needs the snapshot, so that a writer can
-/// take it and leave the slower synced write for later.
-pub fn encode(snapshot: &v1::Snapshot) -> Vec<u8> {
-    let body = snapshot.encode_to_vec();
+fn has_certificates(snapshot: &v1::Snapshot) -> bool {
+    snapshot
+        .resources
+        .iter()
+        .any(|r| matches!(r.spec, Some(Spec::Certificate(_))))
+}
+
+/// The cache file's bytes for `snapshot`, its private keys sealed with `keys`: the part that
+/// needs the snapshot, so that a writer can take it and leave the slower synced write for later.
+pub fn encode(snapshot: &v1::Snapshot, keys: Option<&SecretKeys>) -> Result<Vec<u8>, SecretError> {
+    let body = match keys {
+        Some(keys) if has_certificates(snapshot) => {
+            let mut sealed = snapshot.clone();
+            for resource in &mut sealed.resources {
+                keys.seal(resource)?;
+            }
+            sealed.encode_to_vec()
+        }
+        _ => snapshot.encode_to_vec(),
+    };
     let mut bytes = Vec::with_capacity(HEADER_LEN + body.len());
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&(body.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
     bytes.extend_from_slice(&body);
-    bytes
+    Ok(bytes)
 }
 
 /// Writes bytes from [`encode`] as the cache in `dir`, atomically and durably.
@@ -107,8 +146,9 @@ pub fn store_encoded(dir: &Path, bytes: &[u8]) -> Result<(), CacheError> {
     Ok(())
 }
 
-/// Reads the cache in `dir`: `None` when there is none, an error when it does not verify.
-pub fn load(dir: &Path) -> Result<Option<v1::Snapshot>, CacheError> {
+/// Reads the cache in `dir`, opening its sealed private keys with `keys`: `None` when there is
+/// none, an error when it does not verify or a key does not open.
+pub fn load(dir: &Path, keys: Option<&SecretKeys>) -> Result<Option<v1::Snapshot>, CacheError> {
     let path = path(dir);
     let bytes = match fs::read(&path) {
         Ok(bytes) => bytes,
@@ -141,9 +181,26 @@ pub fn load(dir: &Path) -> Result<Option<v1::Snapshot>, CacheError> {
     if crc32fast::hash(body) != u32::from_le_bytes(crc) {
         return Err(CacheError::Checksum { path });
     }
-    v1::Snapshot::decode(body)
-        .map(Some)
-        .map_err(|source| CacheError::Decode { path, source })
+    let mut snapshot = match v1::Snapshot::decode(body) {
+        Ok(snapshot) => snapshot,
+        Err(source) => return Err(CacheError::Decode { path, source }),
+    };
+    for resource in &mut snapshot.resources {
+        let Some(Spec::Certificate(spec)) = &resource.spec else {
+            continue;
+        };
+        match keys {
+            Some(keys) => keys.open(resource).map_err(|source| CacheError::Secret {
+                path: path.clone(),
+                source,
+            })?,
+            None if secret::is_sealed(&spec.private_key_pem) => {
+                return Err(CacheError::NoKeys { path });
+            }
+            None => {}
+        }
+    }
+    Ok(Some(snapshot))
 }
 
 /// Options that create (or truncate) a file readable and writable by its owner alone.
@@ -179,12 +236,15 @@ mod tests {
     #[test]
     fn round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(load(dir.path()).unwrap().is_none());
-        store(dir.path(), &snapshot()).unwrap();
-        assert_eq!(load(dir.path()).unwrap(), Some(snapshot()));
+        assert!(load(dir.path(), None).unwrap().is_none());
+        store(dir.path(), &snapshot(), None).unwrap();
+        assert_eq!(load(dir.path(), None).unwrap(), Some(snapshot()));
         // Overwrites atomically, leaving no temp file behind.
-        store(dir.path(), &v1::Snapshot::default()).unwrap();
-        assert_eq!(load(dir.path()).unwrap(), Some(v1::Snapshot::default()));
+        store(dir.path(), &v1::Snapshot::default(), None).unwrap();
+        assert_eq!(
+            load(dir.path(), None).unwrap(),
+            Some(v1::Snapshot::default())
+        );
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
@@ -193,7 +253,7 @@ mod tests {
     fn the_file_is_readable_by_its_owner_only() {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
-        store(dir.path(), &snapshot()).unwrap();
+        store(dir.path(), &snapshot(), None).unwrap();
         let mode = fs::metadata(path(dir.path())).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
@@ -201,29 +261,76 @@ mod tests {
     #[test]
     fn corrupt_files_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        store(dir.path(), &snapshot()).unwrap();
+        store(dir.path(), &snapshot(), None).unwrap();
         let file = path(dir.path());
         let good = fs::read(&file).unwrap();
 
         fs::write(&file, &good[..good.len() - 3]).unwrap();
-        assert!(matches!(load(dir.path()), Err(CacheError::Length { .. })));
+        assert!(matches!(
+            load(dir.path(), None),
+            Err(CacheError::Length { .. })
+        ));
 
         let mut flipped = good.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 0xff;
         fs::write(&file, &flipped).unwrap();
-        assert!(matches!(load(dir.path()), Err(CacheError::Checksum { .. })));
+        assert!(matches!(
+            load(dir.path(), None),
+            Err(CacheError::Checksum { .. })
+        ));
 
         fs::write(&file, &good[..10]).unwrap();
         assert!(matches!(
-            load(dir.path()),
+            load(dir.path(), None),
             Err(CacheError::Truncated { .. })
         ));
 
         fs::write(&file, b"garbage").unwrap();
-        assert!(matches!(load(dir.path()), Err(CacheError::BadMagic { .. })));
+        assert!(matches!(
+            load(dir.path(), None),
+            Err(CacheError::BadMagic { .. })
+        ));
 
         fs::write(&file, b"").unwrap();
-        assert!(matches!(load(dir.path()), Err(CacheError::BadMagic { .. })));
+        assert!(matches!(
+            load(dir.path(), None),
+            Err(CacheError::BadMagic { .. })
+        ));
+    }
+
+    #[test]
+    fn private_keys_are_sealed_in_the_file_when_keys_are_given() {
+        let key = "-----BEGIN PRIVATE KEY-----\nTHE-SECRET-BYTES\n-----END PRIVATE KEY-----\n";
+        let mut with_key = snapshot();
+        with_key.resources.push(v1::Resource {
+            name: "gw".into(),
+            version: 1,
+            spec: Some(Spec::Certificate(v1::CertificateSpec {
+                hostnames: vec!["gw.test".into()],
+                private_key_pem: key.into(),
+                ..Default::default()
+            })),
+        });
+        let keys =
+            SecretKeys::parse("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f")
+                .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        store(dir.path(), &with_key, Some(&keys)).unwrap();
+        let raw = fs::read(path(dir.path())).unwrap();
+        assert!(!raw.windows(16).any(|w| w == b"THE-SECRET-BYTES"));
+        assert_eq!(
+            load(dir.path(), Some(&keys)).unwrap(),
+            Some(with_key.clone())
+        );
+        // Without the keys the cache is refused by name, not served with a broken key.
+        assert!(matches!(
+            load(dir.path(), None),
+            Err(CacheError::NoKeys { .. })
+        ));
+        // Without keys given at all, it is written as it is.
+        store(dir.path(), &with_key, None).unwrap();
+        let raw = fs::read(path(dir.path())).unwrap();
+        assert!(raw.windows(16).any(|w| w == b"THE-SECRET-BYTES"));
     }
 }

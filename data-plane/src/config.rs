@@ -73,6 +73,9 @@ pub struct Settings {
     pub max_requests: usize,
     /// Client connections open at once; more are answered 503 and closed (0: no limit).
     pub max_connections: usize,
+    /// Keys that seal the certificates' private keys in the disk cache (`--secret-key-file`);
+    /// none: the cache holds them in the clear, in a file only its owner can read.
+    pub cache_keys: Option<std::sync::Arc<gateway_proto::secret::SecretKeys>>,
 }
 
 /// The peers whose forwarding headers are believed: a set of IP networks.

@@ -65,6 +65,11 @@ struct Args {
     /// (0: no limit).
     #[arg(long, default_value_t = 0)]
     max_connections: usize,
+    /// Keys that encrypt the certificates' private keys in the disk cache (AES-256-GCM), one
+    /// per line as 64 hex characters; the first encrypts, all decrypt. The control planes'
+    /// file may be reused. Without it the cache holds them in the clear (mode 0600).
+    #[arg(long, value_name = "FILE")]
+    secret_key_file: Option<PathBuf>,
     /// Requests in flight at once; more get 503 `overloaded` with Retry-After (0: no limit).
     #[arg(long, default_value_t = 0)]
     max_requests: usize,
@@ -170,6 +175,16 @@ fn config(args: Args) -> anyhow::Result<Config> {
             })
         }
     };
+    let cache_keys = match &args.secret_key_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--secret-key-file {}", path.display()))?;
+            let keys = gateway_proto::secret::SecretKeys::parse(&text)
+                .with_context(|| format!("--secret-key-file {}", path.display()))?;
+            Some(std::sync::Arc::new(keys))
+        }
+        None => None,
+    };
     Ok(Config {
         listen: args.listen,
         tls_listen: args.tls_listen,
@@ -184,6 +199,7 @@ fn config(args: Args) -> anyhow::Result<Config> {
             },
             max_requests: args.max_requests,
             max_connections: args.max_connections,
+            cache_keys,
         },
         drain_timeout: args.drain_timeout,
     })

@@ -33,6 +33,7 @@ pub mod duration;
 mod kind;
 pub mod names;
 pub mod net;
+pub mod secret;
 pub mod template;
 pub mod token;
 pub mod validate;

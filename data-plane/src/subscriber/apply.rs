@@ -238,7 +238,7 @@ fn install(state: &State, table: Table, started: Instant, compiled: &'static str
 /// Loads the cached snapshot from `dir` and serves it at once; problems are logged, never
 /// fatal. Returns what it served: the configuration deltas apply to.
 pub(crate) fn restore_cache(dir: &std::path::Path, state: &State) -> Option<Held> {
-    let mut snapshot = match cache::load(dir) {
+    let mut snapshot = match cache::load(dir, state.settings().cache_keys.as_deref()) {
         Ok(Some(snapshot)) => snapshot,
         Ok(None) => return None,
         Err(error) => {

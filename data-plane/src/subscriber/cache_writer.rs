@@ -78,7 +78,14 @@ async fn write(dir: &std::path::Path, held: &Shared, state: &Arc<State>) {
             if state.cached_version() == Some(held.version()) {
                 return;
             }
-            (held.version(), cache::encode(held.snapshot()))
+            let keys = state.settings().cache_keys.as_deref();
+            match cache::encode(held.snapshot(), keys) {
+                Ok(bytes) => (held.version(), bytes),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot seal the snapshot cache; not written");
+                    return;
+                }
+            }
         };
         match cache::store_encoded(&dir, &bytes) {
             Ok(()) => state.set_cached_version(version),

@@ -208,7 +208,13 @@ async fn hello_ack_nack_cache_and_reconnect() {
     assert_eq!(state.version(), 5);
     assert_eq!(state.table().unwrap().source(), Source::ControlPlane);
     wait_cached(&state, 5).await;
-    assert_eq!(cache::load(cache_dir.path()).unwrap().unwrap().version, 5);
+    assert_eq!(
+        cache::load(cache_dir.path(), None)
+            .unwrap()
+            .unwrap()
+            .version,
+        5
+    );
 
     opened
         .outbound
@@ -227,7 +233,13 @@ async fn hello_ack_nack_cache_and_reconnect() {
         other => panic!("expected a NACK, got {other:?}"),
     }
     assert_eq!(state.version(), 5);
-    assert_eq!(cache::load(cache_dir.path()).unwrap().unwrap().version, 5);
+    assert_eq!(
+        cache::load(cache_dir.path(), None)
+            .unwrap()
+            .unwrap()
+            .version,
+        5
+    );
 
     // The control plane goes away: the data plane comes back, reporting the version it holds.
     drop(opened);
@@ -384,7 +396,7 @@ async fn deltas_apply_to_what_is_held_and_a_refused_one_is_undone() {
     );
     // What is cached is what is held: the result of the deltas, sorted.
     wait_cached(&state, 8).await;
-    let cached = cache::load(cache_dir.path()).unwrap().unwrap();
+    let cached = cache::load(cache_dir.path(), None).unwrap().unwrap();
     assert_eq!(cached.version, 8);
     let names: Vec<_> = cached.resources.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["u", "r2"]);

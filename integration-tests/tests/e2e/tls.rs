@@ -110,7 +110,13 @@ async fn certificates_are_sealed_in_etcd_served_by_sni_and_rotated_under_load() 
             .arg(key_file.display().to_string()),
     )
     .await;
-    let dp = DataPlane::start(DataPlaneOpts::control_planes([cp.url()]).tls()).await;
+    let dp = DataPlane::start(
+        DataPlaneOpts::control_planes([cp.url()])
+            .tls()
+            .arg("--secret-key-file")
+            .arg(key_file.display().to_string()),
+    )
+    .await;
     let tls_addr = dp.tls_addr().expect("a TLS listener");
     let ctl = cp.ctl();
 
@@ -155,6 +161,14 @@ async fn certificates_are_sealed_in_etcd_served_by_sni_and_rotated_under_load() 
         "the key is sealed in etcd"
     );
     assert!(all.windows(10).any(|w| w == b"sealed:v1:"));
+    // Nor the data plane's disk cache.
+    dp.wait_cached().await;
+    let cached = std::fs::read(dp.cache_dir().join("snapshot.bin")).unwrap();
+    assert!(cached.windows(10).any(|w| w == b"sealed:v1:"));
+    assert!(
+        !cached.windows(needle.len()).any(|w| w == needle),
+        "the key is sealed in the cache"
+    );
     // And reads never show it.
     let shown = ctl.run(&["get", "certificate", "gw", "-o", "yaml"]).await;
     shown.success();
