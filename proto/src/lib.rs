@@ -26,6 +26,7 @@ pub mod v1 {
     tonic::include_proto!("gateway.v1");
 }
 
+pub mod calendar;
 pub mod delta;
 mod descriptor;
 pub mod document;
