@@ -244,6 +244,7 @@ async fn exchange<C: ClientIo>(
         is_head,
         expect_continue,
         replayable,
+        upgrade,
         request_id,
         route,
         ..
@@ -304,6 +305,7 @@ async fn exchange<C: ClientIo>(
         is_head,
         http10,
         keep_alive,
+        upgrade,
         request_id: &request_id,
         edits: &routed.rule.filters().response,
         extra: &routed.response_extra,
@@ -331,6 +333,14 @@ async fn exchange<C: ClientIo>(
             Ok(done) => {
                 if done.reusable && req_body.is_done() {
                     endpoint.pool().checkin(up);
+                } else if done.upgraded {
+                    outcome.status = done.status;
+                    outcome.rule = Some(routed.rule);
+                    outcome.upstream = Some((routed.upstream, routed.endpoint));
+                    outcome.finish(&conn.state);
+                    // The upstream connection is the client's now: never pooled again.
+                    exchange::tunnel(client, &mut up, &mut bufs.read, CLIENT_IDLE_TIMEOUT).await;
+                    return false;
                 }
                 outcome.status = done.status;
                 outcome.rule = Some(routed.rule);

@@ -162,6 +162,7 @@ fn start(
             is_head,
             http10: false,
             keep_alive: true,
+            upgrade: false,
             request_id: &request_id,
             edits: &routed.rule.filters().response,
             extra: &routed.response_extra,

@@ -62,6 +62,8 @@ pub(crate) struct Done {
     pub(crate) keep_alive: bool,
     /// The upstream connection can go back to the pool.
     pub(crate) reusable: bool,
+    /// A 101 was relayed: the connections are to be joined.
+    pub(crate) upgraded: bool,
 }
 
 /// Why an exchange failed.
@@ -306,5 +308,60 @@ where
         keep_alive: head.keep_alive,
         // Bytes after the body mean the upstream is confused: never reuse it.
         reusable: head.reusable && buf.is_empty(),
+        upgraded: head.upgraded,
     })
+}
+
+/// Joins a client and an upstream after a 101, both ways, until both sides have closed or
+/// neither has sent anything for `idle`. What either sent after its head (`from_client`, and
+/// what is left in the upstream's buffer) goes first.
+pub(crate) async fn tunnel<C: ClientIo>(
+    client: &mut C,
+    up: &mut pool::Upstream,
+    from_client: &mut Vec<u8>,
+    idle: Duration,
+) {
+    use tokio::io::AsyncWriteExt as _;
+
+    let pool::Upstream {
+        stream: up,
+        buf: from_up,
+        ..
+    } = up;
+    if up.write_all(from_client).await.is_err() || client.write_all(from_up).await.is_err() {
+        return;
+    }
+    from_client.clear();
+    from_up.clear();
+    let (mut client_read, mut client_write) = ClientIo::split(client);
+    let (mut up_read, mut up_write) = up.split();
+    let (mut to_up, mut to_client) = (vec![0u8; READ_SIZE], vec![0u8; READ_SIZE]);
+    let (mut client_open, mut up_open) = (true, true);
+    while client_open || up_open {
+        tokio::select! {
+            read = client_read.read(&mut to_up), if client_open => match read {
+                Ok(0) | Err(_) => {
+                    client_open = false;
+                    let _ = up_write.shutdown().await;
+                }
+                Ok(n) => {
+                    if up_write.write_all(&to_up[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            },
+            read = up_read.read(&mut to_client), if up_open => match read {
+                Ok(0) | Err(_) => {
+                    up_open = false;
+                    let _ = client_write.shutdown().await;
+                }
+                Ok(n) => {
+                    if client_write.write_all(&to_client[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            },
+            () = tokio::time::sleep(idle) => return,
+        }
+    }
 }

@@ -21,6 +21,8 @@ pub(crate) fn is_hop_by_hop(name: &str) -> bool {
 pub(crate) struct ConnectionOptions<'b> {
     pub(crate) close: bool,
     pub(crate) keep_alive: bool,
+    /// `upgrade` is listed: the client asks to switch protocols.
+    pub(crate) upgrade: bool,
     /// Other names listed: hop-by-hop for this message.
     listed: Vec<&'b str>,
 }
@@ -34,6 +36,8 @@ impl<'b> ConnectionOptions<'b> {
                 self.close = true;
             } else if token.eq_ignore_ascii_case(b"keep-alive") {
                 self.keep_alive = true;
+            } else if token.eq_ignore_ascii_case(b"upgrade") {
+                self.upgrade = true;
             } else if let Ok(token) = std::str::from_utf8(token)
                 && !token.is_empty()
             {

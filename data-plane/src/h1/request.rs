@@ -44,6 +44,9 @@ pub(crate) struct Request {
     /// Safe to send again on a new connection if a reused one fails before answering: an
     /// idempotent method and no body.
     pub(crate) replayable: bool,
+    /// The client asks to switch protocols (WebSocket and the like): the upstream gets the
+    /// `Upgrade`, and a 101 joins the two connections.
+    pub(crate) upgrade: bool,
     pub(crate) request_id: RequestId,
     /// Where it goes, or the answer the gateway gives instead (with the rule, if one matched).
     pub(crate) route: Result<Routed, (Local, Option<Arc<Rule>>)>,
@@ -63,6 +66,7 @@ struct Facts<'b> {
     forwarded_for: usize,
     forwarded_proto: bool,
     forwarded_host: bool,
+    upgrade: Option<&'b [u8]>,
 }
 
 /// Parses the head at the front of `buf`. `Ok(None)`: incomplete, read more. `Err`: the
@@ -185,6 +189,14 @@ pub(crate) fn prepare<'b>(
         Some(_) => return Err(ProxyError::ExpectationFailed),
     };
     let keep_alive = !facts.connection.close && (!http10 || facts.connection.keep_alive);
+    // An HTTP/1.1 request with no body that lists `upgrade` and names a protocol (not h2c,
+    // which is this hop's own business) may switch protocols end to end.
+    let upgrade = !http10
+        && framing == Framing::Empty
+        && facts.connection.upgrade
+        && facts
+            .upgrade
+            .is_some_and(|p| !p.is_empty() && !p.trim_ascii().eq_ignore_ascii_case(b"h2c"));
     let request_id = match facts.request_id {
         Some(id) if conn.trusted && !id.is_empty() => RequestId::Kept(id.into()),
         _ => RequestId::new(),
@@ -223,7 +235,7 @@ pub(crate) fn prepare<'b>(
                 headers,
                 &facts,
                 (host, added_host),
-                framing,
+                (framing, upgrade),
                 &request_id,
                 &forward,
             );
@@ -244,6 +256,7 @@ pub(crate) fn prepare<'b>(
         http10,
         is_head: method == Method::HEAD,
         expect_continue,
+        upgrade,
         replayable: framing == Framing::Empty
             && matches!(
                 method,
@@ -303,6 +316,8 @@ impl<'b> Facts<'b> {
                 facts.forwarded_proto = true;
             } else if is(name, "x-forwarded-host") {
                 facts.forwarded_host = true;
+            } else if is(name, "upgrade") {
+                facts.upgrade = Some(value);
             }
         }
         Ok(facts)
@@ -416,7 +431,7 @@ fn write_upstream_head(
     headers: &[httparse::Header<'_>],
     facts: &Facts<'_>,
     (host, added_host): (Option<&[u8]>, Option<&[u8]>),
-    framing: Framing,
+    (framing, upgrade): (Framing, bool),
     request_id: &RequestId,
     forward: &Forward<'_>,
 ) {
@@ -480,6 +495,11 @@ fn write_upstream_head(
             out.extend_from_slice(b"content-length: 0\r\n")
         }
         Framing::Empty | Framing::UntilClose => {}
+    }
+    if upgrade && let Some(protocol) = facts.upgrade {
+        // Hop-by-hop, so dropped above: asked for again on this hop.
+        out.extend_from_slice(b"connection: upgrade\r\n");
+        write_header(out, "upgrade", protocol);
     }
     out.extend_from_slice(b"\r\n");
 }

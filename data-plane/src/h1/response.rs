@@ -24,6 +24,8 @@ pub(crate) struct Asked<'a> {
     pub http10: bool,
     /// The client wants to keep the connection, and we are not draining.
     pub(crate) keep_alive: bool,
+    /// The request asked to switch protocols (HTTP/1 only): a 101 is relayed.
+    pub(crate) upgrade: bool,
     pub(crate) request_id: &'a RequestId,
     /// The rule's response header edits, and headers a policy adds (CORS).
     pub(crate) edits: &'a HeaderEdits,
@@ -53,6 +55,8 @@ pub(crate) struct Response {
     pub(crate) reusable: bool,
     /// The client connection stays open afterwards.
     pub(crate) keep_alive: bool,
+    /// A 101 to an upgrade: the two connections are joined from here on.
+    pub(crate) upgraded: bool,
 }
 
 /// Where the rewritten response head goes: bytes for an HTTP/1 client, or one field at a time
@@ -102,7 +106,21 @@ pub(crate) fn parse_into(
         return Err("incomplete status line");
     };
     if status == 101 {
-        return Err("unexpected 101 Switching Protocols");
+        return match sink {
+            Sink::Bytes(out) if asked.upgrade => {
+                switching(out, res.headers, asked);
+                Ok(Some(Head::Final(Response {
+                    head_len,
+                    status,
+                    framing: Framing::Empty,
+                    decode: false,
+                    reusable: false,
+                    keep_alive: false,
+                    upgraded: true,
+                })))
+            }
+            _ => Err("unexpected 101 Switching Protocols"),
+        };
     }
     if (100..200).contains(&status) {
         return Ok(Some(Head::Interim { head_len }));
@@ -208,5 +226,23 @@ pub(crate) fn parse_into(
         decode,
         reusable,
         keep_alive: client_keep_alive,
+        upgraded: false,
     })))
+}
+
+/// The client's `101 Switching Protocols`: the upstream's, whose `Connection` and `Upgrade`
+/// are for the client this time, with our request id.
+fn switching(out: &mut Vec<u8>, headers: &[httparse::Header<'_>], asked: Asked<'_>) {
+    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
+    for h in headers {
+        let ours = is(h.name, "x-request-id") || asked.edits.drops(h.name);
+        if !ours {
+            write_header(out, h.name, h.value);
+        }
+    }
+    for (name, value) in asked.edits.appended() {
+        write_header(out, name.as_str(), value.as_bytes());
+    }
+    write_header(out, "x-request-id", asked.request_id.as_bytes());
+    out.extend_from_slice(b"\r\n");
 }

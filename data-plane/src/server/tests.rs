@@ -217,3 +217,4 @@ async fn rapid_resets_get_goaway() {
 }
 
 mod tls;
+mod upgrade;
