@@ -20,12 +20,12 @@ use super::{PATIENCE, install};
 use crate::{server::serve_tls_for_test, state::State};
 
 /// A CA, and leaf certificates it signs.
-struct Ca {
+pub(super) struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
 impl Ca {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
@@ -33,7 +33,7 @@ impl Ca {
     }
 
     /// A leaf for `names`: (certificate PEM, key PEM, DER).
-    fn leaf(&self, names: &[&str]) -> (String, String, Vec<u8>) {
+    pub(super) fn leaf(&self, names: &[&str]) -> (String, String, Vec<u8>) {
         let params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .unwrap();
@@ -42,7 +42,7 @@ impl Ca {
         (cert.pem(), key.serialize_pem(), cert.der().to_vec())
     }
 
-    fn client(&self, alpn: &[&[u8]]) -> TlsConnector {
+    pub(super) fn client(&self, alpn: &[&[u8]]) -> TlsConnector {
         let mut roots = RootCertStore::empty();
         roots.add(self.issuer.der().clone()).unwrap();
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -56,7 +56,7 @@ impl Ca {
     }
 }
 
-fn certificate(
+pub(super) fn certificate(
     name: &str,
     hostnames: &[&str],
     pem: &(String, String, Vec<u8>),
@@ -88,7 +88,7 @@ fn upstream_and_route(backend: SocketAddr) -> String {
 }
 
 /// A handshake with `sni`; the DER of the certificate the server presented.
-async fn handshake(
+pub(super) async fn handshake(
     addr: SocketAddr,
     connector: &TlsConnector,
     sni: &str,

@@ -11,8 +11,14 @@ use tokio_tungstenite::{
     tungstenite::{Message, protocol::CloseFrame},
 };
 
-use super::{PATIENCE, install};
-use crate::{server::serve_state_for_test, state::State};
+use super::{
+    PATIENCE, install,
+    tls::{Ca, certificate, handshake},
+};
+use crate::{
+    server::{serve_state_for_test, serve_tls_for_test},
+    state::State,
+};
 
 /// Echoes every message of every connection, and answers a close with a close.
 async fn echo_backend() -> SocketAddr {
@@ -105,4 +111,24 @@ async fn policies_decide_on_the_upgrade_request() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn websockets_cross_tls_too() {
+    let ca = Ca::new();
+    let leaf = ca.leaf(&["gw.test"]);
+    let state = Arc::new(State::new(crate::state::Settings::default()));
+    let yaml = config(echo_backend().await) + &certificate("gw", &["gw.test"], &leaf, true);
+    install(&state, 1, &yaml);
+    let (_, tls_addr, _stop) = serve_tls_for_test(state).await;
+    let stream = handshake(tls_addr, &ca.client(&[b"http/1.1"]), "gw.test")
+        .await
+        .unwrap();
+    let (mut ws, response) = client_async("wss://gw.test/chat", stream).await.unwrap();
+    assert_eq!(response.status(), 101);
+    ws.send(Message::text("over tls")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("over tls"));
+    let big = vec![7u8; 50_000];
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(big));
 }
