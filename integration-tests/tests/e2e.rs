@@ -21,3 +21,5 @@ mod store;
 mod tls;
 #[path = "e2e/validation.rs"]
 mod validation;
+#[path = "e2e/websocket.rs"]
+mod websocket;
