@@ -42,6 +42,27 @@ pub(crate) struct GlobalArgs {
         value_name = "FILE"
     )]
     pub(crate) token_file: Option<PathBuf>,
+    /// The CA (PEM) an `https://` server's certificate chains to.
+    #[arg(long, global = true, env = "GATEWAYCTL_CA_FILE", value_name = "FILE")]
+    pub(crate) ca_file: Option<PathBuf>,
+    /// A client certificate chain (PEM), for a server that requires mutual TLS.
+    #[arg(
+        long,
+        global = true,
+        env = "GATEWAYCTL_CLIENT_CERT",
+        value_name = "FILE",
+        requires = "client_key"
+    )]
+    pub(crate) client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(
+        long,
+        global = true,
+        env = "GATEWAYCTL_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "client_cert"
+    )]
+    pub(crate) client_key: Option<PathBuf>,
     /// Time allowed for connecting and for each request (e.g. 10s, 500ms, 1m).
     #[arg(
         long,

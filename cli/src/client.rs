@@ -50,15 +50,32 @@ impl Client {
     pub(crate) async fn connect(global: &GlobalArgs) -> anyhow::Result<Self> {
         let auth = Auth(bearer(global)?);
         let url = server_url(&global.server);
-        if url.starts_with("https://") {
-            return Err(usage(format!(
-                "{url}: TLS is not supported by this build of gatewayctl; use http://"
-            )));
-        }
-        let endpoint = Endpoint::from_shared(url.clone())
+        let mut endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| usage(format!("invalid --server URL {url:?}: {e}")))?
             .timeout(global.timeout)
             .connect_timeout(global.timeout);
+        if url.starts_with("https://") {
+            let Some(ca_file) = &global.ca_file else {
+                return Err(usage(format!(
+                    "{url}: an https:// server needs --ca-file (or GATEWAYCTL_CA_FILE)"
+                )));
+            };
+            let read = |flag: &str, path: &std::path::Path| {
+                std::fs::read(path).map_err(|e| usage(format!("{flag} {}: {e}", path.display())))
+            };
+            let mut tls = tonic::transport::ClientTlsConfig::new().ca_certificate(
+                tonic::transport::Certificate::from_pem(read("--ca-file", ca_file)?),
+            );
+            if let (Some(cert), Some(key)) = (&global.client_cert, &global.client_key) {
+                tls = tls.identity(tonic::transport::Identity::from_pem(
+                    read("--client-cert", cert)?,
+                    read("--client-key", key)?,
+                ));
+            }
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| usage(format!("{url}: {e}")))?;
+        }
         let channel = endpoint
             .connect()
             .await
@@ -177,6 +194,9 @@ mod tests {
             server: "127.0.0.1:1".into(),
             token: token.map(Into::into),
             token_file: None,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
             timeout: std::time::Duration::from_secs(10),
         }
     }

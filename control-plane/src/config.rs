@@ -28,6 +28,17 @@ pub struct Config {
     pub discovery: DiscoveryConfig,
     /// Keys that seal private keys at rest (`--secret-key-file`); none: stored in the clear.
     pub secret_key_file: Option<PathBuf>,
+    /// TLS on the gRPC listener (`--tls-cert`, `--tls-key`, `--client-ca`); none: plaintext.
+    pub tls: Option<ServerTls>,
+}
+
+/// The gRPC listener's TLS: its certificate chain and key, and the CA that client
+/// certificates must chain to (mutual TLS) when given. PEM files.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Which store to use.
@@ -142,6 +153,7 @@ impl Config {
             drain_timeout: Duration::from_secs(10),
             discovery: DiscoveryConfig::default(),
             secret_key_file: None,
+            tls: None,
         }
     }
 

@@ -21,7 +21,7 @@ pub mod shutdown;
 pub mod store;
 
 pub use admin::{AdminError, AdminService};
-pub use config::{Config, ConfigError, StoreConfig, Token};
+pub use config::{Config, ConfigError, ServerTls, StoreConfig, Token};
 pub use discovery::{DiscoveryConfig, DiscoveryService};
 pub use reflector::Reflector;
 pub use server::{MAX_MESSAGE_SIZE, Server, ServerError};

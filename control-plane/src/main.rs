@@ -38,6 +38,15 @@ struct Flags {
     /// Log format on stderr (filter from GATEWAY_LOG, default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// TLS certificate chain (PEM) for the gRPC listener (admin and discovery); with --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for the gRPC listener.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA (PEM) that client certificates must chain to: mutual TLS for admin and data planes.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
     /// Keys that encrypt private keys at rest (AES-256-GCM), one per line as 64 hex characters;
     /// the first encrypts, all decrypt (rotation: put the new key first).
     #[arg(long, value_name = "FILE")]
@@ -81,6 +90,14 @@ impl Flags {
             drain_timeout: self.drain_timeout,
             discovery: DiscoveryConfig::default(),
             secret_key_file: self.secret_key_file,
+            tls: match (self.tls_cert, self.tls_key) {
+                (Some(cert), Some(key)) => Some(gateway_control_plane::ServerTls {
+                    cert,
+                    key,
+                    client_ca: self.client_ca,
+                }),
+                _ => None,
+            },
         };
         config.check()?;
         Ok(config)

@@ -25,6 +25,9 @@ pub const MAX_MESSAGE_SIZE: usize = 64 << 20;
 /// Why the control plane could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The gRPC listener's TLS files cannot be used.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// `--secret-key-file` cannot be used.
     #[error("--secret-key-file: {0}")]
     SecretKeys(#[from] KeyFileError),
@@ -151,7 +154,19 @@ impl Server {
             BearerAuth::new(config.dataplane_token.clone(), "discovery", metrics.clone());
 
         let mut grpc_shutdown = shutdown.clone();
-        let grpc_server = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &config.tls {
+            builder = builder
+                .tls_config(server_tls(tls)?)
+                .map_err(|e| ServerError::Tls(e.to_string()))?;
+        } else if !grpc_addr.ip().is_loopback() {
+            tracing::warn!(
+                %grpc_addr,
+                "the gRPC listener is not on loopback and has no TLS: tokens and private keys \
+                 cross the network in the clear (--tls-cert, --tls-key)"
+            );
+        }
+        let grpc_server = builder
             .add_service(InterceptedService::new(admin_service, admin_auth))
             .add_service(InterceptedService::new(discovery_service, dataplane_auth))
             .serve_with_incoming_shutdown(accepted_without_delay(grpc), async move {
@@ -208,4 +223,19 @@ fn accepted_without_delay(
         let _ = stream.set_nodelay(true);
         Ok(stream)
     })
+}
+
+/// The gRPC listener's TLS configuration, from its PEM files.
+fn server_tls(
+    tls: &crate::config::ServerTls,
+) -> Result<tonic::transport::ServerTlsConfig, ServerError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| ServerError::Tls(format!("{}: {e}", path.display())))
+    };
+    let identity = tonic::transport::Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
+    let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &tls.client_ca {
+        config = config.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+    }
+    Ok(config)
 }

@@ -47,6 +47,18 @@ pub struct ControlPlaneConfig {
     pub id: String,
     /// Directory of the last good snapshot.
     pub cache_dir: PathBuf,
+    /// TLS to `https://` control planes.
+    pub tls: ControlPlaneTls,
+}
+
+/// How a data plane checks `https://` control planes, and proves itself to them (PEM).
+#[derive(Clone, Debug, Default)]
+pub struct ControlPlaneTls {
+    /// The CA the control planes' certificates chain to (`--control-plane-ca`); none: the
+    /// system's roots.
+    pub ca: Option<Vec<u8>>,
+    /// A client certificate chain and key, for control planes that require mutual TLS.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// What to do with a request header whose name has an underscore (`x_user`). Some backends

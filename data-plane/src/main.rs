@@ -65,6 +65,15 @@ struct Args {
     /// (0: no limit).
     #[arg(long, default_value_t = 0)]
     max_connections: usize,
+    /// The CA (PEM) that `https://` control planes' certificates chain to.
+    #[arg(long, value_name = "FILE")]
+    control_plane_ca: Option<PathBuf>,
+    /// A client certificate chain (PEM) for control planes that require mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    client_key: Option<PathBuf>,
     /// Keys that encrypt the certificates' private keys in the disk cache (AES-256-GCM), one
     /// per line as 64 hex characters; the first encrypts, all decrypt. The control planes'
     /// file may be reused. Without it the cache holds them in the clear (mode 0600).
@@ -167,11 +176,32 @@ fn config(args: Args) -> anyhow::Result<Config> {
                 args.dataplane_token.as_deref(),
             )
             .context("--dataplane-token-file / GATEWAY_DATAPLANE_TOKEN")?;
+            let read = |path: &PathBuf| {
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+            };
+            if args
+                .control_plane
+                .iter()
+                .any(|url| url.starts_with("https://"))
+                && args.control_plane_ca.is_none()
+            {
+                bail!(
+                    "an https:// control plane needs --control-plane-ca (the CA its certificate chains to)"
+                );
+            }
+            let tls = gateway_data_plane::config::ControlPlaneTls {
+                ca: args.control_plane_ca.as_ref().map(read).transpose()?,
+                identity: match (&args.client_cert, &args.client_key) {
+                    (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+                    _ => None,
+                },
+            };
             SourceConfig::ControlPlane(ControlPlaneConfig {
                 urls: args.control_plane,
                 token,
                 id: args.id.unwrap_or_else(default_id),
                 cache_dir: args.cache_dir,
+                tls,
             })
         }
     };

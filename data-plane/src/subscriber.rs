@@ -139,10 +139,20 @@ async fn session(
     writer: &CacheWriter,
     established: &mut bool,
 ) -> Result<(), StreamError> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
+    let mut endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(StreamError::Url)?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true);
+    if url.starts_with("https://") {
+        let mut tls = tonic::transport::ClientTlsConfig::new();
+        if let Some(ca) = &config.tls.ca {
+            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(ca));
+        }
+        if let Some((cert, key)) = &config.tls.identity {
+            tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
+        endpoint = endpoint.tls_config(tls).map_err(StreamError::Connect)?;
+    }
     let channel: Channel = endpoint.connect().await.map_err(StreamError::Connect)?;
     // Not `accept_compressed`: configurations come packed, compressed once by the control
     // plane for every data plane; gRPC compression would only compress them again.

@@ -151,6 +151,7 @@ fn subscribe(urls: Vec<String>, token: Option<&str>, id: &str) -> Subscriber {
         token: token.map(str::to_owned),
         id: id.into(),
         cache_dir: cache_dir.path().to_owned(),
+        tls: Default::default(),
     };
     let state = Arc::new(State::new(crate::state::Settings::default()));
     let (stop, stopped) = watch::channel(false);
