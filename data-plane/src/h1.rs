@@ -27,7 +27,7 @@ use tokio::{
 pub(crate) use self::{
     body::{Body, BodyError, Chunked, Framing, write_all},
     exchange::{Failure, may_retry, read_head},
-    head::{parse_length, write_decimal, write_local},
+    head::{decimal, parse_length, write_local},
     request::{BodyFrom, Line, Target, parse as parse_request, prepare},
     response::{Asked, FieldSink, Response as ParsedResponse, Sink, parse_into as parse_response},
 };

@@ -232,9 +232,9 @@ fn local(
             false,
         );
     }
-    let mut length = Vec::with_capacity(20);
-    crate::h1::write_decimal(&mut length, answer.body.len() as u64);
-    encode_field(&mut block, b"content-length", &length, false);
+    let mut digits = [0u8; 20];
+    let length = h1::decimal(answer.body.len() as u64, &mut digits);
+    encode_field(&mut block, b"content-length", length, false);
     add_request_id(&mut block, &request_id);
     let body = if answer.body.is_empty() || is_head {
         ReplyBody::Empty
@@ -258,11 +258,19 @@ impl h1::FieldSink for HpackFields<'_> {
     }
 
     fn field(&mut self, name: &str, value: &[u8]) {
-        if name.bytes().any(|b| b.is_ascii_uppercase()) {
-            let lower = name.to_ascii_lowercase();
-            encode_field(self.0, lower.as_bytes(), value, false);
-        } else {
-            encode_field(self.0, name.as_bytes(), value, false);
+        let name = name.as_bytes();
+        if !name.iter().any(u8::is_ascii_uppercase) {
+            return encode_field(self.0, name, value, false);
+        }
+        // Upstreams often send `Content-Type`: lowered on the stack, not in an allocation.
+        let mut lower = [0u8; 64];
+        match lower.get_mut(..name.len()) {
+            Some(buf) => {
+                buf.copy_from_slice(name);
+                buf.make_ascii_lowercase();
+                encode_field(self.0, buf, value, false);
+            }
+            None => encode_field(self.0, &name.to_ascii_lowercase(), value, false),
         }
     }
 }

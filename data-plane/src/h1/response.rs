@@ -8,7 +8,8 @@ use http::{HeaderName, HeaderValue};
 use super::{
     body::Framing,
     head::{
-        ConnectionOptions, is, parse_length, write_content_length, write_decimal, write_header,
+        ConnectionOptions, decimal, is, parse_length, write_content_length, write_decimal,
+        write_header,
     },
 };
 use crate::{
@@ -213,9 +214,7 @@ pub(crate) fn parse_into(
                 fields.field(name.as_str(), value.as_bytes());
             }
             if let Framing::Length(n) = framing {
-                let mut digits = Vec::with_capacity(20);
-                write_decimal(&mut digits, n);
-                fields.field("content-length", &digits);
+                fields.field("content-length", decimal(n, &mut [0u8; 20]));
             }
         }
     }

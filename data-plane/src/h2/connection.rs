@@ -142,20 +142,36 @@ struct Driver<S> {
     ping_sent: bool,
     idle_ticks: u8,
     stalled_ticks: u8,
+    /// Streams whose response the last pump finished, kept for its allocation.
+    finished: Vec<(u32, Option<Reason>)>,
     /// Close once the output is written.
     closing: bool,
     /// Close now: the client is gone or will not read.
     dead: bool,
 }
 
-/// A stream's exchange, tagged with the stream, abortable when the client resets it.
-type Tagged = Pin<Box<dyn Future<Output = Option<(u32, super::Reply)>> + Send>>;
+/// A stream's exchange (already boxed), tagged with the stream, abortable when the client
+/// resets it: `None` once aborted.
+struct Tagged {
+    id: u32,
+    exchange: Abortable<super::Exchange>,
+}
+
+impl Future for Tagged {
+    type Output = Option<(u32, super::Reply)>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let id = self.id;
+        Pin::new(&mut self.exchange)
+            .poll(cx)
+            .map(|done| done.ok().map(|reply| (id, reply)))
+    }
+}
 
 fn tagged(id: u32, exchange: super::Exchange) -> (Tagged, AbortHandle) {
     let (handle, registration) = AbortHandle::new_pair();
-    let abortable = Abortable::new(exchange, registration);
-    let fut = async move { abortable.await.ok().map(|reply| (id, reply)) };
-    (Box::pin(fut), handle)
+    let exchange = Abortable::new(exchange, registration);
+    (Tagged { id, exchange }, handle)
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
@@ -193,6 +209,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             ping_sent: false,
             idle_ticks: 0,
             stalled_ticks: 0,
+            finished: Vec::new(),
             closing: false,
             dead: false,
         };

@@ -153,7 +153,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// Sends body data for every stream that has some and window for it. True if any went.
     pub(super) fn pump(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
-        let mut done: Vec<(u32, Option<Reason>)> = Vec::new();
+        let mut done = std::mem::take(&mut self.finished);
         for (&id, stream) in &mut self.streams.map {
             let Sending::Body { rest, source } = &mut stream.sending else {
                 continue;
@@ -207,12 +207,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 }
             }
         }
-        for (id, reason) in done {
+        for (id, reason) in done.drain(..) {
             match reason {
                 None => self.finish(id),
                 Some(reason) => self.reset(id, reason),
             }
         }
+        self.finished = done;
         progress
     }
 
