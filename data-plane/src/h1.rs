@@ -13,6 +13,7 @@
 mod body;
 mod exchange;
 mod head;
+mod over_h2;
 mod request;
 mod response;
 
@@ -29,7 +30,10 @@ pub(crate) use self::{
     exchange::{Failure, may_retry, read_head},
     head::{decimal, parse_length, write_local},
     request::{BodyFrom, Line, Target, parse as parse_request, prepare},
-    response::{Asked, FieldSink, Response as ParsedResponse, Sink, parse_into as parse_response},
+    response::{
+        Asked, FieldSink, Response as ParsedResponse, Sink, parse_into as parse_response,
+        rewrite_parts,
+    },
 };
 use self::{exchange::Buffers, request::Request};
 use crate::{
@@ -280,8 +284,10 @@ async fn exchange<C: ClientIo>(
     {
         return false;
     }
-    // The body bytes that came with the head go out with the rewritten head.
-    let mut req_body = Body::limited(framing, false, routed.body_limit);
+    // The body bytes that came with the head go out with the rewritten head (decoded from
+    // their HTTP/1 framing for an HTTP/2 upstream).
+    let multiplexed = upstream.is_multiplexed();
+    let mut req_body = Body::limited(framing, multiplexed, routed.body_limit);
     if let Err(error) = req_body.take_into(&mut bufs.read, &mut bufs.head) {
         let error = match error {
             body::BodyError::TooLarge => ProxyError::BodyTooLarge,
@@ -311,45 +317,69 @@ async fn exchange<C: ClientIo>(
         extra: &routed.response_extra,
     };
 
-    let failure = loop {
-        let mut up = match endpoint.pool().checkout() {
-            Some(up) => up,
-            None => match endpoint.pool().connect(upstream.connect_timeout()).await {
-                Ok(up) => up,
-                Err(error) => break Failure::Connect(error),
-            },
-        };
-        match exchange::run(
+    let failure = if multiplexed {
+        match over_h2::run(
             client,
-            &mut up,
+            endpoint,
+            upstream,
             bufs,
             &mut req_body,
             asked,
             timer.as_mut(),
-            upstream.timeout(),
         )
         .await
         {
             Ok(done) => {
-                if done.reusable && req_body.is_done() {
-                    endpoint.pool().checkin(up);
-                } else if done.upgraded {
-                    outcome.status = done.status;
-                    outcome.rule = Some(routed.rule);
-                    outcome.upstream = Some((routed.upstream, routed.endpoint));
-                    outcome.finish(&conn.state);
-                    // The upstream connection is the client's now: never pooled again.
-                    exchange::tunnel(client, &mut up, &mut bufs.read, CLIENT_IDLE_TIMEOUT).await;
-                    return false;
-                }
                 outcome.status = done.status;
                 outcome.rule = Some(routed.rule);
                 outcome.upstream = Some((routed.upstream, routed.endpoint));
                 outcome.finish(&conn.state);
                 return done.keep_alive && req_body.is_done();
             }
-            Err(failure) if exchange::may_retry(&failure, &up, replayable, &mut outcome) => {}
-            Err(failure) => break failure,
+            Err(failure) => failure,
+        }
+    } else {
+        loop {
+            let mut up = match endpoint.pool().checkout() {
+                Some(up) => up,
+                None => match endpoint.pool().connect(upstream.connect_timeout()).await {
+                    Ok(up) => up,
+                    Err(error) => break Failure::Connect(error),
+                },
+            };
+            match exchange::run(
+                client,
+                &mut up,
+                bufs,
+                &mut req_body,
+                asked,
+                timer.as_mut(),
+                upstream.timeout(),
+            )
+            .await
+            {
+                Ok(done) => {
+                    if done.reusable && req_body.is_done() {
+                        endpoint.pool().checkin(up);
+                    } else if done.upgraded {
+                        outcome.status = done.status;
+                        outcome.rule = Some(routed.rule);
+                        outcome.upstream = Some((routed.upstream, routed.endpoint));
+                        outcome.finish(&conn.state);
+                        // The upstream connection is the client's now: never pooled again.
+                        exchange::tunnel(client, &mut up, &mut bufs.read, CLIENT_IDLE_TIMEOUT)
+                            .await;
+                        return false;
+                    }
+                    outcome.status = done.status;
+                    outcome.rule = Some(routed.rule);
+                    outcome.upstream = Some((routed.upstream, routed.endpoint));
+                    outcome.finish(&conn.state);
+                    return done.keep_alive && req_body.is_done();
+                }
+                Err(failure) if exchange::may_retry(&failure, &up, replayable, &mut outcome) => {}
+                Err(failure) => break failure,
+            }
         }
     };
     let error = failure.into_error(upstream, endpoint);

@@ -15,6 +15,7 @@ use self::{
 };
 use crate::{
     h1::{self, Asked, BodyFrom, Line, Target},
+    h2_client,
     pipeline::{Connection, Local, Outcome, ProxyError, record, request_id::RequestId},
 };
 
@@ -22,6 +23,7 @@ mod connection;
 mod frame;
 mod hpack;
 mod limited;
+mod multiplexed;
 mod recv;
 mod request;
 mod upstream;
@@ -69,7 +71,36 @@ pub(crate) struct Reply {
 enum ReplyBody {
     Empty,
     Local(Bytes),
-    Upstream(UpstreamResponse),
+    Upstream(UpstreamBody),
+}
+
+/// A response body from an upstream, over either protocol.
+#[derive(Debug)]
+enum UpstreamBody {
+    Http1(UpstreamResponse),
+    Http2(h2_client::ResponseBody),
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = crate::pipeline::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            Self::Http1(body) => Pin::new(body).poll_frame(cx),
+            Self::Http2(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Http1(body) => body.is_end_stream(),
+            Self::Http2(body) => body.is_end_stream(),
+        }
+    }
 }
 
 /// A forwarded request's exchange with its upstream, run by the connection.
@@ -91,6 +122,7 @@ fn start(
     too_large: bool,
 ) -> Started {
     let mut outcome = Outcome::start(Instant::now());
+    let (grpc, grpc_timeout) = (fields.grpc, fields.grpc_timeout);
     let Some(admitted) = conn.state.admit_owned() else {
         return Started::Reply(local(
             conn,
@@ -98,13 +130,14 @@ fn start(
             None,
             outcome,
             false,
+            grpc,
         ));
     };
     if too_large {
         let error = ProxyError::HeadTooLarge {
             limit: "the gateway's",
         };
-        return Started::Reply(local(conn, Local::Error(error), None, outcome, false));
+        return Started::Reply(local(conn, Local::Error(error), None, outcome, false, grpc));
     }
     let ended = body.is_none();
     let mut on_heap = Vec::new();
@@ -115,14 +148,14 @@ fn start(
             let error = ProxyError::Malformed {
                 reason: "malformed header block",
             };
-            return Started::Reply(local(conn, Local::Error(error), None, outcome, false));
+            return Started::Reply(local(conn, Local::Error(error), None, outcome, false, grpc));
         }
     };
     if parts.method == "CONNECT" {
         let error = ProxyError::Malformed {
             reason: "CONNECT is not supported",
         };
-        return Started::Reply(local(conn, Local::Error(error), None, outcome, false));
+        return Started::Reply(local(conn, Local::Error(error), None, outcome, false, grpc));
     }
     let line = Line {
         method: parts.method,
@@ -138,7 +171,14 @@ fn start(
     let request = match h1::prepare(conn, line, &mut on_heap, &mut head) {
         Ok(request) => request,
         Err(error) => {
-            return Started::Reply(local(conn, Local::Error(error), None, outcome, is_head));
+            return Started::Reply(local(
+                conn,
+                Local::Error(error),
+                None,
+                outcome,
+                is_head,
+                grpc,
+            ));
         }
     };
     let request_id = request.request_id;
@@ -146,7 +186,14 @@ fn start(
         Ok(routed) => routed,
         Err((answer, rule)) => {
             outcome.rule = rule;
-            return Started::Reply(local(conn, answer, Some(request_id), outcome, is_head));
+            return Started::Reply(local(
+                conn,
+                answer,
+                Some(request_id),
+                outcome,
+                is_head,
+                grpc,
+            ));
         }
     };
     outcome.rule = Some(routed.rule.clone());
@@ -167,6 +214,40 @@ fn start(
             edits: &routed.rule.filters().response,
             extra: &routed.response_extra,
         };
+        if upstream.is_multiplexed() {
+            let sent = multiplexed::exchange(
+                endpoint,
+                upstream,
+                &head,
+                body,
+                framing,
+                asked,
+                grpc_timeout,
+            )
+            .await;
+            let error = match sent {
+                Ok(answered) => {
+                    outcome.status = answered.status;
+                    outcome.finish(&conn.state);
+                    let mut block = answered.block;
+                    add_request_id(&mut block, &request_id);
+                    let body = match answered.body {
+                        Some(body) => ReplyBody::Upstream(UpstreamBody::Http2(body)),
+                        None => ReplyBody::Empty,
+                    };
+                    return Reply { block, body };
+                }
+                Err(failure) => failure_error(failure, upstream, endpoint),
+            };
+            return local(
+                &conn,
+                Local::Error(error),
+                Some(request_id),
+                outcome,
+                is_head,
+                grpc,
+            );
+        }
         let sent = upstream::exchange(
             endpoint,
             upstream,
@@ -186,40 +267,54 @@ fn start(
                 let body = if body.is_end_stream() {
                     ReplyBody::Empty
                 } else {
-                    ReplyBody::Upstream(body)
+                    ReplyBody::Upstream(UpstreamBody::Http1(body))
                 };
                 return Reply { block, body };
             }
-            Err(failure) => match failure.into_error(upstream, endpoint) {
-                Ok(error) => error,
-                // The client's body broke off: no answer can mean anything to it any more.
-                Err(cut) => {
-                    tracing::debug!(error = %crate::pipeline::Chain(&cut), "request body cut short");
-                    ProxyError::Malformed {
-                        reason: "the request body was cut short",
-                    }
-                }
-            },
+            Err(failure) => failure_error(failure, upstream, endpoint),
         };
         let answer = Local::Error(error);
-        local(&conn, answer, Some(request_id), outcome, is_head)
+        local(&conn, answer, Some(request_id), outcome, is_head, grpc)
     }))
 }
 
-/// The gateway's own answer.
+/// The error to answer a failed exchange with.
+fn failure_error(
+    failure: h1::Failure,
+    upstream: &crate::table::Upstream,
+    endpoint: &crate::table::Endpoint,
+) -> ProxyError {
+    match failure.into_error(upstream, endpoint) {
+        Ok(error) => error,
+        // The client's body broke off: no answer can mean anything to it any more.
+        Err(cut) => {
+            tracing::debug!(error = %crate::pipeline::Chain(&cut), "request body cut short");
+            ProxyError::Malformed {
+                reason: "the request body was cut short",
+            }
+        }
+    }
+}
+
+/// The gateway's own answer: to a gRPC call (`grpc`), errors are gRPC statuses.
 fn local(
     conn: &Connection,
     answer: Local,
     request_id: Option<RequestId>,
     mut outcome: Outcome,
     is_head: bool,
+    grpc: bool,
 ) -> Reply {
     let request_id = request_id.unwrap_or_else(RequestId::new);
     if let Local::Error(error) = &answer {
         record(&conn.state, error, &request_id);
     }
     outcome.error = answer.code();
-    let answer = answer.into_response(request_id.as_bytes());
+    let answer = if grpc {
+        answer.into_grpc_response(request_id.as_bytes())
+    } else {
+        answer.into_response(request_id.as_bytes())
+    };
     outcome.status = answer.status.as_u16();
     outcome.finish(&conn.state);
     let mut block = Vec::with_capacity(128);

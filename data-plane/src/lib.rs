@@ -24,11 +24,13 @@
 mod admin;
 pub mod cache;
 pub mod config;
+pub mod connect;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;
 mod h1;
 mod h2;
+mod h2_client;
 mod io;
 pub mod limits;
 pub mod metrics;

@@ -1,8 +1,9 @@
-//! Idle keep-alive connections to one endpoint, shared by every client connection and kept
-//! across table swaps (they live in the side tables, keyed by address).
+//! Connections to one endpoint, shared by every client connection and kept across table swaps
+//! (they live in the side tables, keyed by address and how the endpoint is spoken to): idle
+//! HTTP/1.1 keep-alive connections, and the multiplexed HTTP/2 ones ([`multiplexed`]).
 //!
-//! No task watches an idle connection: a checkout asks the socket's cached readiness whether
-//! the upstream closed it meanwhile, which costs no system call when nothing happened.
+//! No task watches an idle HTTP/1.1 connection: a checkout asks the socket's cached readiness
+//! whether the upstream closed it meanwhile, which costs no system call when nothing happened.
 
 use std::{
     io,
@@ -10,7 +11,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::net::TcpStream;
+use crate::connect::{Connector, UpstreamStream};
+
+pub(crate) mod multiplexed;
+
+pub(crate) use self::multiplexed::Multiplexed;
 
 /// How long a connection may sit idle before it is closed instead of reused. Shorter than the
 /// usual upstream keep-alive timeouts (60 s and up), so that we rarely reuse one that the
@@ -24,7 +29,11 @@ pub(crate) const MAX_IDLE: usize = 512;
 #[derive(Debug)]
 pub struct EndpointPool {
     address: Box<str>,
+    /// The side tables' key: the address, and how the endpoint is spoken to.
+    key: Box<str>,
+    connector: Connector,
     idle: Mutex<Vec<Idle>>,
+    multiplexed: Multiplexed,
 }
 
 #[derive(Debug)]
@@ -39,7 +48,7 @@ struct Idle {
 /// failure before any response byte allows one retry of a replayable request).
 #[derive(Debug)]
 pub(crate) struct Upstream {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: UpstreamStream,
     pub(crate) buf: Vec<u8>,
     pub(crate) reused: bool,
 }
@@ -50,15 +59,22 @@ const READ_BUFFER: usize = 8 * 1024;
 // === impl EndpointPool ===
 
 impl EndpointPool {
-    pub fn new(address: &str) -> Self {
+    pub fn new(address: &str, key: &str, connector: Connector) -> Self {
         Self {
             address: address.into(),
+            key: key.into(),
+            connector,
             idle: Mutex::new(Vec::new()),
+            multiplexed: Multiplexed::default(),
         }
     }
 
     pub fn address(&self) -> &str {
         &self.address
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
     }
 
     /// The most recently used live idle connection, if any.
@@ -70,7 +86,7 @@ impl EndpointPool {
                 self.lock().clear();
                 return None;
             }
-            if is_open(&idle.upstream.stream) {
+            if idle.upstream.stream.is_open() {
                 return Some(Upstream {
                     reused: true,
                     ..idle.upstream
@@ -90,17 +106,23 @@ impl EndpointPool {
         }
     }
 
-    /// A new connection, within `timeout`.
+    /// A new connection (with its TLS handshake, if any), within `timeout`.
     pub(crate) async fn connect(&self, timeout: Duration) -> io::Result<Upstream> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(&*self.address))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-        stream.set_nodelay(true)?;
+        let stream = self.connector.connect(&self.address, timeout).await?;
         Ok(Upstream {
             stream,
             buf: Vec::with_capacity(READ_BUFFER),
             reused: false,
         })
+    }
+
+    /// The HTTP/2 connections to this endpoint.
+    pub(crate) fn multiplexed(&self) -> &Multiplexed {
+        &self.multiplexed
+    }
+
+    pub(crate) fn connector(&self) -> &Connector {
+        &self.connector
     }
 
     /// The number of idle connections (for tests and metrics).
@@ -113,13 +135,6 @@ impl EndpointPool {
     }
 }
 
-/// Whether an idle connection is still open: no bytes and no EOF waiting. The socket's
-/// readiness is cached by the runtime, so an untouched connection answers without a syscall.
-fn is_open(stream: &TcpStream) -> bool {
-    let mut byte = [0u8; 1];
-    matches!(stream.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-}
-
 #[cfg(test)]
 mod tests {
     use tokio::{io::AsyncWriteExt, net::TcpListener};
@@ -129,7 +144,8 @@ mod tests {
     #[tokio::test]
     async fn reuses_open_connections_and_drops_closed_ones() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let pool = EndpointPool::new(&listener.local_addr().unwrap().to_string());
+        let address = listener.local_addr().unwrap().to_string();
+        let pool = EndpointPool::new(&address, &address, Connector::default());
         assert!(pool.checkout().is_none());
 
         let first = pool.connect(Duration::from_secs(5)).await.unwrap();

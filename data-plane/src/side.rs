@@ -15,7 +15,7 @@ use std::{
 use gateway_proto::RegexCache;
 use regex::Regex;
 
-use crate::pool::EndpointPool;
+use crate::{connect::Connector, pool::EndpointPool};
 
 /// The side tables.
 #[derive(Debug, Default)]
@@ -55,14 +55,24 @@ impl SideTables {
         side
     }
 
-    /// The pool of idle connections to `address`, created on first use.
-    pub fn pool(&self, address: &str) -> Arc<EndpointPool> {
+    /// The pool of connections to `address` made the way `kind` says (none: plain
+    /// HTTP/1.1), created with `connector` on first use.
+    pub fn pool(
+        &self,
+        address: &str,
+        kind: Option<&str>,
+        connector: &Connector,
+    ) -> Arc<EndpointPool> {
+        let key = match kind {
+            None => address.to_owned(),
+            Some(kind) => format!("{address} {kind}"),
+        };
         let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(pool) = pools.get(address) {
+        if let Some(pool) = pools.get(key.as_str()) {
             return pool.clone();
         }
-        let pool = Arc::new(EndpointPool::new(address));
-        pools.insert(address.into(), pool.clone());
+        let pool = Arc::new(EndpointPool::new(address, &key, connector.clone()));
+        pools.insert(key.into(), pool.clone());
         pool
     }
 
@@ -89,9 +99,9 @@ impl SideTables {
         lock(&self.upstreams).retain(|name, _| keep(name));
     }
 
-    /// Keeps the pools whose endpoint address `keep` accepts.
+    /// Keeps the pools whose key ([`EndpointPool::key`]) `keep` accepts.
     pub fn retain_pools(&self, keep: impl Fn(&str) -> bool) {
-        lock(&self.pools).retain(|address, _| keep(address));
+        lock(&self.pools).retain(|key, _| keep(key));
     }
 
     /// Keeps the split positions of the routes `keep` accepts.

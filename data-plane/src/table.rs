@@ -96,10 +96,21 @@ impl Table {
         warm::warm_regexes(resources, side.regexes());
         let checked = gateway_proto::check(resources, side.regexes())?;
 
+        let certificates: FxHashMap<&str, &v1::CertificateSpec> = resources
+            .iter()
+            .filter_map(|r| match &r.spec {
+                Some(Spec::Certificate(spec)) => Some((r.name.as_str(), spec)),
+                _ => None,
+            })
+            .collect();
         let mut upstreams = FxHashMap::default();
         for resource in resources {
             if let Some(Spec::Upstream(spec)) = &resource.spec {
-                let upstream = Upstream::compile(&resource.name, spec, side);
+                let client_certificate = spec
+                    .tls
+                    .as_ref()
+                    .and_then(|tls| certificates.get(tls.client_certificate.as_str()).copied());
+                let upstream = Upstream::compile(&resource.name, spec, client_certificate, side);
                 upstreams.insert(upstream.name().clone(), Arc::new(upstream));
             }
         }
@@ -171,7 +182,9 @@ impl Table {
         for (name, spec) in upstreams {
             match spec {
                 Some(spec) => {
-                    let upstream = Upstream::compile(name, spec, side);
+                    // An upstream with a client certificate is never in a delta's update: the
+                    // incremental check sends it to the whole compile.
+                    let upstream = Upstream::compile(name, spec, None, side);
                     next.upstreams
                         .insert(upstream.name().clone(), Arc::new(upstream));
                 }
@@ -308,9 +321,9 @@ impl Table {
         let addresses: FxHashSet<&str> = self
             .upstreams()
             .flat_map(|u| u.endpoints())
-            .map(Endpoint::address)
+            .map(Endpoint::pool_key)
             .collect();
-        side.retain_pools(|address| addresses.contains(address));
+        side.retain_pools(|key| addresses.contains(key));
         side.retain_splits(|route| self.has_route(route));
     }
 

@@ -20,6 +20,7 @@ mod filter;
 mod incremental;
 mod policy;
 mod route;
+mod upstream;
 
 pub use certificate::{
     REDACTED, check_not_expired, not_after as certificate_not_after, parse as parse_certificate,
@@ -29,6 +30,9 @@ pub use checked::{Checked, CheckedMatch, CheckedPath, CheckedRoute, CheckedValue
 pub use incremental::{Graph, Unproven};
 
 pub use policy::MAX_HEAD_BYTES;
+pub use upstream::trust_anchors;
+
+use upstream::check_upstream;
 
 /// Largest weight of an endpoint or backend reference.
 pub const MAX_WEIGHT: u32 = 10_000;
@@ -114,6 +118,7 @@ pub fn check<'a>(
     let mut report = Report::default();
     let mut seen: HashSet<(ResourceKind, &str)> = HashSet::new();
     let mut upstreams = HashSet::new();
+    let mut certificates = HashSet::new();
     // Policy names, and whether each is global.
     let mut policies = HashMap::new();
     for resource in resources {
@@ -139,6 +144,9 @@ pub fn check<'a>(
             Some(Spec::Policy(spec)) => {
                 policies.insert(resource.name.as_str(), spec.global);
             }
+            Some(Spec::Certificate(_)) => {
+                certificates.insert(resource.name.as_str());
+            }
             _ => {}
         }
     }
@@ -150,7 +158,10 @@ pub fn check<'a>(
         let mut at = report.at(resource);
         match &resource.spec {
             Some(Spec::Certificate(spec)) => certificate::check_certificate(&mut at, spec),
-            Some(Spec::Upstream(spec)) => check_upstream(&mut at, spec),
+            Some(Spec::Upstream(spec)) => {
+                check_upstream(&mut at, spec);
+                upstream::check_references(&mut at, spec, &certificates);
+            }
             Some(Spec::Policy(spec)) => policy::check_policy(&mut at, spec),
             Some(Spec::Route(spec)) => {
                 let rules = route::check_route(
@@ -186,26 +197,6 @@ pub fn check<'a>(
     // Valid: every match parsed (a match that did not was reported, and we would not be here).
     checked.sort_by_key(|route| route.name);
     Ok(Checked { routes: checked })
-}
-
-fn check_upstream(at: &mut At<'_>, spec: &v1::UpstreamSpec) {
-    if spec.endpoints.is_empty() {
-        at.error("spec.endpoints", "must list at least one endpoint".into());
-    }
-    let mut addresses = HashMap::new();
-    for (i, endpoint) in spec.endpoints.iter().enumerate() {
-        if let Err(reason) = names::check_address(&endpoint.address) {
-            at.error(&format!("spec.endpoints[{i}].address"), reason);
-        } else if let Some(first) = addresses.insert(endpoint.address.as_str(), i) {
-            at.error(
-                &format!("spec.endpoints[{i}].address"),
-                format!("{:?} is already spec.endpoints[{first}]", endpoint.address),
-            );
-        }
-        check_weight(at, &format!("spec.endpoints[{i}].weight"), endpoint.weight);
-    }
-    check_duration(at, "spec.timeout", spec.timeout.as_ref());
-    check_duration(at, "spec.connectTimeout", spec.connect_timeout.as_ref());
 }
 
 fn check_weight(at: &mut At<'_>, field: &str, weight: Option<u32>) {

@@ -245,3 +245,85 @@ fn switching(out: &mut Vec<u8>, headers: &[httparse::Header<'_>], asked: Asked<'
     write_header(out, "x-request-id", asked.request_id.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
+
+/// How an HTTP/2 upstream's response goes to an HTTP/1 client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Relayed {
+    pub(crate) framing: Framing,
+    pub(crate) keep_alive: bool,
+}
+
+/// An HTTP/2 upstream's response head, rewritten for the client as an HTTP/1.1 one is: the same
+/// headers dropped and added. HTTP/2 has no hop-by-hop headers and frames the body itself, so
+/// an HTTP/1 client gets a length when the upstream gave one, chunks otherwise (an HTTP/1.0
+/// client: the body until the connection closes).
+pub(crate) fn rewrite_parts(
+    status: u16,
+    headers: &http::HeaderMap,
+    asked: Asked<'_>,
+    sink: Sink<'_>,
+) -> Relayed {
+    let no_body = asked.is_head || status == 204 || status == 304;
+    let length = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| parse_length(v.as_bytes()));
+    let framing = match (no_body, length) {
+        (true, _) | (false, Some(0)) => Framing::Empty,
+        (false, Some(n)) => Framing::Length(n),
+        (false, None) if asked.http10 => Framing::UntilClose,
+        (false, None) => Framing::Chunked,
+    };
+    let keep_alive = asked.keep_alive && framing != Framing::UntilClose;
+    let kept = headers.iter().filter(|(name, _)| {
+        let ours = *name == "x-request-id" || *name == http::header::CONTENT_LENGTH;
+        !ours && !asked.edits.drops(name.as_str())
+    });
+    let added = asked.edits.appended().iter().chain(asked.extra);
+    match sink {
+        Sink::Bytes(out) => {
+            out.extend_from_slice(b"HTTP/1.1 ");
+            write_decimal(out, u64::from(status));
+            out.push(b' ');
+            let reason = http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("");
+            out.extend_from_slice(reason.as_bytes());
+            out.extend_from_slice(b"\r\n");
+            for (name, value) in kept {
+                write_header(out, name.as_str(), value.as_bytes());
+            }
+            for (name, value) in added {
+                write_header(out, name.as_str(), value.as_bytes());
+            }
+            match framing {
+                Framing::Length(n) => write_content_length(out, n),
+                Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+                _ => {}
+            }
+            write_header(out, "x-request-id", asked.request_id.as_bytes());
+            if !keep_alive {
+                out.extend_from_slice(b"connection: close\r\n");
+            } else if asked.http10 {
+                out.extend_from_slice(b"connection: keep-alive\r\n");
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+        Sink::Fields(fields) => {
+            fields.status(status);
+            for (name, value) in kept {
+                fields.field(name.as_str(), value.as_bytes());
+            }
+            for (name, value) in added {
+                fields.field(name.as_str(), value.as_bytes());
+            }
+            if let Some(n) = length {
+                fields.field("content-length", decimal(n, &mut [0u8; 20]));
+            }
+        }
+    }
+    Relayed {
+        framing,
+        keep_alive,
+    }
+}

@@ -28,6 +28,10 @@ pub(super) struct Fields {
     /// `cookie` fields, joined into one line for the HTTP/1.1 upstream (RFC 9113 §8.2.3).
     cookies: usize,
     pub(super) content_length: Option<u64>,
+    /// `content-type: application/grpc…`: the gateway's own errors are gRPC statuses.
+    pub(super) grpc: bool,
+    /// A gRPC call's `grpc-timeout`.
+    pub(super) grpc_timeout: Option<std::time::Duration>,
     /// The header list size as RFC 9113 counts it (32 bytes of overhead per field).
     size: usize,
     problem: Option<Problem>,
@@ -50,6 +54,8 @@ impl Fields {
         self.path = None;
         self.cookies = 0;
         self.content_length = None;
+        self.grpc = false;
+        self.grpc_timeout = None;
         self.size = 0;
         self.problem = None;
     }
@@ -115,6 +121,8 @@ impl Fields {
                 }
             }
             b"cookie" => self.cookies += 1,
+            b"content-type" => self.grpc = value.starts_with(b"application/grpc"),
+            b"grpc-timeout" => self.grpc_timeout = crate::h2_client::grpc_timeout(value),
             _ => {}
         }
         let name = self.keep(name);

@@ -275,46 +275,37 @@ impl http_body::Body for UpstreamResponse {
                 continue;
             }
             up.buf.reserve(READ_SIZE);
-            match up.stream.try_read_buf(&mut up.buf) {
-                Ok(0) => {
+            match up.stream.poll_read_buf(cx, &mut up.buf) {
+                Poll::Ready(Ok(0)) => {
                     this.up = None;
                     return Poll::Ready(match this.framing {
                         Framing::UntilClose => None,
                         _ => Some(Err(BodyError::Truncated.into())),
                     });
                 }
-                Ok(_) => {
+                Poll::Ready(Ok(_)) => {
                     if let Some(timer) = this.timer.as_mut() {
                         timer
                             .as_mut()
                             .reset(limits::deadline(Instant::now(), this.idle));
                     }
                 }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    match up.stream.poll_read_ready(cx) {
-                        Poll::Ready(Ok(())) => {}
-                        Poll::Ready(Err(error)) => {
-                            this.up = None;
-                            return Poll::Ready(Some(Err(BodyError::Read(error).into())));
-                        }
-                        Poll::Pending => {
-                            let idle = this.idle;
-                            let timer = this.timer.get_or_insert_with(|| {
-                                Box::pin(tokio::time::sleep_until(limits::deadline(
-                                    Instant::now(),
-                                    idle,
-                                )))
-                            });
-                            ready!(timer.as_mut().poll(cx));
-                            this.up = None;
-                            let error = BodyError::ReadTimeout(this.idle);
-                            return Poll::Ready(Some(Err(error.into())));
-                        }
-                    }
-                }
-                Err(error) => {
+                Poll::Ready(Err(error)) => {
                     this.up = None;
                     return Poll::Ready(Some(Err(BodyError::Read(error).into())));
+                }
+                Poll::Pending => {
+                    let idle = this.idle;
+                    let timer = this.timer.get_or_insert_with(|| {
+                        Box::pin(tokio::time::sleep_until(limits::deadline(
+                            Instant::now(),
+                            idle,
+                        )))
+                    });
+                    ready!(timer.as_mut().poll(cx));
+                    this.up = None;
+                    let error = BodyError::ReadTimeout(this.idle);
+                    return Poll::Ready(Some(Err(error.into())));
                 }
             }
         }

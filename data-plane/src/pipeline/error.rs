@@ -165,6 +165,31 @@ impl ProxyError {
         }
     }
 
+    /// The gRPC status code a gRPC client gets for this error, by gRPC's mapping of HTTP
+    /// statuses (doc/http-grpc-status-mapping.md), with the gateway's timeouts as
+    /// DEADLINE_EXCEEDED and its limits as RESOURCE_EXHAUSTED.
+    pub fn grpc_status(&self) -> u8 {
+        const INTERNAL: u8 = 13;
+        const UNAVAILABLE: u8 = 14;
+        match self {
+            Self::RouteNotFound | Self::UnsupportedTransferEncoding => 12, // UNIMPLEMENTED
+            Self::Forbidden => 7,                                          // PERMISSION_DENIED
+            Self::ConnectTimeout { .. } | Self::UpstreamTimeout { .. } => 4, // DEADLINE_EXCEEDED
+            Self::BodyTooLarge | Self::HeadTooLarge { .. } | Self::UriTooLong => 8, // RESOURCE_EXHAUSTED
+            Self::NotReady
+            | Self::NoHealthyUpstream { .. }
+            | Self::Overloaded
+            | Self::UpstreamUnavailable { .. } => UNAVAILABLE,
+            Self::BadPath(_)
+            | Self::UnderscoreHeader
+            | Self::BadRequest { .. }
+            | Self::Malformed { .. }
+            | Self::RequestTimeout(_)
+            | Self::ExpectationFailed
+            | Self::NoBackend { .. } => INTERNAL,
+        }
+    }
+
     /// The upstream failure this counts as, if any.
     pub(crate) fn failure(&self) -> Option<UpstreamFailure> {
         match self {

@@ -79,4 +79,47 @@ impl Local {
             },
         }
     }
+
+    /// The response to a gRPC call: an error is a trailers-only response (200, no body,
+    /// `grpc-status` and `grpc-message` with the fixed public message) that every gRPC client
+    /// reads as the call's status; the request id is in the headers as always.
+    pub(crate) fn into_grpc_response(self, request_id: &[u8]) -> LocalResponse {
+        let Self::Error(error) = self else {
+            return self.into_response(request_id);
+        };
+        let mut message = Vec::new();
+        percent_encode(error.public_message(), &mut message);
+        let mut headers = vec![
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            ),
+            (
+                HeaderName::from_static("grpc-status"),
+                HeaderValue::from(u16::from(error.grpc_status())),
+            ),
+        ];
+        if let Ok(message) = HeaderValue::from_bytes(&message) {
+            headers.push((HeaderName::from_static("grpc-message"), message));
+        }
+        if let ProxyError::Overloaded = error {
+            headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
+        }
+        LocalResponse {
+            status: StatusCode::OK,
+            headers,
+            body: Bytes::new(),
+        }
+    }
+}
+
+/// gRPC's percent-encoding of `grpc-message`: bytes outside printable ASCII, and `%`.
+fn percent_encode(message: &str, out: &mut Vec<u8>) {
+    for &b in message.as_bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b);
+        } else {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+        }
+    }
 }

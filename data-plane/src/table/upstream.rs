@@ -1,11 +1,16 @@
 //! Compiled upstreams: endpoints parsed once, a precomputed smooth weighted round-robin
 //! sequence, timeouts, and the pooled client to reach them.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    hash::{Hash, Hasher},
+    sync::Arc,
+    time::Duration,
+};
 
-use gateway_proto::v1;
+use gateway_proto::v1::{self, upstream_spec::Protocol};
 
 use crate::{
+    connect::{Connector, TlsClient},
     pool::EndpointPool,
     side::{SideTables, UpstreamSide},
 };
@@ -29,6 +34,8 @@ pub struct Upstream {
     side: Arc<UpstreamSide>,
     timeout: Duration,
     connect_timeout: Duration,
+    /// Spoken to over HTTP/2 (H2C or H2).
+    multiplexed: bool,
 }
 
 /// One endpoint (`host:port`, as the validator checked it) with its pool of idle connections.
@@ -40,12 +47,37 @@ pub struct Endpoint {
 // === impl Upstream ===
 
 impl Upstream {
-    pub(crate) fn compile(name: &str, spec: &v1::UpstreamSpec, side: &SideTables) -> Self {
+    /// `client_certificate` is the Certificate the upstream's TLS names, if it names one.
+    pub(crate) fn compile(
+        name: &str,
+        spec: &v1::UpstreamSpec,
+        client_certificate: Option<&v1::CertificateSpec>,
+        side: &SideTables,
+    ) -> Self {
+        let protocol = Protocol::try_from(spec.protocol).unwrap_or_default();
+        let connector = match TlsClient::compile(protocol, spec.tls.as_ref(), client_certificate) {
+            Ok(tls) => Connector::new(tls),
+            Err(reason) => {
+                tracing::error!(upstream = name, %reason, "upstream TLS settings do not compile");
+                Connector::broken(&reason)
+            }
+        };
+        if spec
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.insecure_skip_verify)
+        {
+            tracing::warn!(
+                upstream = name,
+                "insecureSkipVerify: endpoint certificates are not verified"
+            );
+        }
+        let key = pool_key(protocol, spec.tls.as_ref(), client_certificate);
         let endpoints: Vec<Endpoint> = spec
             .endpoints
             .iter()
             .map(|endpoint| Endpoint {
-                pool: side.pool(&endpoint.address),
+                pool: side.pool(&endpoint.address, key.as_deref(), &connector),
             })
             .collect();
         let weights: Vec<u32> = spec
@@ -69,6 +101,7 @@ impl Upstream {
                 .and_then(to_duration)
                 .unwrap_or(DEFAULT_TIMEOUT),
             connect_timeout,
+            multiplexed: matches!(protocol, Protocol::H2c | Protocol::H2),
         }
     }
 
@@ -102,6 +135,37 @@ impl Upstream {
     pub fn endpoints(&self) -> &[Endpoint] {
         &self.endpoints
     }
+
+    /// Spoken to over HTTP/2.
+    pub fn is_multiplexed(&self) -> bool {
+        self.multiplexed
+    }
+}
+
+/// What sets an endpoint's connections apart besides its address: none for plain HTTP/1.1;
+/// otherwise the protocol and a digest of the TLS settings (and the client certificate), so
+/// that connections made one way are never handed to an upstream that wants them another, and
+/// a changed setting starts new ones.
+fn pool_key(
+    protocol: Protocol,
+    tls: Option<&v1::UpstreamTls>,
+    client_certificate: Option<&v1::CertificateSpec>,
+) -> Option<String> {
+    if tls.is_none() && matches!(protocol, Protocol::Http1 | Protocol::Unspecified) {
+        return None;
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    if let Some(tls) = tls {
+        (&tls.sni, &tls.ca_certificate_pem, tls.insecure_skip_verify).hash(&mut hasher);
+    }
+    if let Some(certificate) = client_certificate {
+        (&certificate.certificate_pem, &certificate.private_key_pem).hash(&mut hasher);
+    }
+    Some(format!(
+        "{} {:016x}",
+        protocol.as_str_name(),
+        hasher.finish()
+    ))
 }
 
 // === impl Endpoint ===
@@ -110,6 +174,11 @@ impl Endpoint {
     /// `host:port`.
     pub fn address(&self) -> &str {
         self.pool.address()
+    }
+
+    /// The side tables' key of its pool.
+    pub fn pool_key(&self) -> &str {
+        self.pool.key()
     }
 
     /// Idle connections to this endpoint, for both front ends.

@@ -126,6 +126,16 @@ impl Graph {
             }
             match &resource.spec {
                 Some(Spec::Certificate(_)) => return Err(Unproven),
+                // A client certificate is a reference to a Certificate, and compiling it
+                // needs the certificate: the whole check, and a whole compile.
+                Some(Spec::Upstream(spec))
+                    if spec
+                        .tls
+                        .as_ref()
+                        .is_some_and(|tls| !tls.client_certificate.is_empty()) =>
+                {
+                    return Err(Unproven);
+                }
                 Some(Spec::Upstream(spec)) => check_upstream(&mut at, spec),
                 Some(Spec::Policy(spec)) => policy::check_policy(&mut at, spec),
                 Some(Spec::Route(spec)) => {

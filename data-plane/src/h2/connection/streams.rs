@@ -13,7 +13,7 @@ use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Driver, OUT_LIMIT, STREAM_WINDOW, WINDOW_CREDIT_AT};
-use crate::h2::{Reply, ReplyBody, frame, frame::Reason, recv::Sender, upstream::UpstreamResponse};
+use crate::h2::{Reply, ReplyBody, UpstreamBody, frame, frame::Reason, hpack, recv::Sender};
 
 #[derive(Debug)]
 pub(super) struct Stream {
@@ -40,7 +40,7 @@ enum Sending {
     /// Headers sent; `rest` of the body, then whatever `source` has.
     Body {
         rest: Bytes,
-        source: Option<UpstreamResponse>,
+        source: Option<UpstreamBody>,
     },
 }
 
@@ -170,8 +170,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     };
                     match Pin::new(body).poll_frame(cx) {
                         Poll::Ready(Some(Ok(frame))) => {
-                            if let Ok(data) = frame.into_data() {
-                                *rest = data;
+                            match frame.into_data() {
+                                Ok(data) => *rest = data,
+                                Err(frame) => {
+                                    // Trailers end the stream (gRPC's status is in them).
+                                    let Ok(trailers) = frame.into_trailers() else {
+                                        continue;
+                                    };
+                                    let mut block = Vec::with_capacity(64);
+                                    for (name, value) in &trailers {
+                                        hpack::encode_field(
+                                            &mut block,
+                                            name.as_str().as_bytes(),
+                                            value.as_bytes(),
+                                            false,
+                                        );
+                                    }
+                                    frame::headers(
+                                        &mut self.out,
+                                        id,
+                                        &block,
+                                        true,
+                                        self.peer_max_frame,
+                                    );
+                                    progress = true;
+                                    done.push((id, None));
+                                    break;
+                                }
                             }
                             continue;
                         }

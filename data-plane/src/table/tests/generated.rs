@@ -211,6 +211,8 @@ impl Gen {
                     }),
                     timeout: self.some(Self::duration),
                     connect_timeout: self.some(Self::duration),
+                    protocol: self.choose(&[0, 1, 2, 3], &[7]),
+                    tls: None,
                 })),
             });
         }

@@ -1,0 +1,321 @@
+//! Exchanges with HTTP/2 upstreams (`protocol: H2C | H2`), shared by both front ends: the
+//! request built from the HTTP/1.1 head the pipeline wrote (so every rewrite is written once),
+//! a stream opened on the endpoint's multiplexed connections, the body sent as the peer's
+//! flow control allows (never buffered beyond it), and the response body with its trailers
+//! (gRPC's status) read as the client takes it, giving window back as it goes.
+
+use std::{
+    future::poll_fn,
+    mem::MaybeUninit,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use h2::{RecvStream, SendStream, client::ResponseFuture};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, uri};
+use http_body::Frame;
+use tokio::time::{Instant, Sleep};
+
+use crate::{
+    h1::Failure,
+    limits::MAX_HEADERS,
+    pipeline::BoxError,
+    pool::multiplexed::StreamSlot,
+    table::{Endpoint, Upstream},
+};
+
+/// The request for an HTTP/2 upstream from the HTTP/1.1 head at the front of `head`, with the
+/// length of that head (what follows is body). Hop-by-hop and framing headers go; the `Host`
+/// becomes the authority (`fallback` when there is none).
+pub(crate) fn request(
+    head: &[u8],
+    https: bool,
+    fallback: &str,
+) -> Result<(Request<()>, usize), &'static str> {
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut parsed,
+        head,
+        &mut headers,
+    ) {
+        Ok(httparse::Status::Complete(len)) => len,
+        _ => return Err("the upstream request head does not parse"),
+    };
+    let (Some(method), Some(path)) = (parsed.method, parsed.path) else {
+        return Err("the upstream request head is incomplete");
+    };
+    let mut authority = None;
+    let mut map = HeaderMap::with_capacity(parsed.headers.len());
+    let mut grpc = false;
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| "bad header name")?;
+        if name == http::header::HOST {
+            authority = Some(h.value);
+            continue;
+        }
+        let hop = matches!(
+            name.as_str(),
+            "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "transfer-encoding"
+                | "upgrade"
+                | "te"
+        );
+        if hop {
+            continue;
+        }
+        if name == http::header::CONTENT_TYPE {
+            grpc = h.value.starts_with(b"application/grpc");
+        }
+        let value = HeaderValue::from_bytes(h.value).map_err(|_| "bad header value")?;
+        map.append(name, value);
+    }
+    if grpc {
+        // gRPC servers may insist on it; it is hop-by-hop, so the client's was dropped.
+        map.insert(http::header::TE, HeaderValue::from_static("trailers"));
+    }
+    let authority = match authority {
+        Some(host) => uri::Authority::try_from(host),
+        None => uri::Authority::try_from(fallback),
+    }
+    .map_err(|_| "the host is no authority")?;
+    let uri = Uri::builder()
+        .scheme(if https { "https" } else { "http" })
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .map_err(|_| "the target is no URI")?;
+    let mut request = Request::new(());
+    *request.method_mut() = Method::from_bytes(method.as_bytes()).map_err(|_| "bad method")?;
+    *request.uri_mut() = uri;
+    *request.version_mut() = http::Version::HTTP_2;
+    *request.headers_mut() = map;
+    Ok((request, len))
+}
+
+/// A stream opened upstream: the response to come, the request body's sender, and the
+/// stream's place in its connection's count (held by the response body until it ends).
+pub(crate) struct Opened {
+    pub(crate) response: ResponseFuture,
+    pub(crate) send: SendStream<Bytes>,
+    pub(crate) slot: StreamSlot,
+}
+
+/// Opens the request's stream on a connection to `endpoint` (a new one if none has room);
+/// `end` when the request has no body.
+pub(crate) async fn open(
+    endpoint: &Endpoint,
+    upstream: &Upstream,
+    request: Request<()>,
+    end: bool,
+) -> Result<Opened, Failure> {
+    let pool = endpoint.pool();
+    let (mut ready, slot) = pool
+        .multiplexed()
+        .ready(pool.connector(), pool.address(), upstream.connect_timeout())
+        .await
+        .map_err(Failure::Connect)?;
+    let (response, send) = ready
+        .send_request(request, end)
+        .map_err(|error| Failure::Unavailable(error.into()))?;
+    Ok(Opened {
+        response,
+        send,
+        slot,
+    })
+}
+
+/// The response head, before `deadline`.
+pub(crate) async fn response(
+    future: ResponseFuture,
+    deadline: Instant,
+) -> Result<Response<RecvStream>, Failure> {
+    match tokio::time::timeout_at(deadline, future).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(error)) => Err(Failure::Unavailable(error.into())),
+        Err(_) => Err(Failure::TimedOut),
+    }
+}
+
+/// Sends `data` as the stream's window allows: the rest waits for window, it is never queued
+/// inside the connection.
+pub(crate) async fn send_data(
+    stream: &mut SendStream<Bytes>,
+    mut data: Bytes,
+    end: bool,
+) -> Result<(), h2::Error> {
+    while !data.is_empty() {
+        stream.reserve_capacity(data.len());
+        let granted = poll_fn(|cx| stream.poll_capacity(cx))
+            .await
+            .ok_or_else(|| h2::Error::from(h2::Reason::CANCEL))??;
+        if granted == 0 {
+            continue;
+        }
+        let chunk = data.split_to(granted.min(data.len()));
+        stream.send_data(chunk, end && data.is_empty())?;
+    }
+    if end {
+        // Nothing was left to carry END_STREAM (an empty last piece, or no data at all).
+        stream.reserve_capacity(0);
+        stream.send_data(Bytes::new(), true)?;
+    }
+    Ok(())
+}
+
+/// A response body from an HTTP/2 upstream, data then trailers, as the client takes it; the
+/// window it took is given back to the upstream at once, so the upstream is never more than
+/// one window ahead of the client. With a deadline (a gRPC call's `grpc-timeout`), a body
+/// that has not ended by then ends with `grpc-status: 4` and the upstream stream is reset.
+#[derive(Debug)]
+pub(crate) struct ResponseBody {
+    recv: Option<RecvStream>,
+    data_done: bool,
+    deadline: Option<Pin<Box<Sleep>>>,
+    _slot: StreamSlot,
+}
+
+impl ResponseBody {
+    pub(crate) fn new(recv: RecvStream, slot: StreamSlot, deadline: Option<Instant>) -> Self {
+        Self {
+            recv: Some(recv),
+            data_done: false,
+            deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
+            _slot: slot,
+        }
+    }
+
+    fn deadline_passed(&mut self, cx: &mut Context<'_>) -> bool {
+        self.deadline
+            .as_mut()
+            .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
+    }
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let Some(recv) = this.recv.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if !this.data_done {
+            match recv.poll_data(cx) {
+                Poll::Ready(Some(Ok(data))) => {
+                    let _ = recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    this.recv = None;
+                    return Poll::Ready(Some(Err(error.into())));
+                }
+                Poll::Ready(None) => this.data_done = true,
+                Poll::Pending => {
+                    return if this.deadline_passed(cx) {
+                        this.recv = None;
+                        Poll::Ready(Some(Ok(Frame::trailers(deadline_exceeded()))))
+                    } else {
+                        Poll::Pending
+                    };
+                }
+            }
+        }
+        let Some(recv) = this.recv.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match recv.poll_trailers(cx) {
+            Poll::Ready(Ok(trailers)) => {
+                this.recv = None;
+                Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))))
+            }
+            Poll::Ready(Err(error)) => {
+                this.recv = None;
+                Poll::Ready(Some(Err(error.into())))
+            }
+            Poll::Pending if this.deadline_passed(cx) => {
+                this.recv = None;
+                Poll::Ready(Some(Ok(Frame::trailers(deadline_exceeded()))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    // Only once taken whole: h2 may call a stream ended while its trailers are still unread,
+    // and ending the client's stream on the last data would lose them (gRPC's status).
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_none()
+    }
+}
+
+/// The trailers of a gRPC call the gateway ended at its deadline.
+fn deadline_exceeded() -> HeaderMap {
+    let mut trailers = HeaderMap::with_capacity(2);
+    trailers.insert("grpc-status", HeaderValue::from_static("4"));
+    trailers.insert(
+        "grpc-message",
+        HeaderValue::from_static("deadline%20exceeded%20at%20the%20gateway"),
+    );
+    trailers
+}
+
+/// A gRPC `grpc-timeout` value (`1..=8` digits and a unit, H M S m u n), as a duration.
+pub(crate) fn grpc_timeout(value: &[u8]) -> Option<Duration> {
+    let (&unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(n.saturating_mul(3600)),
+        b'M' => Duration::from_secs(n.saturating_mul(60)),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_the_http2_request_from_our_head() {
+        let head = b"POST /pkg.Svc/Call?x=1 HTTP/1.1\r\nhost: api.example\r\ncontent-type: application/grpc\r\nconnection: keep-alive\r\ntransfer-encoding: chunked\r\nx-request-id: abc\r\n\r\nBODY";
+        let (request, len) = request(head, false, "10.0.0.1:80").unwrap();
+        assert_eq!(&head[len..], b"BODY");
+        assert_eq!(request.uri(), "http://api.example/pkg.Svc/Call?x=1");
+        assert_eq!(request.method(), Method::POST);
+        let names: Vec<_> = request.headers().keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["content-type", "x-request-id", "te"]);
+        assert_eq!(request.headers()["te"], "trailers");
+
+        let (request, _) = request_without_host();
+        assert_eq!(request.uri(), "https://10.0.0.1:443/");
+    }
+
+    fn request_without_host() -> (Request<()>, usize) {
+        request(b"GET / HTTP/1.1\r\n\r\n", true, "10.0.0.1:443").unwrap()
+    }
+
+    #[test]
+    fn reads_grpc_timeouts() {
+        assert_eq!(grpc_timeout(b"100m"), Some(Duration::from_millis(100)));
+        assert_eq!(grpc_timeout(b"2S"), Some(Duration::from_secs(2)));
+        assert_eq!(grpc_timeout(b"1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(grpc_timeout(b"123456789S"), None);
+        assert_eq!(grpc_timeout(b"S"), None);
+        assert_eq!(grpc_timeout(b"10x"), None);
+        assert_eq!(grpc_timeout(b"-1S"), None);
+    }
+}

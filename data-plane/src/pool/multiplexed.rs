@@ -1,0 +1,161 @@
+//! Multiplexed HTTP/2 connections to one endpoint (the h2 crate's client, over TCP or TLS with
+//! ALPN h2). A request takes a stream on a connection with room under the peer's
+//! SETTINGS_MAX_CONCURRENT_STREAMS, and a new connection is opened only when every one is full
+//! (one at a time: requests that arrive meanwhile wait for it rather than open their own). A
+//! connection that got GOAWAY takes no new streams while its open ones finish, and leaves the
+//! list when its task ends.
+
+use std::{
+    io,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+
+use crate::connect::Connector;
+
+/// Flow-control window per upstream stream: a response body streams this far ahead of the
+/// client taking it.
+const STREAM_WINDOW: u32 = 256 * 1024;
+/// Flow-control window per upstream connection.
+const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+
+/// How many times a request looks for a usable connection (each failure drops one).
+const ATTEMPTS: usize = 3;
+
+/// The HTTP/2 connections to one endpoint.
+#[derive(Debug, Default)]
+pub(crate) struct Multiplexed {
+    connections: Mutex<Vec<Connection>>,
+    next_id: AtomicU64,
+    /// Held while a connection is being opened.
+    opening: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug)]
+struct Connection {
+    id: u64,
+    send: SendRequest<Bytes>,
+    /// Streams taken and not yet given back (h2 keeps its own count private).
+    active: Arc<AtomicUsize>,
+    /// The connection's task ended (closed, GOAWAY and drained, or failed).
+    closed: Arc<AtomicBool>,
+}
+
+impl Multiplexed {
+    /// A handle ready to open one stream (on a connection with room, or a new one), and the
+    /// stream's place in the connection's count, held until the stream is done.
+    pub(crate) async fn ready(
+        &self,
+        connector: &Connector,
+        address: &str,
+        connect_timeout: Duration,
+    ) -> io::Result<(SendRequest<Bytes>, StreamSlot)> {
+        for _ in 0..ATTEMPTS {
+            let (id, send, slot) = match self.pick() {
+                Some(picked) => picked,
+                None => {
+                    let _opening = self.opening.lock().await;
+                    match self.pick() {
+                        Some(picked) => picked,
+                        None => self.open(connector, address, connect_timeout).await?,
+                    }
+                }
+            };
+            match send.ready().await {
+                Ok(ready) => return Ok((ready, slot)),
+                // GOAWAY or a broken connection: not to be used again.
+                Err(error) => {
+                    tracing::debug!(%error, address, "HTTP/2 upstream connection unusable");
+                    self.lock().retain(|c| c.id != id);
+                }
+            }
+        }
+        Err(io::Error::other(
+            "no usable HTTP/2 connection to the endpoint",
+        ))
+    }
+
+    /// A connection whose open streams are under the peer's limit.
+    fn pick(&self) -> Option<(u64, SendRequest<Bytes>, StreamSlot)> {
+        let mut connections = self.lock();
+        connections.retain(|c| !c.closed.load(Ordering::Acquire));
+        connections
+            .iter()
+            .find(|c| c.active.load(Ordering::Relaxed) < c.send.current_max_send_streams())
+            .map(|c| (c.id, c.send.clone(), StreamSlot::take(&c.active)))
+    }
+
+    async fn open(
+        &self,
+        connector: &Connector,
+        address: &str,
+        connect_timeout: Duration,
+    ) -> io::Result<(u64, SendRequest<Bytes>, StreamSlot)> {
+        let stream = connector.connect(address, connect_timeout).await?;
+        let handshake = h2::client::Builder::new()
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .enable_push(false)
+            .handshake::<_, Bytes>(stream);
+        let (send, connection) = tokio::time::timeout(connect_timeout, handshake)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "HTTP/2 handshake timed out"))?
+            .map_err(io::Error::other)?;
+        let closed = Arc::new(AtomicBool::new(false));
+        let done = closed.clone();
+        let peer = address.to_owned();
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, address = peer, "HTTP/2 upstream connection ended");
+            }
+            done.store(true, Ordering::Release);
+        });
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let active = Arc::new(AtomicUsize::new(0));
+        let slot = StreamSlot::take(&active);
+        self.lock().push(Connection {
+            id,
+            send: send.clone(),
+            active,
+            closed,
+        });
+        Ok((id, send, slot))
+    }
+
+    /// The number of open connections (for tests).
+    #[cfg(test)]
+    pub(crate) fn connections(&self) -> usize {
+        let mut connections = self.lock();
+        connections.retain(|c| !c.closed.load(Ordering::Acquire));
+        connections.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+        self.connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One stream's place in its connection's count of open streams; given back on drop.
+#[derive(Debug)]
+pub(crate) struct StreamSlot(Arc<AtomicUsize>);
+
+impl StreamSlot {
+    fn take(active: &Arc<AtomicUsize>) -> Self {
+        active.fetch_add(1, Ordering::Relaxed);
+        Self(active.clone())
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
