@@ -97,15 +97,16 @@ fn table(kind: ResourceKind, resources: &[v1::Resource]) -> Table {
             table
         }
         ResourceKind::Upstream => {
-            let mut table = Table::new(&["NAME", "ENDPOINTS", "VERSION"]);
+            let mut table = Table::new(&["NAME", "ENDPOINTS", "PROTOCOL", "TLS", "VERSION"]);
             for resource in resources {
-                let endpoints = match &resource.spec {
-                    Some(Spec::Upstream(spec)) => spec.endpoints.len(),
-                    _ => 0,
+                let Some(Spec::Upstream(spec)) = &resource.spec else {
+                    continue;
                 };
                 table.push(vec![
                     resource.name.clone(),
-                    endpoints.to_string(),
+                    spec.endpoints.len().to_string(),
+                    upstream_protocol(spec).to_owned(),
+                    upstream_tls(spec).to_owned(),
                     resource.version.to_string(),
                 ]);
             }
@@ -159,6 +160,29 @@ fn table(kind: ResourceKind, resources: &[v1::Resource]) -> Table {
     }
 }
 
+/// The protocol an upstream is spoken to with.
+fn upstream_protocol(spec: &v1::UpstreamSpec) -> &'static str {
+    use v1::upstream_spec::Protocol;
+    match Protocol::try_from(spec.protocol) {
+        Ok(Protocol::H2c) => "H2C",
+        Ok(Protocol::H2) => "H2",
+        _ => "HTTP1",
+    }
+}
+
+/// How an upstream's TLS is set: `-` (none), `verify`, `mutual` (with a client
+/// certificate) or `insecure` (verification off).
+fn upstream_tls(spec: &v1::UpstreamSpec) -> &'static str {
+    let h2 = spec.protocol == v1::upstream_spec::Protocol::H2 as i32;
+    match &spec.tls {
+        None if h2 => "verify",
+        None => "-",
+        Some(tls) if tls.insecure_skip_verify => "insecure",
+        Some(tls) if !tls.client_certificate.is_empty() => "mutual",
+        Some(_) => "verify",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +193,13 @@ kind: Upstream
 name: users
 spec:
   endpoints: [{ address: "127.0.0.1:9001" }, { address: "127.0.0.1:9002", weight: 2 }]
+---
+kind: Upstream
+name: grpc
+spec:
+  protocol: H2
+  endpoints: [{ address: "10.0.0.1:8443" }]
+  tls: { clientCertificate: gateway }
 ---
 kind: Route
 name: users-api
@@ -196,21 +227,23 @@ spec:
 
     #[test]
     fn renders_upstream_tables() {
-        let upstreams = &resources()[..1];
+        let upstreams = &resources()[..2];
         assert_eq!(
             render_list(ResourceKind::Upstream, upstreams, Format::Table),
-            "NAME   ENDPOINTS  VERSION\nusers  2          10\n"
+            "NAME   ENDPOINTS  PROTOCOL  TLS     VERSION\n\
+             users  2          HTTP1     -       10\n\
+             grpc   1          H2        mutual  11\n"
         );
     }
 
     #[test]
     fn renders_route_tables() {
-        let routes = &resources()[1..];
+        let routes = &resources()[2..];
         assert_eq!(
             render_list(ResourceKind::Route, routes, Format::Table),
             "NAME       HOSTNAMES                      RULES  BACKENDS      VERSION\n\
-             users-api  api.example.com,*.example.org  2      users,legacy  11\n\
-             catch-all  *                              1      -             12\n"
+             users-api  api.example.com,*.example.org  2      users,legacy  12\n\
+             catch-all  *                              1      -             13\n"
         );
     }
 
