@@ -9,6 +9,7 @@
 //! - [`process`]: a child process with captured output, SIGTERM, kill and restart.
 //! - [`etcd`]: a throw-away etcd (`ETCD_BIN` or `etcd` on `PATH`) that can stop and restart.
 //! - [`control_plane`], [`data_plane`], [`backend`]: the gateway's programs and the echo server.
+//! - [`grpc_backend`]: a tonic `echo.v1.Echo` service in this process, over h2c or TLS.
 //! - [`gatewayctl`]: runs the CLI and collects its exit code and output.
 //! - [`http`]: a small HTTP client for requests through a data plane.
 //! - [`proxy`]: a TCP proxy whose connections can be cut, to break a watch on etcd.
@@ -23,6 +24,7 @@ pub mod data_plane;
 pub mod etcd;
 pub mod eventually;
 pub mod gatewayctl;
+pub mod grpc_backend;
 pub mod http;
 pub mod process;
 pub mod proxy;
@@ -34,6 +36,7 @@ pub use data_plane::{DataPlane, DataPlaneOpts};
 pub use etcd::Etcd;
 pub use eventually::{eventually, holds_for, patience, try_eventually};
 pub use gatewayctl::{CtlOutput, Gatewayctl, applied_version, gatewayctl, resource_list};
+pub use grpc_backend::GrpcBackend;
 pub use http::{HttpResponse, get, request};
 pub use proxy::TcpProxy;
 pub use util::{free_port, unique_prefix, write_file};

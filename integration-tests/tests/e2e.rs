@@ -13,6 +13,8 @@ mod auth;
 mod cache;
 #[path = "e2e/cluster.rs"]
 mod cluster;
+#[path = "e2e/grpc.rs"]
+mod grpc;
 #[path = "e2e/mtls.rs"]
 mod mtls;
 #[path = "e2e/standalone.rs"]

@@ -103,10 +103,12 @@ impl Multiplexed {
             .initial_connection_window_size(CONNECTION_WINDOW)
             .enable_push(false)
             .handshake::<_, Bytes>(stream);
-        let (send, connection) = tokio::time::timeout(connect_timeout, handshake)
+        let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "HTTP/2 handshake timed out");
+        let (send, mut connection) = tokio::time::timeout(connect_timeout, handshake)
             .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "HTTP/2 handshake timed out"))?
+            .map_err(|_| timed_out())?
             .map_err(io::Error::other)?;
+        let ping = connection.ping_pong();
         let closed = Arc::new(AtomicBool::new(false));
         let done = closed.clone();
         let peer = address.to_owned();
@@ -116,6 +118,16 @@ impl Multiplexed {
             }
             done.store(true, Ordering::Release);
         });
+        // Until the peer's SETTINGS arrive its stream limit reads as unlimited, and streams
+        // taken over the real limit would wait inside h2, unseen by `pick`. The peer's
+        // SETTINGS come first and are applied before its answer to a PING is read: wait for
+        // that answer before the connection takes requests.
+        if let Some(mut ping) = ping {
+            tokio::time::timeout(connect_timeout, ping.ping(h2::Ping::opaque()))
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(io::Error::other)?;
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let active = Arc::new(AtomicUsize::new(0));
         let slot = StreamSlot::take(&active);

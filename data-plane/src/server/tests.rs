@@ -218,3 +218,5 @@ async fn rapid_resets_get_goaway() {
 
 mod tls;
 mod upgrade;
+mod upstream_h2;
+mod upstream_tls;

@@ -9,7 +9,11 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use rustls::{ClientConfig, RootCertStore, pki_types::ServerName};
+use rustls::{
+    ClientConfig, RootCertStore, ServerConfig,
+    pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject},
+    server::WebPkiClientVerifier,
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -42,9 +46,43 @@ impl Ca {
         (cert.pem(), key.serialize_pem(), cert.der().to_vec())
     }
 
-    pub(super) fn client(&self, alpn: &[&[u8]]) -> TlsConnector {
+    /// The CA's own certificate, PEM.
+    pub(super) fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    fn roots(&self) -> RootCertStore {
         let mut roots = RootCertStore::empty();
         roots.add(self.issuer.der().clone()).unwrap();
+        roots
+    }
+
+    /// A server configuration presenting a leaf for `names`, offering `alpn` (none: ALPN
+    /// ignored), and requiring a client certificate this CA signed when `client_auth`.
+    pub(super) fn server(&self, names: &[&str], alpn: &[&[u8]], client_auth: bool) -> ServerConfig {
+        let (cert, key, _) = self.leaf(names);
+        let chain = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = if client_auth {
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(self.roots()), provider)
+                    .build()
+                    .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let mut config = builder.with_single_cert(chain, key).unwrap();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config
+    }
+
+    pub(super) fn client(&self, alpn: &[&[u8]]) -> TlsConnector {
+        let roots = self.roots();
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

@@ -1,0 +1,15 @@
+//! Compiles the test service `proto/echo.proto` (see `src/grpc_backend.rs`) with protox (no
+//! system `protoc`, as `gateway-proto` does) into prost types and tonic client and server.
+
+use std::error::Error;
+
+const FILES: &[&str] = &["proto/echo.proto"];
+
+fn main() -> Result<(), Box<dyn Error>> {
+    for file in FILES {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    let descriptors = protox::compile(FILES, ["proto"])?;
+    tonic_prost_build::configure().compile_fds(descriptors)?;
+    Ok(())
+}
