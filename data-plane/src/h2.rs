@@ -222,7 +222,9 @@ fn start(
                 body,
                 framing,
                 asked,
-                grpc_timeout,
+                grpc.then_some(multiplexed::GrpcCall {
+                    timeout: grpc_timeout,
+                }),
             )
             .await;
             let error = match sent {

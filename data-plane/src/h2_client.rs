@@ -20,7 +20,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::{
     h1::Failure,
-    limits::MAX_HEADERS,
+    limits::{self, MAX_HEADERS},
     pipeline::BoxError,
     pool::multiplexed::StreamSlot,
     table::{Endpoint, Upstream},
@@ -171,21 +171,51 @@ pub(crate) async fn send_data(
 /// window it took is given back to the upstream at once, so the upstream is never more than
 /// one window ahead of the client. With a deadline (a gRPC call's `grpc-timeout`), a body
 /// that has not ended by then ends with `grpc-status: 4` and the upstream stream is reset.
+/// With an idle limit (every body but a gRPC call's, whose streams may rightly be quiet), no
+/// data for that long fails the body, as a stalled HTTP/1.1 upstream does.
 #[derive(Debug)]
 pub(crate) struct ResponseBody {
     recv: Option<RecvStream>,
     data_done: bool,
     deadline: Option<Pin<Box<Sleep>>>,
+    idle: Option<Duration>,
+    /// Armed the first time the body waits (a body that came whole never needs one).
+    idle_timer: Option<Pin<Box<Sleep>>>,
     _slot: StreamSlot,
 }
 
 impl ResponseBody {
-    pub(crate) fn new(recv: RecvStream, slot: StreamSlot, deadline: Option<Instant>) -> Self {
+    pub(crate) fn new(
+        recv: RecvStream,
+        slot: StreamSlot,
+        deadline: Option<Instant>,
+        idle: Option<Duration>,
+    ) -> Self {
         Self {
             recv: Some(recv),
             data_done: false,
             deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
+            idle,
+            idle_timer: None,
             _slot: slot,
+        }
+    }
+
+    /// Whether the body has waited for the upstream past its idle limit.
+    fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(idle) = self.idle else { return false };
+        let timer = self.idle_timer.get_or_insert_with(|| {
+            Box::pin(tokio::time::sleep_until(limits::deadline(
+                Instant::now(),
+                idle,
+            )))
+        });
+        timer.as_mut().poll(cx).is_ready()
+    }
+
+    fn progressed(&mut self) {
+        if let (Some(idle), Some(timer)) = (self.idle, self.idle_timer.as_mut()) {
+            timer.as_mut().reset(limits::deadline(Instant::now(), idle));
         }
     }
 
@@ -212,6 +242,7 @@ impl http_body::Body for ResponseBody {
             match recv.poll_data(cx) {
                 Poll::Ready(Some(Ok(data))) => {
                     let _ = recv.flow_control().release_capacity(data.len());
+                    this.progressed();
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Poll::Ready(Some(Err(error))) => {
@@ -223,6 +254,10 @@ impl http_body::Body for ResponseBody {
                     return if this.deadline_passed(cx) {
                         this.recv = None;
                         Poll::Ready(Some(Ok(Frame::trailers(deadline_exceeded()))))
+                    } else if this.stalled(cx) {
+                        this.recv = None;
+                        let idle = this.idle.unwrap_or_default();
+                        Poll::Ready(Some(Err(format!("no response data for {idle:?}").into())))
                     } else {
                         Poll::Pending
                     };

@@ -61,18 +61,24 @@ pub struct GrpcBackend {
 impl GrpcBackend {
     /// Serves h2c (HTTP/2 with prior knowledge) on a free port.
     pub async fn start(name: &str) -> GrpcBackend {
-        GrpcBackend::serve(name, None).await
+        GrpcBackend::serve(name, None, ([127, 0, 0, 1], 0).into()).await
+    }
+
+    /// Serves h2c on `listen` (the `grpc-backend` program, for benchmarks).
+    pub async fn listen(name: &str, listen: SocketAddr) -> GrpcBackend {
+        GrpcBackend::serve(name, None, listen).await
     }
 
     /// Serves TLS (ALPN h2) on a free port with this certificate chain and key (PEM).
     pub async fn start_tls(name: &str, cert_pem: &str, key_pem: &str) -> GrpcBackend {
-        GrpcBackend::serve(name, Some(Identity::from_pem(cert_pem, key_pem))).await
+        let identity = Identity::from_pem(cert_pem, key_pem);
+        GrpcBackend::serve(name, Some(identity), ([127, 0, 0, 1], 0).into()).await
     }
 
-    async fn serve(name: &str, identity: Option<Identity>) -> GrpcBackend {
-        let listener = TcpListener::bind("127.0.0.1:0")
+    async fn serve(name: &str, identity: Option<Identity>, listen: SocketAddr) -> GrpcBackend {
+        let listener = TcpListener::bind(listen)
             .await
-            .expect("bind 127.0.0.1:0");
+            .unwrap_or_else(|e| panic!("bind {listen}: {e}"));
         let addr = listener.local_addr().expect("the listener's address");
         let name: Arc<str> = name.into();
         let cancelled = Arc::new(AtomicUsize::new(0));

@@ -8,6 +8,7 @@ use std::{
     future::poll_fn,
     pin::Pin,
     sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -65,9 +66,15 @@ pub(super) async fn run<C: ClientIo>(
             Sink::Bytes(out),
         );
         started.store(true, Ordering::Relaxed);
-        relay(recv, &mut client_write, out, relayed.framing)
-            .await
-            .map_err(Failure::Cut)?;
+        relay(
+            recv,
+            &mut client_write,
+            out,
+            relayed.framing,
+            upstream.timeout(),
+        )
+        .await
+        .map_err(Failure::Cut)?;
         Ok::<_, Failure>(Done {
             status: parts.status.as_u16(),
             keep_alive: relayed.keep_alive,
@@ -140,13 +147,17 @@ async fn relay<W: AsyncWrite + Unpin>(
     client: &mut W,
     out: &mut Vec<u8>,
     framing: Framing,
+    idle: Duration,
 ) -> Result<(), BodyError> {
     if framing == Framing::Empty {
         return body::write_all(client, out, CLIENT_IDLE_TIMEOUT).await;
     }
     let chunked = framing == Framing::Chunked;
     loop {
-        let data = poll_fn(|cx| recv.poll_data(cx)).await;
+        // A stalled upstream fails the body after its timeout, as over HTTP/1.1.
+        let data = tokio::time::timeout(idle, poll_fn(|cx| recv.poll_data(cx)))
+            .await
+            .map_err(|_| BodyError::ReadTimeout(idle))?;
         let Some(data) = data else { break };
         let data = data.map_err(|e| BodyError::Read(std::io::Error::other(e)))?;
         let _ = recv.flow_control().release_capacity(data.len());

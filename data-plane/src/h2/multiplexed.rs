@@ -21,6 +21,12 @@ use crate::{
     table::{Endpoint, Upstream},
 };
 
+/// What sets a gRPC call apart: its deadline, and that its streams may be quiet for long.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct GrpcCall {
+    pub(super) timeout: Option<Duration>,
+}
+
 /// A response head from an HTTP/2 upstream: its HPACK block, status, and the body to come
 /// (none when the head ended the stream, as a gRPC trailers-only response does).
 pub(super) struct Answered {
@@ -36,8 +42,9 @@ pub(super) async fn exchange(
     body: Option<Limited>,
     framing: Framing,
     asked: Asked<'_>,
-    grpc_timeout: Option<Duration>,
+    grpc: Option<GrpcCall>,
 ) -> Result<Answered, Failure> {
+    let grpc_timeout = grpc.and_then(|call| call.timeout);
     let https = endpoint.pool().connector().is_tls();
     let (request, _) = h2_client::request(head, https, endpoint.address())
         .map_err(|reason| Failure::Unavailable(reason.into()))?;
@@ -93,7 +100,8 @@ pub(super) async fn exchange(
         asked,
         Sink::Fields(&mut HpackFields(&mut block)),
     );
-    let body = (!recv.is_end_stream()).then(|| ResponseBody::new(recv, slot, call_deadline));
+    let idle = grpc.is_none().then(|| upstream.timeout());
+    let body = (!recv.is_end_stream()).then(|| ResponseBody::new(recv, slot, call_deadline, idle));
     Ok(Answered {
         block,
         status,
