@@ -219,4 +219,5 @@ async fn rapid_resets_get_goaway() {
 mod tls;
 mod upgrade;
 mod upstream_h2;
+mod upstream_h2_tls;
 mod upstream_tls;

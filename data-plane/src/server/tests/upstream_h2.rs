@@ -34,7 +34,7 @@ use crate::pipeline::BoxError;
 
 /// How an HTTP/2 backend is set up.
 #[derive(Clone, Copy, Debug)]
-struct Settings {
+pub(super) struct Settings {
     /// SETTINGS_MAX_CONCURRENT_STREAMS.
     max_streams: u32,
     /// The initial flow-control window of each stream it receives.
@@ -54,8 +54,8 @@ impl Default for Settings {
 
 /// An h2c backend (HTTP/2 with prior knowledge, hyper) and how to shut its connections down.
 #[derive(Debug)]
-struct H2cBackend {
-    backend: Backend,
+pub(super) struct H2cBackend {
+    pub(super) backend: Backend,
     /// Notified: every open connection begins a graceful shutdown (GOAWAY).
     shutdown: Arc<Notify>,
 }
@@ -63,7 +63,7 @@ struct H2cBackend {
 /// An h2c backend answering each request with `respond(connection index, request)`. Each
 /// connection, told to shut down, calls hyper's graceful shutdown and then notifies
 /// `shut_down` (once per connection).
-async fn h2c_backend<F, Fut, B>(
+pub(super) async fn h2c_backend<F, Fut, B>(
     settings: Settings,
     shut_down: Arc<Notify>,
     respond: F,
@@ -140,7 +140,7 @@ fn h2c_config(backend: SocketAddr) -> String {
 }
 
 /// The gateway's open HTTP/2 connections to the endpoint of upstream `u`.
-fn pooled(gateway: &Gateway) -> usize {
+pub(super) fn pooled(gateway: &Gateway) -> usize {
     let table = gateway.state.table().unwrap();
     let upstream = table.upstream("u").unwrap();
     upstream.endpoints()[0].pool().multiplexed().connections()
@@ -148,7 +148,12 @@ fn pooled(gateway: &Gateway) -> usize {
 
 /// `count` GETs of `/u/<prefix>/<i>` at once: on one h2c client connection (`h2`), or each on
 /// an HTTP/1.1 connection of its own. Every answer, by `i`.
-async fn all_at_once(gw: SocketAddr, h2: bool, prefix: &str, count: usize) -> Vec<Answer> {
+pub(super) async fn all_at_once(
+    gw: SocketAddr,
+    h2: bool,
+    prefix: &str,
+    count: usize,
+) -> Vec<Answer> {
     let mut requests = JoinSet::new();
     let sender = if h2 { Some(h2c_client(gw).await) } else { None };
     for i in 0..count {
