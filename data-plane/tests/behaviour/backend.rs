@@ -1,4 +1,5 @@
-//! Real HTTP/1.1 backends (hyper) that record what reached them and answer with it as JSON.
+//! Real backends (hyper; HTTP/1.1, and h2c for H2C upstreams) that record what reached them
+//! and answer with it as JSON.
 
 use std::{
     collections::HashMap,
@@ -10,8 +11,11 @@ use std::{
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use hyper::{body::Incoming, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
 use tokio::net::TcpListener;
 
 /// What one backend received.
@@ -119,7 +123,7 @@ async fn serve(listener: TcpListener, shared: Shared) {
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(answer(shared, req).await) }
             });
-            let _ = http1::Builder::new()
+            let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
@@ -140,16 +144,25 @@ async fn answer(shared: Shared, req: Request<Incoming>) -> Response<Full<Bytes>>
             .uri
             .path_and_query()
             .map_or_else(|| "/".to_owned(), ToString::to_string),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
+        headers: {
+            let mut headers: Vec<(String, String)> = parts
+                .headers
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+            // Over HTTP/2 the host is the :authority (RFC 9113 §8.3.1), not a header.
+            if parts.version == http::Version::HTTP_2
+                && let Some(authority) = parts.uri.authority()
+            {
+                headers.push(("host".to_owned(), authority.to_string()));
+            }
+            headers
+        },
         body: body.clone(),
     };
     // Registered before the request is recorded, so a release after `seen` reaches it.
@@ -166,7 +179,11 @@ async fn answer(shared: Shared, req: Request<Incoming>) -> Response<Full<Bytes>>
     let headers = response.headers_mut();
     headers.insert("x-backend-public", "1".parse().expect("value"));
     headers.insert("server", "backend".parse().expect("value"));
-    headers.insert("connection", "x-backend-private".parse().expect("value"));
-    headers.insert("x-backend-private", "1".parse().expect("value"));
+    // A hop-by-hop header named by Connection, for the gateway to drop. HTTP/2 has neither
+    // (hyper would refuse the Connection header), so only HTTP/1.1 answers carry them.
+    if parts.version != http::Version::HTTP_2 {
+        headers.insert("connection", "x-backend-private".parse().expect("value"));
+        headers.insert("x-backend-private", "1".parse().expect("value"));
+    }
     response
 }

@@ -106,6 +106,15 @@ async fn behaviour_table() {
     run_table(cases::CONFIG, Settings::default(), &cases::all()).await;
 }
 
+/// The same table with every upstream spoken to over HTTP/2 (H2C): what the backends see and
+/// what the clients get must not depend on the upstream protocol either.
+#[tokio::test]
+async fn behaviour_table_over_h2c_upstreams() {
+    let yaml = cases::CONFIG.replace("spec: { endpoints:", "spec: { protocol: H2C, endpoints:");
+    assert_eq!(yaml.matches("protocol: H2C").count(), 3, "every upstream");
+    run_table(&yaml, Settings::default(), &cases::all()).await;
+}
+
 #[tokio::test]
 async fn path_confusion_never_reaches_admin() {
     run_table(
