@@ -6,18 +6,22 @@
 # The backend is the repo's demo-backend (hyper, HTTP/1.1 and h2c by prior knowledge), which
 # answers a small JSON echo. With --grpc, the load is gRPC unary calls (h2load POSTs a framed
 # message with `content-type: application/grpc`) to the tonic echo service (grpc-backend).
+# With --http1-upstream, the same HTTP/2 load goes to the backend over pooled HTTP/1.1 instead,
+# for what the HTTP/2 upstream itself costs.
 #
-#   bench/h2-passthrough.sh [--seconds N] [--grpc]     (GATEWAY_BIN: a saved binary instead of
-#                                                       the release build)
+#   bench/h2-passthrough.sh [--seconds N] [--grpc | --http1-upstream]
+#                           (GATEWAY_BIN: a saved binary instead of the release build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds=10
 grpc=false
+protocol=H2C
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --seconds) seconds=$2; shift 2 ;;
     --grpc) grpc=true; shift ;;
+    --http1-upstream) protocol=HTTP1; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -51,7 +55,7 @@ cat >"$run/gateway.yaml" <<YAML
 kind: Upstream
 name: backend
 spec:
-  protocol: H2C
+  protocol: $protocol
   endpoints: [{ address: 127.0.0.1:18180 }]
 ---
 kind: Route
@@ -92,7 +96,7 @@ run() {
   fi
 }
 
-echo "loadavg: $(cat /proc/loadavg)"
+echo "upstream protocol: $protocol; loadavg: $(cat /proc/loadavg)"
 for streams in 1 16; do
   run "direct -c16 -m$streams" 18180 "$streams"
   run "through the gateway -c16 -m$streams" 18190 "$streams"
