@@ -5,8 +5,10 @@
 #   - kept-alive TLS connections (wrk -c64: one handshake per connection, then requests), and
 #   - a new TLS handshake per request (wrk with `Connection: close`: every request reconnects
 #     with a full handshake; wrk does not resume sessions).
-# Both terminate with the same ECDSA P-256 certificate (TLS 1.3, the clients' default) and
-# forward over keep-alive HTTP/1.1 to the backend.
+# Both terminate with the same ECDSA P-256 certificate (TLS 1.3, the clients' default; nginx
+# is told to offer it) and forward over keep-alive HTTP/1.1 to the backend. Then openssl s_time
+# (one connection at a time) with TLS 1.2 and TLS 1.3 forced, resumed and full handshakes: the
+# proxy's CPU per connection.
 #
 #   bench/tls-vs-nginx.sh [--seconds N] [--rounds R]   (GATEWAY_BIN: a saved binary instead of
 #                                                       the release build)
@@ -69,6 +71,9 @@ http {
     uwsgi_temp_path tmp;
     scgi_temp_path tmp;
     ssl_session_cache shared:SSL:10m;
+    # nginx 1.22 (Debian bookworm) offers TLS 1.0-1.2 only unless told: without this line it
+    # negotiates TLS 1.2, whose resumption skips the key exchange, against our TLS 1.3.
+    ssl_protocols TLSv1.2 TLSv1.3;
     upstream backend { server 127.0.0.1:18080; keepalive 64; keepalive_requests 1000000; }
     server {
         listen 127.0.0.1:18443 ssl backlog=4096;
@@ -115,6 +120,19 @@ measure() {
     'BEGIN { printf "%-34s %8d req %8.0f req/s %7.1f us CPU/req %s\n", name, n, n / s, t * 1e6 / hz / n, e }'
 }
 
+# stime NAME PID PORT VERSION MODE: openssl s_time, one connection after another (each with a
+# GET /), TLS 1.2 or 1.3 forced by the client, every handshake resumed (reuse) or full (new).
+stime() {
+  local name=$1 pid=$2 port=$3 version=$4 mode=$5 before after out n
+  before=$(cpu "$pid")
+  out=$(taskset -c 1 openssl s_time -connect "127.0.0.1:$port" "-$mode" "-$version" -time "$seconds" -www / 2>&1)
+  after=$(cpu "$pid")
+  n=$(sed -n 's/^\([0-9]*\) connections in [0-9.]* real.*/\1/p' <<<"$out" | tail -1)
+  [[ -n $n && $n -gt 0 ]] || { echo "$name: no connection count in: $out" >&2; exit 1; }
+  awk -v name="$name" -v n="$n" -v t=$((after - before)) -v hz="$ticks" -v s="$seconds" \
+    'BEGIN { printf "%-34s %8d conn %8.0f conn/s %7.1f us CPU/conn\n", name, n, n / s, t * 1e6 / hz / n }'
+}
+
 echo "loadavg: $(cat /proc/loadavg)"
 for round in $(seq "$rounds"); do
   for target in nginx:18443:$nginx_master gateway:18444:$dp; do
@@ -123,6 +141,14 @@ for round in $(seq "$rounds"); do
     taskset -c 1 wrk -t1 -c64 -d2s "$url" >/dev/null 2>&1
     measure "round $round $name keep-alive -c64" "$pid" -t1 -c64 -d"${seconds}s" "$url"
     measure "round $round $name handshake/req -c16" "$pid" -t1 -c16 -d"${seconds}s" -H "Connection: close" "$url"
+  done
+done
+for version in tls1_2 tls1_3; do
+  for mode in reuse new; do
+    for target in nginx:18443:$nginx_master gateway:18444:$dp; do
+      IFS=: read -r name port pid <<<"$target"
+      stime "s_time $version $mode $name" "$pid" "$port" "$version" "$mode"
+    done
   done
 done
 echo "loadavg: $(cat /proc/loadavg)"

@@ -82,7 +82,7 @@ struct Args {
     /// Requests in flight at once; more get 503 `overloaded` with Retry-After (0: no limit).
     #[arg(long, default_value_t = 0)]
     max_requests: usize,
-    /// Log format on stderr (filter from GATEWAY_LOG, default info).
+    /// Log format on stderr (filter from GATEWAY_LOG, default `info,rustls=error`).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 }
@@ -246,8 +246,10 @@ fn default_id() -> String {
 }
 
 fn init_tracing(format: LogFormat) {
+    // rustls warns about what peers send (an IP address as SNI, say): any client could have
+    // every handshake write a log line. Failed handshakes are logged by us, at debug.
     let filter = tracing_subscriber::EnvFilter::try_from_env("GATEWAY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rustls=error"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
