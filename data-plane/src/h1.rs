@@ -272,9 +272,13 @@ async fn exchange<C: ClientIo>(
     };
     let upstream = &routed.upstream;
     let endpoint = &upstream.endpoints()[routed.endpoint];
-    timer
-        .as_mut()
-        .reset(limits::deadline(now, upstream.timeout()));
+    let timeouts = *routed.rule.timeouts();
+    let head_deadline = limits::deadline(now, upstream.timeout());
+    timer.as_mut().reset(
+        timeouts
+            .deadline(now, now)
+            .map_or(head_deadline, |d| d.min(head_deadline)),
+    );
 
     if expect_continue
         && bufs.read.is_empty()
@@ -318,7 +322,8 @@ async fn exchange<C: ClientIo>(
     };
 
     let failure = if multiplexed {
-        match over_h2::run(
+        let deadline = timeouts.deadline(now, Instant::now());
+        let run = over_h2::run(
             client,
             endpoint,
             upstream,
@@ -326,8 +331,10 @@ async fn exchange<C: ClientIo>(
             &mut req_body,
             asked,
             timer.as_mut(),
-        )
-        .await
+        );
+        match within(deadline, run)
+            .await
+            .unwrap_or_else(|| Err(cut_off(&timeouts, &bufs.started)))
         {
             Ok(done) => {
                 outcome.status = done.status;
@@ -347,7 +354,15 @@ async fn exchange<C: ClientIo>(
                     Err(error) => break Failure::Connect(error),
                 },
             };
-            match exchange::run(
+            let try_start = Instant::now();
+            let deadline = timeouts.deadline(now, try_start);
+            if let Some(deadline) = deadline {
+                // A retry's head waits no longer than the rule allows either.
+                timer
+                    .as_mut()
+                    .reset(deadline.min(limits::deadline(try_start, upstream.timeout())));
+            }
+            let run = exchange::run(
                 client,
                 &mut up,
                 bufs,
@@ -355,8 +370,10 @@ async fn exchange<C: ClientIo>(
                 asked,
                 timer.as_mut(),
                 upstream.timeout(),
-            )
-            .await
+            );
+            match within(deadline, run)
+                .await
+                .unwrap_or_else(|| Err(cut_off(&timeouts, &bufs.started)))
             {
                 Ok(done) => {
                     if done.reusable && req_body.is_done() {
@@ -410,6 +427,31 @@ async fn exchange<C: ClientIo>(
     )
     .await
         && keep
+}
+
+/// Runs an exchange to the rule's deadline, if it has one; `None` when the deadline cut it off.
+async fn within<T>(
+    deadline: Option<Instant>,
+    run: impl Future<Output = Result<T, Failure>>,
+) -> Option<Result<T, Failure>> {
+    match deadline {
+        None => Some(run.await),
+        Some(deadline) => tokio::time::timeout_at(deadline, run).await.ok(),
+    }
+}
+
+/// An exchange the rule's deadline cut off: [`Failure::Deadline`] if nothing had reached the
+/// client yet (a 504 can still be sent), cut short otherwise.
+fn cut_off(timeouts: &crate::table::Timeouts, started: &std::sync::atomic::AtomicBool) -> Failure {
+    let timeout = timeouts
+        .backend_request
+        .or(timeouts.request)
+        .unwrap_or_default();
+    if started.load(std::sync::atomic::Ordering::Relaxed) {
+        Failure::Cut(BodyError::ReadTimeout(timeout))
+    } else {
+        Failure::Deadline(timeout)
+    }
 }
 
 /// Logs and sends the gateway's own answer, and closes the outcome record; returns whether

@@ -121,7 +121,8 @@ fn start(
     body: Option<RecvBody>,
     too_large: bool,
 ) -> Started {
-    let mut outcome = Outcome::start(Instant::now());
+    let arrived = Instant::now();
+    let mut outcome = Outcome::start(arrived);
     let (grpc, grpc_timeout) = (fields.grpc, fields.grpc_timeout);
     let Some(admitted) = conn.state.admit_owned() else {
         return Started::Reply(local(
@@ -205,6 +206,14 @@ fn start(
         let _admitted = admitted;
         let upstream = &routed.upstream;
         let endpoint = &upstream.endpoints()[routed.endpoint];
+        // The rule's timeouts and a gRPC call's own, whichever ends first.
+        let now = Instant::now();
+        let deadline = routed.rule.timeouts().deadline(arrived, now);
+        let grpc_deadline = grpc_timeout.map(|t| crate::limits::deadline(now, t));
+        let deadline = match (deadline, grpc_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let asked = Asked {
             is_head,
             http10: false,
@@ -222,9 +231,7 @@ fn start(
                 body,
                 framing,
                 asked,
-                grpc.then_some(multiplexed::GrpcCall {
-                    timeout: grpc_timeout,
-                }),
+                multiplexed::Call { grpc, deadline },
             )
             .await;
             let error = match sent {
@@ -254,10 +261,10 @@ fn start(
             endpoint,
             upstream,
             &head,
-            body,
-            framing,
+            (body, framing),
             replayable,
             asked,
+            deadline,
             &mut outcome,
         )
         .await;

@@ -169,8 +169,9 @@ pub(crate) async fn send_data(
 
 /// A response body from an HTTP/2 upstream, data then trailers, as the client takes it; the
 /// window it took is given back to the upstream at once, so the upstream is never more than
-/// one window ahead of the client. With a deadline (a gRPC call's `grpc-timeout`), a body
-/// that has not ended by then ends with `grpc-status: 4` and the upstream stream is reset.
+/// one window ahead of the client. With a deadline (the rule's timeouts, a gRPC call's
+/// `grpc-timeout`), a body that has not ended by then fails (a gRPC call's ends with
+/// `grpc-status: 4`) and the upstream stream is reset.
 /// With an idle limit (every body but a gRPC call's, whose streams may rightly be quiet), no
 /// data for that long fails the body, as a stalled HTTP/1.1 upstream does.
 #[derive(Debug)]
@@ -178,6 +179,8 @@ pub(crate) struct ResponseBody {
     recv: Option<RecvStream>,
     data_done: bool,
     deadline: Option<Pin<Box<Sleep>>>,
+    /// At the deadline, end with gRPC's DEADLINE_EXCEEDED rather than fail.
+    grpc: bool,
     idle: Option<Duration>,
     /// Armed the first time the body waits (a body that came whole never needs one).
     idle_timer: Option<Pin<Box<Sleep>>>,
@@ -189,12 +192,14 @@ impl ResponseBody {
         recv: RecvStream,
         slot: StreamSlot,
         deadline: Option<Instant>,
+        grpc: bool,
         idle: Option<Duration>,
     ) -> Self {
         Self {
             recv: Some(recv),
             data_done: false,
             deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
+            grpc,
             idle,
             idle_timer: None,
             _slot: slot,
@@ -224,6 +229,16 @@ impl ResponseBody {
             .as_mut()
             .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
     }
+
+    /// The body's end at its deadline: gRPC's status, or a failure.
+    fn at_deadline(&mut self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.recv = None;
+        Poll::Ready(Some(if self.grpc {
+            Ok(Frame::trailers(deadline_exceeded()))
+        } else {
+            Err("the response did not end before the rule's timeout".into())
+        }))
+    }
 }
 
 impl http_body::Body for ResponseBody {
@@ -252,8 +267,7 @@ impl http_body::Body for ResponseBody {
                 Poll::Ready(None) => this.data_done = true,
                 Poll::Pending => {
                     return if this.deadline_passed(cx) {
-                        this.recv = None;
-                        Poll::Ready(Some(Ok(Frame::trailers(deadline_exceeded()))))
+                        this.at_deadline()
                     } else if this.stalled(cx) {
                         this.recv = None;
                         let idle = this.idle.unwrap_or_default();
@@ -276,10 +290,7 @@ impl http_body::Body for ResponseBody {
                 this.recv = None;
                 Poll::Ready(Some(Err(error.into())))
             }
-            Poll::Pending if this.deadline_passed(cx) => {
-                this.recv = None;
-                Poll::Ready(Some(Ok(Frame::trailers(deadline_exceeded()))))
-            }
+            Poll::Pending if this.deadline_passed(cx) => this.at_deadline(),
             Poll::Pending => Poll::Pending,
         }
     }

@@ -28,7 +28,7 @@ pub use self::{
     filter::{Filters, HeaderEdits, PathRewrite, Redirect, Rewrite},
     policy::{Cors, IpAccess, Limits, Policy, RulePolicies},
     router::{RequestHeaders, RequestView},
-    rule::Rule,
+    rule::{Rule, Timeouts},
     upstream::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Endpoint, Upstream},
 };
 use self::{

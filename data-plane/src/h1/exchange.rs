@@ -41,6 +41,9 @@ pub(crate) struct Buffers {
     pub(crate) out: Vec<u8>,
     /// Decoded chunks for an HTTP/1.0 client.
     scratch: Vec<u8>,
+    /// The current exchange has written to the client (its answer can no longer be an error
+    /// response); read after an exchange cut short by the rule's deadline.
+    pub(crate) started: AtomicBool,
 }
 
 impl Default for Buffers {
@@ -50,6 +53,7 @@ impl Default for Buffers {
             head: Vec::with_capacity(1024),
             out: Vec::with_capacity(1024),
             scratch: Vec::new(),
+            started: AtomicBool::new(false),
         }
     }
 }
@@ -78,6 +82,8 @@ pub(crate) enum Failure {
     Unavailable(BoxError),
     /// No response head before the deadline.
     TimedOut,
+    /// The rule's `timeouts` ran out before the response head (its duration, for the log).
+    Deadline(Duration),
     /// The client's chunked body is malformed (nothing was sent to the client yet).
     BadBody(&'static str),
     /// The client's body went over the route's limit (nothing was sent to the client yet).
@@ -119,6 +125,11 @@ impl Failure {
                 upstream: name,
                 endpoint: address,
                 timeout: upstream.timeout(),
+            },
+            Self::Deadline(timeout) => ProxyError::UpstreamTimeout {
+                upstream: name,
+                endpoint: address,
+                timeout,
             },
             Self::BadBody(reason) => ProxyError::Malformed { reason },
             Self::TooLarge => ProxyError::BodyTooLarge,
@@ -172,10 +183,15 @@ pub(crate) async fn run<C: ClientIo>(
         }
         () = deadline.as_mut() => return Err(Failure::TimedOut),
     }
-    let started = AtomicBool::new(false);
     let Buffers {
-        read, out, scratch, ..
+        read,
+        out,
+        scratch,
+        started,
+        ..
     } = bufs;
+    let started = &*started;
+    started.store(false, Ordering::Relaxed);
     // Borrowed halves cost nothing, so both paths use them.
     let (mut client_read, mut client_write) = ClientIo::split(client);
     let (mut up_read_half, mut up_write_half) = up.split();
@@ -188,7 +204,7 @@ pub(crate) async fn run<C: ClientIo>(
         asked,
         deadline,
         upstream_idle,
-        &started,
+        started,
     );
     if req_body.is_done() {
         return receive.await;

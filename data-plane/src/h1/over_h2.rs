@@ -4,12 +4,7 @@
 //! HTTP/1.1 upstream), and the response is framed for HTTP/1: a length when the upstream gave
 //! one, chunks otherwise. Trailers are not passed to HTTP/1 clients.
 
-use std::{
-    future::poll_fn,
-    pin::Pin,
-    sync::atomic::{AtomicBool, Ordering},
-    time::Duration,
-};
+use std::{future::poll_fn, pin::Pin, sync::atomic::Ordering, time::Duration};
 
 use bytes::Bytes;
 use h2::{RecvStream, SendStream};
@@ -52,8 +47,11 @@ pub(super) async fn run<C: ClientIo>(
         slot,
     } = h2_client::open(endpoint, upstream, request, end).await?;
     let _slot = slot;
-    let started = AtomicBool::new(false);
-    let Buffers { read, out, .. } = bufs;
+    let Buffers {
+        read, out, started, ..
+    } = bufs;
+    let started = &*started;
+    started.store(false, Ordering::Relaxed);
     let (mut client_read, mut client_write) = ClientIo::split(client);
     let receive = async {
         let response = h2_client::response(response, deadline.deadline()).await?;

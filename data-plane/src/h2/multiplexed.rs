@@ -5,8 +5,6 @@
 //! HPACK. A gRPC call's `grpc-timeout` bounds the wait for the head (with the upstream's
 //! timeout) and the whole response.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use h2::SendStream;
 use http_body::Body as _;
@@ -21,10 +19,14 @@ use crate::{
     table::{Endpoint, Upstream},
 };
 
-/// What sets a gRPC call apart: its deadline, and that its streams may be quiet for long.
+/// How long the exchange may take, and whether it is a gRPC call (whose end is a status, and
+/// whose streams may be quiet for long).
 #[derive(Clone, Copy, Debug)]
-pub(super) struct GrpcCall {
-    pub(super) timeout: Option<Duration>,
+pub(super) struct Call {
+    pub(super) grpc: bool,
+    /// When the response must have ended: the rule's timeouts or a gRPC call's
+    /// `grpc-timeout`, whichever comes first.
+    pub(super) deadline: Option<Instant>,
 }
 
 /// A response head from an HTTP/2 upstream: its HPACK block, status, and the body to come
@@ -42,16 +44,23 @@ pub(super) async fn exchange(
     body: Option<Limited>,
     framing: Framing,
     asked: Asked<'_>,
-    grpc: Option<GrpcCall>,
+    call: Call,
 ) -> Result<Answered, Failure> {
-    let grpc_timeout = grpc.and_then(|call| call.timeout);
     let https = endpoint.pool().connector().is_tls();
     let (request, _) = h2_client::request(head, https, endpoint.address())
         .map_err(|reason| Failure::Unavailable(reason.into()))?;
     let now = Instant::now();
-    let call_deadline = grpc_timeout.map(|t| limits::deadline(now, t));
-    let head_deadline = limits::deadline(now, upstream.timeout());
-    let head_deadline = call_deadline.map_or(head_deadline, |call| call.min(head_deadline));
+    let upstream_deadline = limits::deadline(now, upstream.timeout());
+    let head_deadline = call
+        .deadline
+        .map_or(upstream_deadline, |d| d.min(upstream_deadline));
+    // A head that does not come in time is logged with the limit that ran out.
+    let timed_out = |failure: Failure| match failure {
+        Failure::TimedOut if head_deadline < upstream_deadline => {
+            Failure::Deadline(head_deadline.saturating_duration_since(now))
+        }
+        other => other,
+    };
     let body = body.filter(|_| framing != Framing::Empty);
     let Opened {
         response,
@@ -59,7 +68,9 @@ pub(super) async fn exchange(
         slot,
     } = h2_client::open(endpoint, upstream, request, body.is_none()).await?;
     let response = match body {
-        None => h2_client::response(response, head_deadline).await?,
+        None => h2_client::response(response, head_deadline)
+            .await
+            .map_err(timed_out)?,
         Some(body) => {
             let mut forward = Box::pin(forward(send, body));
             let receive = h2_client::response(response, head_deadline);
@@ -69,7 +80,7 @@ pub(super) async fn exchange(
                 tokio::select! {
                     biased;
                     received = &mut receive => {
-                        let response = received?;
+                        let response = received.map_err(timed_out)?;
                         if !forwarded {
                             // The rest of the body goes on after the head, on its own.
                             tokio::spawn(async move {
@@ -100,8 +111,9 @@ pub(super) async fn exchange(
         asked,
         Sink::Fields(&mut HpackFields(&mut block)),
     );
-    let idle = grpc.is_none().then(|| upstream.timeout());
-    let body = (!recv.is_end_stream()).then(|| ResponseBody::new(recv, slot, call_deadline, idle));
+    let idle = (!call.grpc).then(|| upstream.timeout());
+    let body = (!recv.is_end_stream())
+        .then(|| ResponseBody::new(recv, slot, call.deadline, call.grpc, idle));
     Ok(Answered {
         block,
         status,

@@ -38,18 +38,21 @@ const READ_SIZE: usize = 16 * 1024;
 /// Sends the request and waits for the response head: on a pooled connection (once more on a
 /// fresh one if a reused connection turns out closed and the request can be replayed), within
 /// the upstream's timeout.
+/// `response_deadline` (the rule's timeouts) bounds the wait for the head and the whole body.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn exchange(
     endpoint: &Endpoint,
     upstream: &Upstream,
     head: &[u8],
-    mut body: Option<Limited>,
-    framing: Framing,
+    (mut body, framing): (Option<Limited>, Framing),
     replayable: bool,
     asked: Asked<'_>,
+    response_deadline: Option<Instant>,
     outcome: &mut Outcome,
 ) -> Result<(Vec<u8>, ParsedResponse, UpstreamResponse), Failure> {
-    let deadline = limits::deadline(Instant::now(), upstream.timeout());
+    let now = Instant::now();
+    let upstream_deadline = limits::deadline(now, upstream.timeout());
+    let deadline = response_deadline.map_or(upstream_deadline, |d| d.min(upstream_deadline));
     loop {
         let mut up = match endpoint.pool().checkout() {
             Some(up) => up,
@@ -67,8 +70,13 @@ pub(crate) async fn exchange(
                     &parsed,
                     sent,
                     upstream.timeout(),
+                    response_deadline,
                 );
                 return Ok((block, parsed, response));
+            }
+            // Logged with the limit that ran out.
+            Err(Failure::TimedOut) if deadline < upstream_deadline => {
+                return Err(Failure::Deadline(deadline.saturating_duration_since(now)));
             }
             Err(failure) if may_retry(&failure, &up, replayable, outcome) => {}
             Err(failure) => return Err(failure),
@@ -191,6 +199,8 @@ pub(crate) struct UpstreamResponse {
     /// Armed the first time the body has to wait for the upstream (a small body that came with
     /// its head never needs one).
     timer: Option<Pin<Box<Sleep>>>,
+    /// The rule's timeouts: the body must have ended by then.
+    deadline: Option<Pin<Box<Sleep>>>,
     decoded: Vec<u8>,
 }
 
@@ -201,6 +211,7 @@ impl UpstreamResponse {
         parsed: &ParsedResponse,
         sent: bool,
         idle: Duration,
+        deadline: Option<Instant>,
     ) -> Self {
         let mut response = Self {
             up: Some(up),
@@ -212,6 +223,7 @@ impl UpstreamResponse {
             reusable: parsed.reusable && sent,
             idle,
             timer: None,
+            deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
             decoded: Vec::new(),
         };
         // A body with nothing to read (a 204, a HEAD) is done before it is polled.
@@ -295,6 +307,13 @@ impl http_body::Body for UpstreamResponse {
                     return Poll::Ready(Some(Err(BodyError::Read(error).into())));
                 }
                 Poll::Pending => {
+                    if let Some(deadline) = this.deadline.as_mut()
+                        && deadline.as_mut().poll(cx).is_ready()
+                    {
+                        this.up = None;
+                        let error = "the response did not end before the rule's timeout";
+                        return Poll::Ready(Some(Err(error.into())));
+                    }
                     let idle = this.idle;
                     let timer = this.timer.get_or_insert_with(|| {
                         Box::pin(tokio::time::sleep_until(limits::deadline(

@@ -216,6 +216,7 @@ async fn rapid_resets_get_goaway() {
     );
 }
 
+mod timeouts;
 mod tls;
 mod upgrade;
 mod upstream_h2;

@@ -1,10 +1,15 @@
 //! One route rule, compiled: where its requests go (backends split by weight, the position in
 //! the split kept in the side tables), its filters and its policies.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicUsize, Ordering},
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
 };
+
+use tokio::time::Instant;
 
 use gateway_proto::{
     v1::{self, path_match},
@@ -34,6 +39,43 @@ pub struct Rule {
     prefixes: Box<[Box<str>]>,
     /// No filters and no policies: the pipeline has nothing to run.
     plain: bool,
+    timeouts: Timeouts,
+}
+
+/// A rule's `timeouts`: how long a request, and each try with a backend, may take to the end
+/// of the response.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timeouts {
+    pub request: Option<Duration>,
+    pub backend_request: Option<Duration>,
+}
+
+impl Timeouts {
+    fn compile(timeouts: Option<&v1::RouteTimeouts>) -> Self {
+        let Some(timeouts) = timeouts else {
+            return Self::default();
+        };
+        let duration =
+            |d: Option<&prost_types::Duration>| d.and_then(gateway_proto::duration::from_proto);
+        Self {
+            request: duration(timeouts.request.as_ref()),
+            backend_request: duration(timeouts.backend_request.as_ref()),
+        }
+    }
+
+    /// When the response must have ended, for a request that arrived at `arrived` and whose
+    /// try with a backend starts at `try_start`; `None` when the rule sets no timeout.
+    #[inline]
+    pub fn deadline(&self, arrived: Instant, try_start: Instant) -> Option<Instant> {
+        let request = self.request.map(|t| crate::limits::deadline(arrived, t));
+        let backend = self
+            .backend_request
+            .map(|t| crate::limits::deadline(try_start, t));
+        match (request, backend) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -126,7 +168,14 @@ impl Rule {
             policies,
             normalize: spec.normalize_path.unwrap_or(true),
             prefixes: prefixes.into(),
+            timeouts: Timeouts::compile(rule.timeouts.as_ref()),
         }
+    }
+
+    /// The rule's timeouts.
+    #[inline]
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
     }
 
     /// Its position in its route's rules.

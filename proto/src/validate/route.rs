@@ -72,6 +72,9 @@ pub(super) fn check_route<'s>(
             known.policies,
             &mut seen,
         );
+        if let Some(timeouts) = &rule.timeouts {
+            check_timeouts(at, &format!("spec.rules[{r}].timeouts"), timeouts);
+        }
         if rule.backend_refs.is_empty() && !filter::redirects(rule) {
             at.error(
                 &format!("spec.rules[{r}].backendRefs"),
@@ -96,6 +99,26 @@ pub(super) fn check_route<'s>(
         }
     }
     checked
+}
+
+fn check_timeouts(at: &mut At<'_>, field: &str, timeouts: &v1::RouteTimeouts) {
+    super::check_duration(at, &format!("{field}.request"), timeouts.request.as_ref());
+    super::check_duration(
+        at,
+        &format!("{field}.backendRequest"),
+        timeouts.backend_request.as_ref(),
+    );
+    let as_duration = |d: Option<&prost_types::Duration>| d.and_then(crate::duration::from_proto);
+    if let (Some(request), Some(backend)) = (
+        as_duration(timeouts.request.as_ref()),
+        as_duration(timeouts.backend_request.as_ref()),
+    ) && backend > request
+    {
+        at.error(
+            &format!("{field}.backendRequest"),
+            format!("must be at most request ({request:?}): a try cannot outlast the request"),
+        );
+    }
 }
 
 /// Checks one match; its parsed form when it has no problem.

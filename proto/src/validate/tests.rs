@@ -143,4 +143,4 @@ fn rejects_bad_route_fields() {
 }
 
 mod filters_and_policies;
-mod upstream_tls;
+mod protocols_and_timeouts;

@@ -157,6 +157,10 @@ impl Gen {
             filters: self.list(1, Self::filter),
             // The route's own are p0; a rule's p1 or p2 (listing one twice is refused).
             policies: self.list(1, |g| format!("p{}", g.choose(&[1, 2], &[0, 7]))),
+            timeouts: self.some(|g| v1::RouteTimeouts {
+                request: g.some(Self::duration),
+                backend_request: g.some(Self::duration),
+            }),
         }
     }
 

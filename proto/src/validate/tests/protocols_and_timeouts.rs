@@ -1,4 +1,4 @@
-//! Protocol and TLS fields of an Upstream.
+//! Protocol and TLS fields of an Upstream, and the timeouts of a rule.
 
 use super::{check, errors};
 
@@ -54,4 +54,25 @@ fn a_client_certificate_must_exist() {
         errors(&upstream("  tls: { clientCertificate: gateway-client }\n")),
         ["Upstream/users: spec.tls.clientCertificate: no Certificate is named \"gateway-client\""]
     );
+}
+
+#[test]
+fn rule_timeouts_are_durations_and_a_try_fits_in_the_request() {
+    let route = |timeouts: &str| {
+        format!(
+            "{}---\nkind: Route\nname: r\nspec:\n  rules:\n    - backendRefs: [{{ name: users }}]\n      timeouts: {timeouts}\n",
+            upstream("")
+        )
+    };
+    check(&route("{ request: 10s, backendRequest: 2s }")).unwrap();
+    check(&route("{ request: 1.5s }")).unwrap();
+    assert_eq!(
+        errors(&route("{ request: 1s, backendRequest: 2s }")),
+        [
+            "Route/r: spec.rules[0].timeouts.backendRequest: must be at most request (1s): a try cannot outlast the request"
+        ]
+    );
+    let found = errors(&route("{ request: 0s }"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("Route/r: spec.rules[0].timeouts.request: "));
 }
