@@ -19,7 +19,6 @@ use http_body::Frame;
 use tokio::time::{Instant, Sleep};
 
 use crate::{
-    h1::Failure,
     limits::{self, MAX_HEADERS},
     pipeline::BoxError,
     pool::multiplexed::StreamSlot,
@@ -97,6 +96,18 @@ pub(crate) fn request(
     Ok((request, len))
 }
 
+/// Why an exchange with an HTTP/2 upstream failed before its response head (the front ends
+/// turn it into their own failure, and so into the one error type).
+#[derive(Debug)]
+pub(crate) enum Error {
+    /// No connection to the endpoint (TCP, TLS, or the HTTP/2 handshake).
+    Connect(std::io::Error),
+    /// The connection or the stream broke before the response head.
+    Unavailable(BoxError),
+    /// No response head before the deadline.
+    TimedOut,
+}
+
 /// A stream opened upstream: the response to come, the request body's sender, and the
 /// stream's place in its connection's count (held by the response body until it ends).
 pub(crate) struct Opened {
@@ -112,16 +123,16 @@ pub(crate) async fn open(
     upstream: &Upstream,
     request: Request<()>,
     end: bool,
-) -> Result<Opened, Failure> {
+) -> Result<Opened, Error> {
     let pool = endpoint.pool();
     let (mut ready, slot) = pool
         .multiplexed()
         .ready(pool.connector(), pool.address(), upstream.connect_timeout())
         .await
-        .map_err(Failure::Connect)?;
+        .map_err(Error::Connect)?;
     let (response, send) = ready
         .send_request(request, end)
-        .map_err(|error| Failure::Unavailable(error.into()))?;
+        .map_err(|error| Error::Unavailable(error.into()))?;
     Ok(Opened {
         response,
         send,
@@ -133,11 +144,11 @@ pub(crate) async fn open(
 pub(crate) async fn response(
     future: ResponseFuture,
     deadline: Instant,
-) -> Result<Response<RecvStream>, Failure> {
+) -> Result<Response<RecvStream>, Error> {
     match tokio::time::timeout_at(deadline, future).await {
         Ok(Ok(response)) => Ok(response),
-        Ok(Err(error)) => Err(Failure::Unavailable(error.into())),
-        Err(_) => Err(Failure::TimedOut),
+        Ok(Err(error)) => Err(Error::Unavailable(error.into())),
+        Err(_) => Err(Error::TimedOut),
     }
 }
 

@@ -94,6 +94,17 @@ pub(crate) enum Failure {
 
 // === impl Failure ===
 
+impl From<crate::h2_client::Error> for Failure {
+    fn from(error: crate::h2_client::Error) -> Self {
+        use crate::h2_client::Error;
+        match error {
+            Error::Connect(error) => Self::Connect(error),
+            Error::Unavailable(source) => Self::Unavailable(source),
+            Error::TimedOut => Self::TimedOut,
+        }
+    }
+}
+
 impl Failure {
     /// The error to answer with, or `Err` when no answer can be sent any more.
     pub(crate) fn into_error(

@@ -175,49 +175,19 @@ pub(crate) fn parse_into(
             || (ours && is(h.name, "content-length"));
         !hop && !asked.edits.drops(h.name)
     });
-    let added = asked.edits.appended().iter().chain(asked.extra);
-    match sink {
-        Sink::Bytes(out) => {
-            out.extend_from_slice(b"HTTP/1.1 ");
-            write_decimal(out, u64::from(status));
-            out.push(b' ');
-            out.extend_from_slice(res.reason.unwrap_or_default().as_bytes());
-            out.extend_from_slice(b"\r\n");
-            for h in kept {
-                write_header(out, h.name, h.value);
-            }
-            for (name, value) in added {
-                write_header(out, name.as_str(), value.as_bytes());
-            }
-            match framing {
-                Framing::Length(n) => write_content_length(out, n),
-                Framing::Chunked if !decode => {
-                    out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-                }
-                _ => {}
-            }
-            write_header(out, "x-request-id", asked.request_id.as_bytes());
-            if !client_keep_alive {
-                out.extend_from_slice(b"connection: close\r\n");
-            } else if asked.http10 {
-                out.extend_from_slice(b"connection: keep-alive\r\n");
-            }
-            out.extend_from_slice(b"\r\n");
-        }
-        Sink::Fields(fields) => {
-            // HTTP/2 frames the body itself; a length is kept as the client's hint.
-            fields.status(status);
-            for h in kept {
-                fields.field(h.name, h.value);
-            }
-            for (name, value) in added {
-                fields.field(name.as_str(), value.as_bytes());
-            }
-            if let Framing::Length(n) = framing {
-                fields.field("content-length", decimal(n, &mut [0u8; 20]));
-            }
-        }
-    }
+    let kept = kept.map(|h| (h.name, h.value));
+    let reason = res.reason.unwrap_or_default();
+    // HTTP/2 frames the body itself; a length is kept as the client's hint.
+    let announced = if decode { Framing::Empty } else { framing };
+    write_rewritten(
+        sink,
+        status,
+        reason,
+        kept,
+        asked,
+        announced,
+        client_keep_alive,
+    );
     Ok(Some(Head::Final(Response {
         head_len,
         status,
@@ -244,6 +214,62 @@ fn switching(out: &mut Vec<u8>, headers: &[httparse::Header<'_>], asked: Asked<'
     }
     write_header(out, "x-request-id", asked.request_id.as_bytes());
     out.extend_from_slice(b"\r\n");
+}
+
+/// The response head as the client gets it, for either sink: the status, the upstream's
+/// headers that are kept, the ones the rule and the policies add, then our framing (`announced`:
+/// a length or chunks; nothing else is written), and for HTTP/1 the request id and what the
+/// connection does next. The same headers whichever sink it is.
+fn write_rewritten<'h>(
+    sink: Sink<'_>,
+    status: u16,
+    reason: &str,
+    kept: impl Iterator<Item = (&'h str, &'h [u8])>,
+    asked: Asked<'_>,
+    announced: Framing,
+    keep_alive: bool,
+) {
+    let added = asked.edits.appended().iter().chain(asked.extra);
+    match sink {
+        Sink::Bytes(out) => {
+            out.extend_from_slice(b"HTTP/1.1 ");
+            write_decimal(out, u64::from(status));
+            out.push(b' ');
+            out.extend_from_slice(reason.as_bytes());
+            out.extend_from_slice(b"\r\n");
+            for (name, value) in kept {
+                write_header(out, name, value);
+            }
+            for (name, value) in added {
+                write_header(out, name.as_str(), value.as_bytes());
+            }
+            match announced {
+                Framing::Length(n) => write_content_length(out, n),
+                Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+                _ => {}
+            }
+            write_header(out, "x-request-id", asked.request_id.as_bytes());
+            if !keep_alive {
+                out.extend_from_slice(b"connection: close\r\n");
+            } else if asked.http10 {
+                out.extend_from_slice(b"connection: keep-alive\r\n");
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+        Sink::Fields(fields) => {
+            // HTTP/2 frames the body itself: a length is only the client's hint.
+            fields.status(status);
+            for (name, value) in kept {
+                fields.field(name, value);
+            }
+            for (name, value) in added {
+                fields.field(name.as_str(), value.as_bytes());
+            }
+            if let Framing::Length(n) = announced {
+                fields.field("content-length", decimal(n, &mut [0u8; 20]));
+            }
+        }
+    }
 }
 
 /// How an HTTP/2 upstream's response goes to an HTTP/1 client.
@@ -278,50 +304,17 @@ pub(crate) fn rewrite_parts(
         let ours = *name == "x-request-id" || *name == http::header::CONTENT_LENGTH;
         !ours && !asked.edits.drops(name.as_str())
     });
-    let added = asked.edits.appended().iter().chain(asked.extra);
-    match sink {
-        Sink::Bytes(out) => {
-            out.extend_from_slice(b"HTTP/1.1 ");
-            write_decimal(out, u64::from(status));
-            out.push(b' ');
-            let reason = http::StatusCode::from_u16(status)
-                .ok()
-                .and_then(|s| s.canonical_reason())
-                .unwrap_or("");
-            out.extend_from_slice(reason.as_bytes());
-            out.extend_from_slice(b"\r\n");
-            for (name, value) in kept {
-                write_header(out, name.as_str(), value.as_bytes());
-            }
-            for (name, value) in added {
-                write_header(out, name.as_str(), value.as_bytes());
-            }
-            match framing {
-                Framing::Length(n) => write_content_length(out, n),
-                Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-                _ => {}
-            }
-            write_header(out, "x-request-id", asked.request_id.as_bytes());
-            if !keep_alive {
-                out.extend_from_slice(b"connection: close\r\n");
-            } else if asked.http10 {
-                out.extend_from_slice(b"connection: keep-alive\r\n");
-            }
-            out.extend_from_slice(b"\r\n");
-        }
-        Sink::Fields(fields) => {
-            fields.status(status);
-            for (name, value) in kept {
-                fields.field(name.as_str(), value.as_bytes());
-            }
-            for (name, value) in added {
-                fields.field(name.as_str(), value.as_bytes());
-            }
-            if let Some(n) = length {
-                fields.field("content-length", decimal(n, &mut [0u8; 20]));
-            }
-        }
-    }
+    let kept = kept.map(|(name, value)| (name.as_str(), value.as_bytes()));
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let announced = match (&sink, length) {
+        // The upstream's length goes to an HTTP/2 client even for a HEAD, as its hint.
+        (Sink::Fields(_), Some(n)) => Framing::Length(n),
+        _ => framing,
+    };
+    write_rewritten(sink, status, reason, kept, asked, announced, keep_alive);
     Relayed {
         framing,
         keep_alive,

@@ -55,7 +55,7 @@ pub(super) async fn exchange(
         .deadline
         .map_or(upstream_deadline, |d| d.min(upstream_deadline));
     // A head that does not come in time is logged with the limit that ran out.
-    let timed_out = |failure: Failure| match failure {
+    let timed_out = |error: h2_client::Error| match Failure::from(error) {
         Failure::TimedOut if head_deadline < upstream_deadline => {
             Failure::Deadline(head_deadline.saturating_duration_since(now))
         }
