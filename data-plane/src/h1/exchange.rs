@@ -229,14 +229,24 @@ pub(crate) async fn run<C: ClientIo>(
         &mut unused,
         CLIENT_IDLE_TIMEOUT,
     );
+    duplex(send, receive, started).await
+}
+
+/// Sends the request body and receives the response at once (full duplex: an upstream may
+/// answer, and stream, before the body ends), until the response is done. A body the upstream
+/// stopped taking is no failure (it may be answering early); a client body that breaks the
+/// rules is one, answered if nothing reached the client yet.
+pub(crate) async fn duplex(
+    send: impl Future<Output = Result<(), BodyError>>,
+    receive: impl Future<Output = Result<Done, Failure>>,
+    started: &AtomicBool,
+) -> Result<Done, Failure> {
     tokio::pin!(send, receive);
     let mut sent = false;
     loop {
         tokio::select! {
             result = &mut send, if !sent => match result {
-                Ok(()) => sent = true,
-                // The upstream stopped reading (it may be answering early): wait for its answer.
-                Err(BodyError::Write(_)) => sent = true,
+                Ok(()) | Err(BodyError::Write(_)) => sent = true,
                 Err(BodyError::Chunked(reason)) if !started.load(Ordering::Relaxed) => return Err(Failure::BadBody(reason)),
                 Err(BodyError::TooLarge) if !started.load(Ordering::Relaxed) => return Err(Failure::TooLarge),
                 Err(error) => return Err(Failure::Cut(error)),

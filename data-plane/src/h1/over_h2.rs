@@ -15,7 +15,7 @@ use tokio::{
 
 use super::{
     body::{self, Body, BodyError, Framing},
-    exchange::{Buffers, Done, Failure, READ_SIZE},
+    exchange::{self, Buffers, Done, Failure, READ_SIZE},
     response::{self, Asked, Sink},
 };
 use crate::{
@@ -84,21 +84,7 @@ pub(super) async fn run<C: ClientIo>(
         return receive.await;
     }
     let send_body = send_body(&mut send, first, req_body, &mut client_read, read);
-    tokio::pin!(send_body, receive);
-    let mut sent = false;
-    loop {
-        tokio::select! {
-            result = &mut send_body, if !sent => match result {
-                Ok(()) => sent = true,
-                // The upstream stopped taking the body (it may be answering early).
-                Err(BodyError::Write(_)) => sent = true,
-                Err(BodyError::Chunked(reason)) if !started.load(Ordering::Relaxed) => return Err(Failure::BadBody(reason)),
-                Err(BodyError::TooLarge) if !started.load(Ordering::Relaxed) => return Err(Failure::TooLarge),
-                Err(error) => return Err(Failure::Cut(error)),
-            },
-            result = &mut receive => return result,
-        }
-    }
+    exchange::duplex(send_body, receive, started).await
 }
 
 /// The client's body, decoded, onto the upstream stream.
