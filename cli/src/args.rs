@@ -90,6 +90,28 @@ pub(crate) enum Command {
     /// Show every connected data plane and the config version it runs.
     #[command(visible_alias = "data-planes")]
     Dataplanes(DataplanesArgs),
+    /// Print a ProtoSet resource made from the .proto files under directories (import paths
+    /// relative to each), compiled first; pipe it to `apply -f -`.
+    #[command(name = "protoset")]
+    ProtoSet(ProtoSetArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProtoSetArgs {
+    /// The resource's name.
+    pub(crate) name: String,
+    /// Directories whose .proto files (recursive) go in; each is an import root.
+    #[arg(required = true, value_name = "DIR")]
+    pub(crate) dirs: Vec<PathBuf>,
+    #[arg(short = 'o', long, value_enum, default_value_t = DocumentFormat::Yaml)]
+    pub(crate) output: DocumentFormat,
+}
+
+/// Output of a resource document.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum DocumentFormat {
+    Yaml,
+    Json,
 }
 
 /// Resource files: `-f FILE|DIR|-`, repeatable.

@@ -6,7 +6,7 @@ use crate::error::usage;
 
 /// Kinds the gateway's contract names that this server's API does not serve yet, as
 /// (singular, plural).
-const FUTURE_KINDS: [(&str, &str); 2] = [("consumer", "consumers"), ("proto", "protos")];
+const FUTURE_KINDS: [(&str, &str); 1] = [("consumer", "consumers")];
 
 /// Parses a kind: `routes`, `Route`, `upstream`, … (any case). A kind of the contract that the
 /// server does not serve yet, or an unknown one, is a usage error.
@@ -56,11 +56,14 @@ mod tests {
                 "{text}"
             );
         }
+        for text in ["protosets", "protoset", "ProtoSet"] {
+            assert_eq!(parse_kind(text).unwrap(), ResourceKind::ProtoSet, "{text}");
+        }
     }
 
     #[test]
     fn future_kinds_are_not_supported_yet() {
-        for text in ["consumers", "Consumer", "PROTOS"] {
+        for text in ["consumers", "Consumer", "CONSUMERS"] {
             let err = parse_kind(text).unwrap_err();
             assert_eq!(exit_code(&err), USAGE);
             assert!(
@@ -80,7 +83,7 @@ mod tests {
         assert_eq!(exit_code(&err), USAGE);
         assert_eq!(
             err.to_string(),
-            r#"unknown kind "widgets" (known: certificates, upstreams, policies, routes)"#
+            r#"unknown kind "widgets" (known: certificates, protosets, upstreams, policies, routes)"#
         );
     }
 

@@ -17,6 +17,8 @@ mod cluster;
 mod grpc;
 #[path = "e2e/mtls.rs"]
 mod mtls;
+#[path = "e2e/protoset.rs"]
+mod protoset;
 #[path = "e2e/standalone.rs"]
 mod standalone;
 #[path = "e2e/store.rs"]

@@ -207,6 +207,7 @@ fn parse_spec(kind: ResourceKind, value: Value) -> Result<Spec, (String, String)
     })?;
     let transcoded = match kind {
         ResourceKind::Certificate => message.transcode_to().map(Spec::Certificate),
+        ResourceKind::ProtoSet => message.transcode_to().map(Spec::ProtoSet),
         ResourceKind::Upstream => message.transcode_to().map(Spec::Upstream),
         ResourceKind::Policy => message.transcode_to().map(Spec::Policy),
         ResourceKind::Route => message.transcode_to().map(Spec::Route),
@@ -219,6 +220,7 @@ pub fn to_document(resource: &v1::Resource) -> Value {
     let mut document = Map::new();
     let (kind, spec) = match &resource.spec {
         Some(Spec::Certificate(spec)) => (ResourceKind::Certificate, spec.encode_to_vec()),
+        Some(Spec::ProtoSet(spec)) => (ResourceKind::ProtoSet, spec.encode_to_vec()),
         Some(Spec::Upstream(spec)) => (ResourceKind::Upstream, spec.encode_to_vec()),
         Some(Spec::Policy(spec)) => (ResourceKind::Policy, spec.encode_to_vec()),
         Some(Spec::Route(spec)) => (ResourceKind::Route, spec.encode_to_vec()),

@@ -9,6 +9,7 @@ use crate::v1::{self, resource::Spec};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ResourceKind {
     Certificate,
+    ProtoSet,
     Upstream,
     Policy,
     Route,
@@ -18,8 +19,9 @@ pub enum ResourceKind {
 
 impl ResourceKind {
     /// Every kind, in dependency order.
-    pub const ALL: [ResourceKind; 4] = [
+    pub const ALL: [ResourceKind; 5] = [
         ResourceKind::Certificate,
+        ResourceKind::ProtoSet,
         ResourceKind::Upstream,
         ResourceKind::Policy,
         ResourceKind::Route,
@@ -29,6 +31,7 @@ impl ResourceKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ResourceKind::Certificate => "Certificate",
+            ResourceKind::ProtoSet => "ProtoSet",
             ResourceKind::Upstream => "Upstream",
             ResourceKind::Policy => "Policy",
             ResourceKind::Route => "Route",
@@ -39,6 +42,7 @@ impl ResourceKind {
     pub fn plural(self) -> &'static str {
         match self {
             ResourceKind::Certificate => "certificates",
+            ResourceKind::ProtoSet => "protosets",
             ResourceKind::Upstream => "upstreams",
             ResourceKind::Policy => "policies",
             ResourceKind::Route => "routes",
@@ -56,6 +60,7 @@ impl ResourceKind {
     pub fn of(resource: &v1::Resource) -> Option<Self> {
         match resource.spec.as_ref()? {
             Spec::Certificate(_) => Some(ResourceKind::Certificate),
+            Spec::ProtoSet(_) => Some(ResourceKind::ProtoSet),
             Spec::Upstream(_) => Some(ResourceKind::Upstream),
             Spec::Policy(_) => Some(ResourceKind::Policy),
             Spec::Route(_) => Some(ResourceKind::Route),
@@ -66,6 +71,7 @@ impl ResourceKind {
     pub(crate) fn spec_message(self) -> &'static str {
         match self {
             ResourceKind::Certificate => "gateway.v1.CertificateSpec",
+            ResourceKind::ProtoSet => "gateway.v1.ProtoSetSpec",
             ResourceKind::Upstream => "gateway.v1.UpstreamSpec",
             ResourceKind::Policy => "gateway.v1.PolicySpec",
             ResourceKind::Route => "gateway.v1.RouteSpec",
@@ -75,6 +81,7 @@ impl ResourceKind {
     pub fn to_proto(self) -> v1::Kind {
         match self {
             ResourceKind::Certificate => v1::Kind::Certificate,
+            ResourceKind::ProtoSet => v1::Kind::ProtoSet,
             ResourceKind::Upstream => v1::Kind::Upstream,
             ResourceKind::Policy => v1::Kind::Policy,
             ResourceKind::Route => v1::Kind::Route,
@@ -85,6 +92,7 @@ impl ResourceKind {
     pub fn from_proto(kind: i32) -> Option<Self> {
         match v1::Kind::try_from(kind).ok()? {
             v1::Kind::Certificate => Some(ResourceKind::Certificate),
+            v1::Kind::ProtoSet => Some(ResourceKind::ProtoSet),
             v1::Kind::Upstream => Some(ResourceKind::Upstream),
             v1::Kind::Policy => Some(ResourceKind::Policy),
             v1::Kind::Route => Some(ResourceKind::Route),

@@ -19,6 +19,7 @@ mod checked;
 mod filter;
 mod incremental;
 mod policy;
+mod proto_set;
 mod route;
 mod upstream;
 
@@ -30,6 +31,9 @@ pub use checked::{Checked, CheckedMatch, CheckedPath, CheckedRoute, CheckedValue
 pub use incremental::{Graph, Unproven};
 
 pub use policy::MAX_HEAD_BYTES;
+pub use proto_set::{
+    MAX_BYTES as MAX_PROTO_SET_BYTES, ProtoSetError, compile as compile_proto_set,
+};
 pub use upstream::trust_anchors;
 
 use upstream::check_upstream;
@@ -158,6 +162,7 @@ pub fn check<'a>(
         let mut at = report.at(resource);
         match &resource.spec {
             Some(Spec::Certificate(spec)) => certificate::check_certificate(&mut at, spec),
+            Some(Spec::ProtoSet(spec)) => proto_set::check_proto_set(&mut at, spec),
             Some(Spec::Upstream(spec)) => {
                 check_upstream(&mut at, spec);
                 upstream::check_references(&mut at, spec, &certificates);

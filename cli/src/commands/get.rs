@@ -78,6 +78,41 @@ fn json(value: &serde_json::Value) -> String {
 
 fn table(kind: ResourceKind, resources: &[v1::Resource]) -> Table {
     match kind {
+        ResourceKind::ProtoSet => {
+            let mut table = Table::new(&["NAME", "FILES", "SERVICES", "VERSION"]);
+            for resource in resources {
+                let Some(Spec::ProtoSet(spec)) = &resource.spec else {
+                    continue;
+                };
+                // The services its own files define (not those of what they import).
+                let services = gateway_proto::validate::compile_proto_set(spec).map_or_else(
+                    |_| "-".to_owned(),
+                    |pool| {
+                        let own: Vec<String> = pool
+                            .services()
+                            .filter(|s| {
+                                spec.files.is_empty()
+                                    || spec.files.contains_key(s.parent_file().name())
+                            })
+                            .map(|s| s.full_name().to_owned())
+                            .collect();
+                        or_dash(own.join(","))
+                    },
+                );
+                let files = if spec.files.is_empty() {
+                    "descriptorSet".to_owned()
+                } else {
+                    spec.files.len().to_string()
+                };
+                table.push(vec![
+                    resource.name.clone(),
+                    files,
+                    services,
+                    resource.version.to_string(),
+                ]);
+            }
+            table
+        }
         ResourceKind::Certificate => {
             let mut table = Table::new(&["NAME", "HOSTNAMES", "DEFAULT", "NOT AFTER", "VERSION"]);
             for resource in resources {

@@ -201,7 +201,9 @@ fn swap_delta(
                         ResourceKind::Upstream => {
                             upstreams.push((*name, upstream_spec(resources, name)))
                         }
-                        ResourceKind::Policy | ResourceKind::Certificate => {}
+                        ResourceKind::Policy
+                        | ResourceKind::Certificate
+                        | ResourceKind::ProtoSet => {}
                     }
                 }
                 let next = table.update(version, &names, &routes, &upstreams, state.side());

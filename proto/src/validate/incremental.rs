@@ -90,7 +90,7 @@ impl Graph {
                     policies.insert(resource.name.as_str(), spec.global);
                 }
                 Some(Spec::Route(_)) => break,
-                Some(Spec::Certificate(_)) => {}
+                Some(Spec::Certificate(_) | Spec::ProtoSet(_)) => {}
                 None => return Err(Unproven),
             }
         }
@@ -111,7 +111,9 @@ impl Graph {
             match kind {
                 // Hostnames and the default are checked across every certificate: the whole
                 // check, which is cheap next to compiling a certificate.
-                ResourceKind::Certificate => return Err(Unproven),
+                // A ProtoSet compiles in milliseconds to seconds: the whole check, which the
+                // change needs anyway.
+                ResourceKind::Certificate | ResourceKind::ProtoSet => return Err(Unproven),
                 ResourceKind::Route => {
                     changed_routes.insert(name);
                 }
@@ -125,7 +127,7 @@ impl Graph {
                 at.error("name", reason);
             }
             match &resource.spec {
-                Some(Spec::Certificate(_)) => return Err(Unproven),
+                Some(Spec::Certificate(_) | Spec::ProtoSet(_)) => return Err(Unproven),
                 // A client certificate is a reference to a Certificate, and compiling it
                 // needs the certificate: the whole check, and a whole compile.
                 Some(Spec::Upstream(spec))

@@ -143,4 +143,5 @@ fn rejects_bad_route_fields() {
 }
 
 mod filters_and_policies;
+mod proto_sets;
 mod protocols_and_timeouts;

@@ -202,7 +202,9 @@ fn the_same_verdict_as_the_whole_check() {
                                 .iter()
                                 .chain(spec.rules.iter().flat_map(|rule| &rule.policies))
                                 .any(|p| p == name),
-                            ResourceKind::Route | ResourceKind::Certificate => false,
+                            ResourceKind::Route
+                            | ResourceKind::Certificate
+                            | ResourceKind::ProtoSet => false,
                         });
                         refers || changed.contains(&(ResourceKind::Route, r.name.as_str()))
                     })
