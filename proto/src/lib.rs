@@ -8,7 +8,8 @@
 //!   offline: the same bytes get the same verdict everywhere.
 //! - [`delta`]: the discovery stream's incremental updates, chosen by the control plane and
 //!   applied by the data plane.
-//! - [`template`]: path templates (`/users/{id}`), parsed once, matched without allocating.
+//! - [`template`]: path templates (`/users/{id}`), parsed once, matched without allocating;
+//!   [`http_rule`]: the path templates of `google.api.http` rules, for transcoding.
 //! - [`duration`]: the one duration grammar of every program's flags, and the range of a
 //!   configured duration; [`net`]: IP networks (`10.0.0.0/8`); [`token`]: where a program
 //!   takes its bearer token from.
@@ -31,6 +32,7 @@ pub mod delta;
 mod descriptor;
 pub mod document;
 pub mod duration;
+pub mod http_rule;
 mod kind;
 pub mod names;
 pub mod net;

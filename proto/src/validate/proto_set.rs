@@ -6,7 +6,13 @@
 
 mod google;
 
-use std::{collections::BTreeMap, path::Path};
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    sync::{Mutex, PoisonError},
+};
+
+use prost::Message as _;
 
 use miette::Diagnostic as _;
 use prost_reflect::DescriptorPool;
@@ -28,8 +34,42 @@ pub(super) fn check_proto_set(at: &mut At<'_>, spec: &v1::ProtoSetSpec) {
     }
 }
 
-/// The descriptors of a ProtoSet: its files and everything they import.
+/// The descriptors of a ProtoSet: its files and everything they import. Compiled sets are
+/// kept (the last [`CACHED`], by a digest of the spec), so validating a configuration again,
+/// as every apply and every snapshot does, does not compile its ProtoSets again.
 pub fn compile(spec: &v1::ProtoSetSpec) -> Result<DescriptorPool, ProtoSetError> {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &spec.encode_to_vec());
+    let key: [u8; 32] = digest.as_ref().try_into().unwrap_or_default();
+    if let Some(pool) = cache_get(&key) {
+        return Ok(pool);
+    }
+    let pool = compile_uncached(spec)?;
+    cache_put(key, pool.clone());
+    Ok(pool)
+}
+
+/// How many compiled ProtoSets are kept.
+const CACHED: usize = 32;
+
+static CACHE: Mutex<Vec<([u8; 32], DescriptorPool)>> = Mutex::new(Vec::new());
+
+fn cache_get(key: &[u8; 32]) -> Option<DescriptorPool> {
+    let mut cache = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
+    let at = cache.iter().position(|(k, _)| k == key)?;
+    // Most recently used first.
+    let entry = cache.remove(at);
+    let pool = entry.1.clone();
+    cache.insert(0, entry);
+    Some(pool)
+}
+
+fn cache_put(key: [u8; 32], pool: DescriptorPool) {
+    let mut cache = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
+    cache.insert(0, (key, pool));
+    cache.truncate(CACHED);
+}
+
+fn compile_uncached(spec: &v1::ProtoSetSpec) -> Result<DescriptorPool, ProtoSetError> {
     match (spec.files.is_empty(), spec.descriptor_set.is_empty()) {
         (false, false) => Err((
             "spec.descriptorSet".into(),
