@@ -14,6 +14,10 @@
 
 use std::fmt;
 
+mod bindings;
+
+pub use self::bindings::{Binding, bindings};
+
 /// A parsed template.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpTemplate {

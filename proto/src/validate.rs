@@ -21,6 +21,7 @@ mod incremental;
 mod policy;
 mod proto_set;
 mod route;
+mod transcode;
 mod upstream;
 
 pub use certificate::{
@@ -123,6 +124,7 @@ pub fn check<'a>(
     let mut seen: HashSet<(ResourceKind, &str)> = HashSet::new();
     let mut upstreams = HashSet::new();
     let mut certificates = HashSet::new();
+    let mut transcoding = transcode::Transcoding::default();
     // Policy names, and whether each is global.
     let mut policies = HashMap::new();
     for resource in resources {
@@ -142,14 +144,24 @@ pub fn check<'a>(
             );
         }
         match &resource.spec {
-            Some(Spec::Upstream(_)) => {
+            Some(Spec::Upstream(spec)) => {
                 upstreams.insert(resource.name.as_str());
+                let protocol = v1::upstream_spec::Protocol::try_from(spec.protocol);
+                if matches!(
+                    protocol,
+                    Ok(v1::upstream_spec::Protocol::H2c | v1::upstream_spec::Protocol::H2)
+                ) {
+                    transcoding.multiplexed.insert(resource.name.as_str());
+                }
             }
             Some(Spec::Policy(spec)) => {
                 policies.insert(resource.name.as_str(), spec.global);
             }
             Some(Spec::Certificate(_)) => {
                 certificates.insert(resource.name.as_str());
+            }
+            Some(Spec::ProtoSet(spec)) => {
+                transcoding.proto_sets.insert(resource.name.as_str(), spec);
             }
             _ => {}
         }
@@ -175,6 +187,7 @@ pub fn check<'a>(
                     &route::Known {
                         upstreams: &upstreams,
                         policies: &policies,
+                        transcoding: Some(&transcoding),
                     },
                     regexes,
                 );

@@ -3,7 +3,11 @@
 
 use std::collections::HashSet;
 
-use super::{At, route::check_literal_path};
+use super::{
+    At,
+    route::check_literal_path,
+    transcode::{self, Transcoding},
+};
 use crate::{
     names,
     v1::{self, path_match, path_modifier, route_filter::Type},
@@ -24,7 +28,14 @@ const RESERVED_HEADERS: &[&str] = &[
     "x-request-id",
 ];
 
-pub(super) fn check_filters(at: &mut At<'_>, r: usize, rule: &v1::RouteRule) {
+/// `transcoding` is what a GrpcTranscode filter is checked against (none in an incremental
+/// check, which leaves such routes to the whole one).
+pub(super) fn check_filters(
+    at: &mut At<'_>,
+    r: usize,
+    rule: &v1::RouteRule,
+    transcoding: Option<&Transcoding<'_>>,
+) {
     let mut rewrites = 0;
     let mut redirects = 0;
     for (f, filter) in rule.filters.iter().enumerate() {
@@ -69,7 +80,33 @@ pub(super) fn check_filters(at: &mut At<'_>, r: usize, rule: &v1::RouteRule) {
                 );
                 continue;
             }
-            Type::RequestMirror | Type::GrpcTranscode => {
+            Type::GrpcTranscode => {
+                match (&filter.grpc_transcode, transcoding) {
+                    (Some(body), Some(transcoding)) => transcode::check_transcode(
+                        at,
+                        &format!("{field}.grpcTranscode"),
+                        body,
+                        rule,
+                        transcoding,
+                    ),
+                    (Some(_), None) => at.error(
+                        &format!("{field}.grpcTranscode"),
+                        "is checked with the whole configuration".into(),
+                    ),
+                    (None, _) => at.error(
+                        &format!("{field}.grpcTranscode"),
+                        "is required for type GrpcTranscode".into(),
+                    ),
+                }
+                // Checked as far as the configuration goes; the data plane cannot run it yet.
+                at.error(
+                    &format!("{field}.type"),
+                    "GrpcTranscode is not supported yet: the transcoder is not in this build"
+                        .into(),
+                );
+                continue;
+            }
+            Type::RequestMirror => {
                 at.error(
                     &format!("{field}.type"),
                     format!("{} is not supported yet", kind.as_str_name()),

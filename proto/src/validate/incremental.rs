@@ -97,6 +97,7 @@ impl Graph {
         let known = route::Known {
             upstreams: &upstreams,
             policies: &policies,
+            transcoding: None,
         };
 
         let mut report = Report::default();

@@ -19,6 +19,8 @@ pub(super) struct Known<'a> {
     pub(super) upstreams: &'a HashSet<&'a str>,
     /// Policy names, and whether each is global.
     pub(super) policies: &'a HashMap<&'a str, bool>,
+    /// ProtoSets and HTTP/2 upstreams, for GrpcTranscode filters (whole checks only).
+    pub(super) transcoding: Option<&'a super::transcode::Transcoding<'a>>,
 }
 
 /// Checks a route; its rules with their parsed matches (those that had no problem: any other
@@ -63,7 +65,7 @@ pub(super) fn check_route<'s>(
             parsed.extend(check_match(at, &field, route_match, regexes));
         }
         checked.push((rule, parsed));
-        filter::check_filters(at, r, rule);
+        filter::check_filters(at, r, rule, known.transcoding);
         let mut seen = route_policies.clone();
         policy::check_references(
             at,

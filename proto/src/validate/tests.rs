@@ -145,3 +145,4 @@ fn rejects_bad_route_fields() {
 mod filters_and_policies;
 mod proto_sets;
 mod protocols_and_timeouts;
+mod transcode;
