@@ -45,6 +45,7 @@ pub mod subscriber;
 pub mod table;
 #[cfg(test)]
 mod test_backend;
+pub mod transcode;
 
 pub use config::{Config, ControlPlaneConfig, SourceConfig, TrustedPeers};
 pub use gateway::{Gateway, StartError};

@@ -1,0 +1,78 @@
+//! REST/JSON to gRPC (the `GrpcTranscode` filter), the parts that need no network, compiled
+//! off the request path: [`Methods`] chooses the gRPC method for an HTTP method and path by the
+//! `google.api.http` bindings of the filter's services ([`path`] matches one template); [`json`]
+//! builds the protobuf request from the path's variables, the query and the JSON body, and
+//! turns the protobuf response into JSON (the proto3 JSON mapping, prost-reflect's); [`grpc`]
+//! frames messages and maps gRPC statuses to HTTP. The exchange itself (one HTTP/2 stream to the
+//! upstream) joins the front ends with the filter.
+
+use prost_reflect::{DescriptorPool, MethodDescriptor};
+
+use gateway_proto::http_rule::{self, Binding};
+
+pub mod grpc;
+pub mod json;
+pub mod path;
+
+/// The methods a filter exposes, with their bindings.
+#[derive(Debug)]
+pub struct Methods {
+    bindings: Vec<(MethodDescriptor, Binding)>,
+}
+
+/// A request matched to a method: its binding, and the path's values for the binding's
+/// variables (by field path, percent-decoded).
+#[derive(Debug)]
+pub struct Matched<'m> {
+    pub method: &'m MethodDescriptor,
+    pub binding: &'m Binding,
+    pub captures: Vec<(String, String)>,
+}
+
+impl Methods {
+    /// The bindings of `services` in `pool`; a service or a rule that does not check is left
+    /// out (validation refused the configuration if any did).
+    pub fn compile(pool: &DescriptorPool, services: &[String]) -> Self {
+        let mut bindings = Vec::new();
+        for name in services {
+            let Some(service) = pool.get_service_by_name(name) else {
+                continue;
+            };
+            for method in service.methods() {
+                if let Ok(found) = http_rule::bindings(&method) {
+                    bindings.extend(found.into_iter().map(|b| (method.clone(), b)));
+                }
+            }
+        }
+        // The most specific first: more literal segments, then no `**`, so `/v1/shelves:batch`
+        // or `/v1/shelves/special` wins over `/v1/{name=shelves/*}`.
+        bindings.sort_by_key(|(_, b)| std::cmp::Reverse(path::specificity(&b.template)));
+        Self { bindings }
+    }
+
+    /// The method for `method` and `path` (no query), if any binding matches.
+    pub fn find(&self, method: &str, path: &str) -> Option<Matched<'_>> {
+        self.bindings.iter().find_map(|(descriptor, binding)| {
+            if binding.method != method {
+                return None;
+            }
+            let captures = path::capture(&binding.template, path)?;
+            Some(Matched {
+                method: descriptor,
+                binding,
+                captures,
+            })
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.bindings.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bindings.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests;
