@@ -16,6 +16,7 @@ mod head;
 mod over_h2;
 mod request;
 mod response;
+mod transcoded;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
@@ -290,7 +291,7 @@ async fn exchange<C: ClientIo>(
     }
     // The body bytes that came with the head go out with the rewritten head (decoded from
     // their HTTP/1 framing for an HTTP/2 upstream).
-    let multiplexed = upstream.is_multiplexed();
+    let multiplexed = upstream.is_multiplexed() || routed.rule.transcoder().is_some();
     let mut req_body = Body::limited(framing, multiplexed, routed.body_limit);
     if let Err(error) = req_body.take_into(&mut bufs.read, &mut bufs.head) {
         let error = match error {
@@ -310,6 +311,22 @@ async fn exchange<C: ClientIo>(
         )
         .await;
         return false;
+    }
+    if let Some(transcoder) = routed.rule.transcoder() {
+        let transcoder = transcoder.clone();
+        return transcoded::run(
+            client,
+            conn,
+            bufs,
+            &mut req_body,
+            &transcoder,
+            routed,
+            &request_id,
+            outcome,
+            keep_alive,
+            now,
+        )
+        .await;
     }
     let asked = Asked {
         is_head,

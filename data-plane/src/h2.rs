@@ -199,7 +199,14 @@ fn start(
     };
     outcome.rule = Some(routed.rule.clone());
     outcome.upstream = Some((routed.upstream.clone(), routed.endpoint));
-    let body = body.map(|body| Limited::new(body, routed.body_limit));
+    // A transcoded body is read whole, so it is held to the largest gRPC message too.
+    let limit = match routed.rule.transcoder() {
+        Some(_) => routed
+            .body_limit
+            .min(crate::transcode::grpc::MAX_MESSAGE as u64),
+        None => routed.body_limit,
+    };
+    let body = body.map(|body| Limited::new(body, limit));
     let (framing, replayable) = (request.framing, request.replayable);
     let conn = conn.clone();
     Started::Exchange(Box::pin(async move {
@@ -223,6 +230,10 @@ fn start(
             edits: &routed.rule.filters().response,
             extra: &routed.response_extra,
         };
+        if let Some(transcoder) = routed.rule.transcoder() {
+            let answer = transcode(transcoder, endpoint, upstream, &head, body, deadline).await;
+            return local(&conn, answer, Some(request_id), outcome, is_head, false);
+        }
         if upstream.is_multiplexed() {
             let sent = multiplexed::exchange(
                 endpoint,
@@ -285,6 +296,47 @@ fn start(
         let answer = Local::Error(error);
         local(&conn, answer, Some(request_id), outcome, is_head, grpc)
     }))
+}
+
+/// A transcoded request: its whole body (up to the largest gRPC message), then the call.
+async fn transcode(
+    transcoder: &crate::transcode::Transcoder,
+    endpoint: &crate::table::Endpoint,
+    upstream: &crate::table::Upstream,
+    head: &[u8],
+    body: Option<Limited>,
+    deadline: Option<Instant>,
+) -> Local {
+    use http_body_util::BodyExt as _;
+
+    let https = endpoint.pool().connector().is_tls();
+    let request = match h2_client::request(head, https, endpoint.address()) {
+        Ok((request, _)) => request,
+        Err(reason) => return Local::Error(ProxyError::Malformed { reason }),
+    };
+    let body = match body {
+        None => Bytes::new(),
+        Some(body) => match body.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) if Limited::caused(&*error) => {
+                return Local::Error(ProxyError::BodyTooLarge);
+            }
+            Err(_) => {
+                return Local::Error(ProxyError::Malformed {
+                    reason: "the request body was cut short",
+                });
+            }
+        },
+    };
+    if body.len() > crate::transcode::grpc::MAX_MESSAGE {
+        return Local::Error(ProxyError::BodyTooLarge);
+    }
+    match h2_client::transcoded(transcoder, endpoint, upstream, request, &body, deadline).await {
+        Ok(answer) | Err(h2_client::Refused::Client(answer)) => answer,
+        Err(h2_client::Refused::Exchange(error)) => {
+            Local::Error(failure_error(error.into(), upstream, endpoint))
+        }
+    }
 }
 
 /// The error to answer a failed exchange with.

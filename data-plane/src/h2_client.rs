@@ -18,6 +18,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, u
 use http_body::Frame;
 use tokio::time::{Instant, Sleep};
 
+mod transcoded;
+
+pub(crate) use self::transcoded::{Refused, call as transcoded};
+
 use crate::{
     limits::{self, MAX_HEADERS},
     pipeline::BoxError,
@@ -159,6 +163,13 @@ pub(crate) async fn send_data(
     mut data: Bytes,
     end: bool,
 ) -> Result<(), h2::Error> {
+    if data.is_empty() {
+        // Nothing to wait for window for; END_STREAM alone if asked.
+        if end {
+            stream.send_data(data, true)?;
+        }
+        return Ok(());
+    }
     while !data.is_empty() {
         stream.reserve_capacity(data.len());
         let granted = poll_fn(|cx| stream.poll_capacity(cx))
@@ -168,12 +179,8 @@ pub(crate) async fn send_data(
             continue;
         }
         let chunk = data.split_to(granted.min(data.len()));
+        // The last piece carries END_STREAM.
         stream.send_data(chunk, end && data.is_empty())?;
-    }
-    if end {
-        // Nothing was left to carry END_STREAM (an empty last piece, or no data at all).
-        stream.reserve_capacity(0);
-        stream.send_data(Bytes::new(), true)?;
     }
     Ok(())
 }

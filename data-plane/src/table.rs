@@ -103,6 +103,13 @@ impl Table {
                 _ => None,
             })
             .collect();
+        let proto_sets: FxHashMap<&str, &v1::ProtoSetSpec> = resources
+            .iter()
+            .filter_map(|r| match &r.spec {
+                Some(Spec::ProtoSet(spec)) => Some((r.name.as_str(), spec)),
+                _ => None,
+            })
+            .collect();
         let mut upstreams = FxHashMap::default();
         for resource in resources {
             if let Some(Spec::Upstream(spec)) = &resource.spec {
@@ -145,7 +152,7 @@ impl Table {
         };
         let mut builder = RouterBuilder::default();
         for route in &checked.routes {
-            table.add_route(route, &mut builder, side);
+            table.add_route(route, &mut builder, side, &proto_sets);
         }
         table.router = builder.build();
         Ok(table)
@@ -212,7 +219,7 @@ impl Table {
         }
         let mut builder = RouterBuilder::default();
         for route in routes {
-            next.add_route(route, &mut builder, side);
+            next.add_route(route, &mut builder, side, &FxHashMap::default());
         }
         next.router = self.router.update(
             &removed,
@@ -228,10 +235,12 @@ impl Table {
         checked_route: &CheckedRoute<'_>,
         builder: &mut RouterBuilder,
         side: &SideTables,
+        proto_sets: &FxHashMap<&str, &v1::ProtoSetSpec>,
     ) {
         let name: Arc<str> = checked_route.name.into();
         let spec = checked_route.spec;
         let cx = rule::Context {
+            proto_sets,
             upstreams: &self.upstreams,
             policies: &self.policies,
             global: &self.global,

@@ -8,7 +8,47 @@
 
 use prost_reflect::{DescriptorPool, MethodDescriptor};
 
-use gateway_proto::http_rule::{self, Binding};
+use gateway_proto::{
+    http_rule::{self, Binding},
+    v1,
+};
+
+pub use self::json::{BadRequest, Options};
+
+/// A rule's `GrpcTranscode` filter, compiled: the ProtoSet's descriptors and the methods the
+/// filter exposes.
+#[derive(Debug)]
+pub struct Transcoder {
+    pool: DescriptorPool,
+    methods: Methods,
+    options: Options,
+}
+
+impl Transcoder {
+    /// The transcoder of a validated filter and its ProtoSet; `None` if the set does not
+    /// compile (validation refused such a configuration).
+    pub fn compile(filter: &v1::GrpcTranscode, proto_set: &v1::ProtoSetSpec) -> Option<Self> {
+        let pool = gateway_proto::validate::compile_proto_set(proto_set).ok()?;
+        let methods = Methods::compile(&pool, &filter.services);
+        Some(Self {
+            pool,
+            methods,
+            options: Options::default(),
+        })
+    }
+
+    pub fn methods(&self) -> &Methods {
+        &self.methods
+    }
+
+    pub fn pool(&self) -> &DescriptorPool {
+        &self.pool
+    }
+
+    pub fn options(&self) -> Options {
+        self.options
+    }
+}
 
 pub mod grpc;
 pub mod json;

@@ -52,6 +52,7 @@ pub struct GrpcBackend {
     addr: SocketAddr,
     name: Arc<str>,
     cancelled: Arc<AtomicUsize>,
+    calls: Arc<AtomicUsize>,
     // Dropping it is the server's shutdown signal.
     _shutdown: oneshot::Sender<()>,
 }
@@ -82,9 +83,11 @@ impl GrpcBackend {
         let addr = listener.local_addr().expect("the listener's address");
         let name: Arc<str> = name.into();
         let cancelled = Arc::new(AtomicUsize::new(0));
+        let calls = Arc::new(AtomicUsize::new(0));
         let service = EchoService {
             name: name.clone(),
             cancelled: cancelled.clone(),
+            calls: calls.clone(),
         };
         let mut builder = Server::builder();
         if let Some(identity) = identity {
@@ -113,6 +116,7 @@ impl GrpcBackend {
             addr,
             name,
             cancelled,
+            calls,
             _shutdown: shutdown,
         }
     }
@@ -131,12 +135,18 @@ impl GrpcBackend {
     pub fn cancelled(&self) -> usize {
         self.cancelled.load(Ordering::Relaxed)
     }
+
+    /// How many unary calls reached the backend.
+    pub fn unary_calls(&self) -> usize {
+        self.calls.load(Ordering::Relaxed)
+    }
 }
 
 #[derive(Clone, Debug)]
 struct EchoService {
     name: Arc<str>,
     cancelled: Arc<AtomicUsize>,
+    calls: Arc<AtomicUsize>,
 }
 
 type ReplyStream = ReceiverStream<Result<EchoReply, Status>>;
@@ -155,6 +165,7 @@ impl EchoService {
 #[tonic::async_trait]
 impl Echo for EchoService {
     async fn unary(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
         let request = request.into_inner();
         delay(request.delay_ms).await;
         if let Some(failure) = &request.fail {

@@ -25,6 +25,8 @@ mod standalone;
 mod store;
 #[path = "e2e/tls.rs"]
 mod tls;
+#[path = "e2e/transcode.rs"]
+mod transcode;
 #[path = "e2e/validation.rs"]
 mod validation;
 #[path = "e2e/websocket.rs"]

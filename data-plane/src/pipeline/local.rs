@@ -18,6 +18,8 @@ pub(crate) enum Local {
     Preflight {
         headers: Vec<(HeaderName, HeaderValue)>,
     },
+    /// A transcoded gRPC call's answer, as JSON.
+    Transcoded(LocalResponse),
 }
 
 /// A local answer, ready for a front end to write.
@@ -36,6 +38,7 @@ impl Local {
             Self::Error(error) => error.status(),
             Self::Redirect { status, .. } => *status,
             Self::Preflight { .. } => StatusCode::NO_CONTENT,
+            Self::Transcoded(response) => response.status,
         }
     }
 
@@ -77,6 +80,7 @@ impl Local {
                 headers,
                 body: Bytes::new(),
             },
+            Self::Transcoded(response) => response,
         }
     }
 

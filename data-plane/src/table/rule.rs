@@ -22,7 +22,7 @@ use super::{
     policy::{Policy, RulePolicies},
     upstream::{self, Upstream},
 };
-use crate::side::SideTables;
+use crate::{side::SideTables, transcode::Transcoder};
 
 /// One route rule: what the pipeline needs once the router has chosen it.
 #[derive(Debug)]
@@ -40,6 +40,8 @@ pub struct Rule {
     /// No filters and no policies: the pipeline has nothing to run.
     plain: bool,
     timeouts: Timeouts,
+    /// A GrpcTranscode filter: REST/JSON requests become gRPC calls.
+    transcoder: Option<Arc<Transcoder>>,
 }
 
 /// A rule's `timeouts`: how long a request, and each try with a backend, may take to the end
@@ -94,6 +96,9 @@ enum Backends {
 
 /// What a rule is compiled from besides its spec.
 pub(super) struct Context<'a> {
+    /// ProtoSets by name (empty for a delta's routes, which never have a GrpcTranscode filter:
+    /// the incremental check leaves them to the whole one).
+    pub(super) proto_sets: &'a FxHashMap<&'a str, &'a v1::ProtoSetSpec>,
     pub(super) upstreams: &'a FxHashMap<Arc<str>, Arc<Upstream>>,
     pub(super) policies: &'a FxHashMap<Arc<str>, Arc<Policy>>,
     /// Global policies, in name order.
@@ -169,7 +174,21 @@ impl Rule {
             normalize: spec.normalize_path.unwrap_or(true),
             prefixes: prefixes.into(),
             timeouts: Timeouts::compile(rule.timeouts.as_ref()),
+            transcoder: rule
+                .filters
+                .iter()
+                .filter_map(|f| f.grpc_transcode.as_ref())
+                .find_map(|filter| {
+                    let proto_set = cx.proto_sets.get(filter.proto_set.as_str())?;
+                    Transcoder::compile(filter, proto_set).map(Arc::new)
+                }),
         }
+    }
+
+    /// The rule's transcoder, if it has a GrpcTranscode filter.
+    #[inline]
+    pub fn transcoder(&self) -> Option<&Arc<Transcoder>> {
+        self.transcoder.as_ref()
     }
 
     /// The rule's timeouts.

@@ -139,9 +139,30 @@ fn detail_json(any: &prost_types::Any, pool: &DescriptorPool) -> serde_json::Val
     serde_json::Value::Object(object)
 }
 
-/// Standard base64 with padding, for bytes the descriptors cannot decode.
-mod base64 {
+/// Standard base64, for bytes the descriptors cannot decode and for
+/// `grpc-status-details-bin` (sent without padding).
+pub mod base64 {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+    /// Decodes standard base64, with or without padding.
+    pub fn decode(text: &[u8]) -> Option<Vec<u8>> {
+        let text: Vec<u8> = text.iter().copied().filter(|&b| b != b'=').collect();
+        let mut out = Vec::with_capacity(text.len() * 3 / 4);
+        for chunk in text.chunks(4) {
+            if chunk.len() == 1 {
+                return None;
+            }
+            let mut n = 0u32;
+            for (i, &c) in chunk.iter().enumerate() {
+                let v = ALPHABET.iter().position(|&a| a == c)? as u32;
+                n |= v << (18 - 6 * i);
+            }
+            for i in 0..chunk.len() - 1 {
+                out.push((n >> (16 - 8 * i)) as u8);
+            }
+        }
+        Some(out)
+    }
 
     pub(super) fn encode(bytes: &[u8]) -> String {
         let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);

@@ -98,12 +98,6 @@ pub(super) fn check_filters(
                         "is required for type GrpcTranscode".into(),
                     ),
                 }
-                // Checked as far as the configuration goes; the data plane cannot run it yet.
-                at.error(
-                    &format!("{field}.type"),
-                    "GrpcTranscode is not supported yet: the transcoder is not in this build"
-                        .into(),
-                );
                 continue;
             }
             Type::RequestMirror => {

@@ -76,7 +76,7 @@ fn refuses_bad_filters() {
         ),
         (
             "        - type: GrpcTranscode\n",
-            "spec.rules[0].filters[0].type: GrpcTranscode is not supported yet",
+            "spec.rules[0].filters[0].grpcTranscode: is required for type GrpcTranscode",
         ),
         (
             "        - type: RequestHeaderModifier\n",

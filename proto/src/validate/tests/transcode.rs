@@ -1,5 +1,4 @@
-//! GrpcTranscode filters against their ProtoSet and upstreams. The data plane cannot transcode
-//! yet, so a filter that passes every check still gets exactly one error saying so.
+//! GrpcTranscode filters against their ProtoSet and upstreams.
 
 use super::errors;
 
@@ -44,17 +43,13 @@ fn config(upstream_protocol: &str, filter: &str) -> String {
     )
 }
 
-const NOT_YET: &str = "Route/r: spec.rules[0].filters[0].type: GrpcTranscode is not supported yet: the transcoder is not in this build";
-
 #[test]
-fn a_filter_that_passes_every_check_is_only_not_supported_yet() {
-    assert_eq!(
-        errors(&config(
-            "H2C",
-            "{ protoSet: library, services: [kit.v1.Library] }"
-        )),
-        [NOT_YET]
-    );
+fn a_filter_that_passes_every_check_is_valid() {
+    super::check(&config(
+        "H2C",
+        "{ protoSet: library, services: [kit.v1.Library] }",
+    ))
+    .unwrap();
 }
 
 #[test]
@@ -65,10 +60,7 @@ fn names_a_missing_proto_set_service_and_a_backend_that_is_not_http2() {
     ));
     assert_eq!(
         found,
-        [
-            "Route/r: spec.rules[0].filters[0].grpcTranscode.protoSet: no ProtoSet is named \"nope\"",
-            NOT_YET
-        ]
+        ["Route/r: spec.rules[0].filters[0].grpcTranscode.protoSet: no ProtoSet is named \"nope\""]
     );
     let found = errors(&config(
         "H2C",

@@ -1,0 +1,229 @@
+//! A transcoded call, for both front ends: the client's REST request (its upstream head as the
+//! pipeline wrote it, and its whole JSON body) matched to a gRPC method, turned into one gRPC
+//! message, sent on an HTTP/2 stream to the upstream, and the answer turned back into JSON:
+//! the reply for status 0, the `google.rpc.Status` JSON with the HTTP status of the gRPC code
+//! otherwise. Unary calls only, so far.
+
+use std::future::poll_fn;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use tokio::time::Instant;
+
+use super::{Error, Opened};
+use crate::{
+    limits,
+    pipeline::{Local, LocalResponse, ProxyError},
+    table::{Endpoint, Upstream},
+    transcode::{
+        Transcoder,
+        grpc::{self, Frames},
+        json,
+    },
+};
+
+/// How a transcoded call ended before an answer could be made: the client's fault (400, 404),
+/// or the exchange's.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    Client(Local),
+    Exchange(Error),
+}
+
+impl From<Error> for Refused {
+    fn from(error: Error) -> Self {
+        Refused::Exchange(error)
+    }
+}
+
+fn broken(reason: impl Into<crate::pipeline::BoxError>) -> Refused {
+    Refused::Exchange(Error::Unavailable(reason.into()))
+}
+
+/// The answer to the REST request whose upstream request `request` (head as parsed from the
+/// pipeline's) and `body` carry, before `deadline` if the rule sets one.
+pub(crate) async fn call(
+    transcoder: &Transcoder,
+    endpoint: &Endpoint,
+    upstream: &Upstream,
+    mut request: http::Request<()>,
+    body: &[u8],
+    deadline: Option<Instant>,
+) -> Result<Local, Refused> {
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().map(str::to_owned);
+    let Some(matched) = transcoder.methods().find(request.method().as_str(), &path) else {
+        return Err(Refused::Client(Local::Error(ProxyError::RouteNotFound)));
+    };
+    let message = json::request(&matched, query.as_deref(), body, transcoder.options())
+        .map_err(|bad| Refused::Client(Local::Transcoded(bad_request(&bad))))?;
+    let method = matched.method.clone();
+    let response_body = matched.binding.response_body.clone();
+
+    // The gRPC request: POST /pkg.Service/Method, the gRPC headers, and of the client's only
+    // the request id and the forwarded ones (an allow-list of metadata is for later).
+    let grpc_path = format!("/{}/{}", method.parent_service().full_name(), method.name());
+    let mut uri = request.uri().clone().into_parts();
+    uri.path_and_query = grpc_path.parse().ok();
+    *request.uri_mut() =
+        http::Uri::from_parts(uri).map_err(|_| broken("the gRPC path is no URI"))?;
+    *request.method_mut() = Method::POST;
+    let mut headers = HeaderMap::with_capacity(8);
+    for (name, value) in request.headers() {
+        let name_str = name.as_str();
+        if name_str == "x-request-id" || name_str.starts_with("x-forwarded-") {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    let now = Instant::now();
+    let head_deadline = limits::deadline(now, upstream.timeout());
+    let deadline = deadline.map_or(head_deadline, |d| d.min(head_deadline));
+    let millis = deadline.saturating_duration_since(now).as_millis().max(1);
+    if let Ok(value) = HeaderValue::from_str(&format!("{}m", millis.min(99_999_999))) {
+        headers.insert("grpc-timeout", value);
+    }
+    *request.headers_mut() = headers;
+
+    let Opened {
+        response,
+        mut send,
+        slot: _slot,
+    } = super::open(endpoint, upstream, request, false).await?;
+    super::send_data(&mut send, Bytes::from(grpc::frame(&message)), true)
+        .await
+        .map_err(broken)?;
+    let exchange = async {
+        let response = super::response(response, deadline).await?;
+        let (parts, mut recv) = response.into_parts();
+        if parts.status != StatusCode::OK {
+            return Ok::<_, Refused>(Answer::status(
+                2,
+                format!("the upstream answered HTTP {}", parts.status.as_u16()),
+            ));
+        }
+        // A trailers-only response: the status is in the head.
+        if parts.headers.contains_key("grpc-status") {
+            return Ok(Answer::from_trailers(&parts.headers, None));
+        }
+        let mut frames = Frames::default();
+        let mut reply = None;
+        while let Some(data) = poll_fn(|cx| recv.poll_data(cx)).await {
+            let data = data.map_err(broken)?;
+            let _ = recv.flow_control().release_capacity(data.len());
+            frames.push(&data);
+            while let Some(message) = frames.next_message().map_err(broken)? {
+                if reply.replace(message).is_some() {
+                    return Err(broken("a unary method answered more than one message"));
+                }
+            }
+        }
+        let trailers = poll_fn(|cx| recv.poll_trailers(cx))
+            .await
+            .map_err(broken)?
+            .unwrap_or_default();
+        Ok(Answer::from_trailers(&trailers, reply.map(|m| m.freeze())))
+    };
+    let answer = match tokio::time::timeout_at(deadline, exchange).await {
+        Ok(answer) => answer?,
+        Err(_) => return Err(Refused::Exchange(Error::TimedOut)),
+    };
+    Ok(Local::Transcoded(answer.into_response(
+        transcoder,
+        &method,
+        response_body.as_deref(),
+    )))
+}
+
+/// A gRPC call's end: its status, and the reply when there is one.
+struct Answer {
+    code: u32,
+    message: String,
+    details: Option<Vec<u8>>,
+    reply: Option<Bytes>,
+}
+
+impl Answer {
+    fn status(code: u32, message: String) -> Self {
+        Self {
+            code,
+            message,
+            details: None,
+            reply: None,
+        }
+    }
+
+    fn from_trailers(trailers: &HeaderMap, reply: Option<Bytes>) -> Self {
+        let code = trailers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            // No status is a broken call: UNKNOWN.
+            .unwrap_or(2);
+        Self {
+            code,
+            message: trailers
+                .get("grpc-message")
+                .map(|v| grpc::decode_message(v.as_bytes()))
+                .unwrap_or_default(),
+            details: trailers
+                .get("grpc-status-details-bin")
+                .and_then(|v| grpc::base64::decode(v.as_bytes())),
+            reply,
+        }
+    }
+
+    fn into_response(
+        self,
+        transcoder: &Transcoder,
+        method: &prost_reflect::MethodDescriptor,
+        response_body: Option<&str>,
+    ) -> LocalResponse {
+        if self.code == 0 {
+            match json::response(
+                method.output(),
+                self.reply.as_deref().unwrap_or_default(),
+                response_body,
+                transcoder.options(),
+            ) {
+                Ok(body) => return json_response(StatusCode::OK, body),
+                Err(reason) => {
+                    let body = grpc::status_json(13, &reason, None, transcoder.pool());
+                    return json_response(StatusCode::BAD_GATEWAY, body);
+                }
+            }
+        }
+        let status = StatusCode::from_u16(grpc::http_status(self.code))
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = grpc::status_json(
+            self.code,
+            &self.message,
+            self.details.as_deref(),
+            transcoder.pool(),
+        );
+        json_response(status, body)
+    }
+}
+
+fn bad_request(bad: &json::BadRequest) -> LocalResponse {
+    // INVALID_ARGUMENT, in the same shape as an upstream's error.
+    let body =
+        serde_json::to_vec(&serde_json::json!({ "code": 3, "message": bad.0, "details": [] }))
+            .unwrap_or_default();
+    json_response(StatusCode::BAD_REQUEST, body)
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> LocalResponse {
+    LocalResponse {
+        status,
+        headers: vec![(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body: Bytes::from(body),
+    }
+}

@@ -1,0 +1,173 @@
+//! REST/JSON to gRPC with the real data plane and a real tonic service: the ProtoSet carries the
+//! service's `.proto` with `google.api.http` rules (the backend itself knows nothing of them),
+//! the route's GrpcTranscode filter exposes it, and HTTP/1.1 clients call it with JSON.
+
+use bytes::Bytes;
+use http::Method;
+use integration_tests::{DataPlane, DataPlaneOpts, GrpcBackend, request, write_file};
+use prost::Message as _;
+use serde_json::{Value, json};
+
+use crate::support::{docs, upstream_with};
+
+/// The backend's `proto/echo.proto`, with HTTP rules added.
+const ECHO: &str = r#"syntax = "proto3";
+package echo.v1;
+import "google/api/annotations.proto";
+service Echo {
+  rpc Unary(EchoRequest) returns (EchoReply) {
+    option (google.api.http) = {
+      post: "/v1/echo" body: "*"
+      additional_bindings { get: "/v1/echo/{message}" }
+      additional_bindings { get: "/v1/echo" }
+    };
+  }
+  rpc ServerStream(EchoRequest) returns (stream EchoReply);
+  rpc ClientStream(stream EchoRequest) returns (EchoReply);
+  rpc Bidi(stream EchoRequest) returns (stream EchoReply);
+}
+message EchoRequest { string message = 1; uint32 delay_ms = 2; uint32 count = 3; Failure fail = 4; }
+message EchoReply { string message = 1; string backend = 2; }
+message Failure { int32 code = 1; string message = 2; bytes details = 3; string trailer = 4; }
+"#;
+
+/// google.rpc.Status, as `grpc-status-details-bin` carries it.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<prost_types::Any>,
+}
+
+/// echo.v1.EchoReply, to put in the details.
+#[derive(Clone, PartialEq, prost::Message)]
+struct EchoReply {
+    #[prost(string, tag = "1")]
+    message: String,
+    #[prost(string, tag = "2")]
+    backend: String,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_calls_become_grpc_calls_and_grpc_statuses_become_http_errors() {
+    let backend = GrpcBackend::start("rest").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.yaml");
+    write_file(
+        &file,
+        docs(&[
+            format!(
+                "kind: ProtoSet\nname: echo\nspec:\n  files:\n    echo/v1/echo.proto: {}\n",
+                serde_json::to_string(ECHO).unwrap()
+            ),
+            upstream_with("echo", &[backend.addr()], "  protocol: H2C\n"),
+            "kind: Route\nname: rest\nspec:\n  rules:\n    - matches: [{ path: { type: PathPrefix, value: /v1 } }]\n      filters:\n        - type: GrpcTranscode\n          grpcTranscode: { protoSet: echo, services: [echo.v1.Echo] }\n      backendRefs: [{ name: echo }]\n".to_owned(),
+        ]),
+    );
+    let dp = DataPlane::start(DataPlaneOpts::standalone(&file)).await;
+    dp.wait_ready().await;
+    let call = |method: Method, path: &str, body: &str| {
+        let url = dp.url(path);
+        let body = Bytes::from(body.to_owned());
+        async move {
+            let response = request(method, &url, &[("content-type", "application/json")], body)
+                .await
+                .unwrap();
+            let json: Value = serde_json::from_slice(&response.body)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {}", response.text()));
+            (response.status, json)
+        }
+    };
+
+    // A body, a path variable, a query.
+    let first = call(Method::POST, "/v1/echo", r#"{"message": "hi"}"#).await;
+    assert_eq!(
+        first,
+        (200, json!({ "message": "hi", "backend": "rest" })),
+        "{}",
+        dp.process().log_tail()
+    );
+    assert_eq!(
+        call(Method::GET, "/v1/echo/hello%20there", "").await,
+        (200, json!({ "message": "hello there", "backend": "rest" }))
+    );
+    assert_eq!(
+        call(Method::GET, "/v1/echo?message=q&delayMs=0", "").await,
+        (200, json!({ "message": "q", "backend": "rest" }))
+    );
+    assert_eq!(backend.unary_calls(), 3);
+
+    // Bad requests: 400, and the backend never called.
+    for body in [
+        r#"{"message": 5}"#,
+        r#"{"nope": 1}"#,
+        r#"{"delayMs": -1}"#,
+        "{not json",
+    ] {
+        let (status, json) = call(Method::POST, "/v1/echo", body).await;
+        assert_eq!(status, 400, "{body}: {json}");
+        assert_eq!(json["code"], 3, "{json}");
+    }
+    let (status, _) = call(Method::GET, "/v1/echo?count=many", "").await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        backend.unary_calls(),
+        3,
+        "no bad request reached the backend"
+    );
+
+    // A gRPC error: its HTTP status, the google.rpc.Status body, details decoded.
+    let detail = EchoReply {
+        message: "detail".into(),
+        backend: String::new(),
+    };
+    let details = RpcStatus {
+        code: 5,
+        message: "no such echo".into(),
+        details: vec![prost_types::Any {
+            type_url: "type.googleapis.com/echo.v1.EchoReply".into(),
+            value: detail.encode_to_vec(),
+        }],
+    };
+    let fail = json!({ "message": "x", "fail": {
+        "code": 5,
+        "message": "no such echo",
+        "details": base64(&details.encode_to_vec()),
+    } });
+    assert_eq!(
+        call(Method::POST, "/v1/echo", &fail.to_string()).await,
+        (
+            404,
+            json!({ "code": 5, "message": "no such echo", "details": [
+            { "@type": "type.googleapis.com/echo.v1.EchoReply", "message": "detail" }
+        ] })
+        )
+    );
+
+    // No binding for the path: the gateway's own 404.
+    let (status, json) = call(Method::DELETE, "/v1/echo", "").await;
+    assert_eq!(status, 404);
+    assert_eq!(json["error"]["code"], "route_not_found", "{json}");
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() {
+                ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
