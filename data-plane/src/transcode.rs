@@ -57,7 +57,15 @@ pub mod path;
 /// The methods a filter exposes, with their bindings.
 #[derive(Debug)]
 pub struct Methods {
-    bindings: Vec<(MethodDescriptor, Binding)>,
+    bindings: Vec<(MethodDescriptor, Binding, Shape)>,
+}
+
+/// What a binding's request needs besides the body: whether the body can be read straight
+/// into the message (the whole request is the body, and no message it holds has a oneof,
+/// whose members the JSON mapping would let a later one override silently).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Shape {
+    pub(crate) direct_body: bool,
 }
 
 /// A request matched to a method: its binding, and the path's values for the binding's
@@ -67,6 +75,7 @@ pub struct Matched<'m> {
     pub method: &'m MethodDescriptor,
     pub binding: &'m Binding,
     pub captures: Vec<(String, String)>,
+    pub(crate) shape: Shape,
 }
 
 impl Methods {
@@ -80,29 +89,36 @@ impl Methods {
             };
             for method in service.methods() {
                 if let Ok(found) = http_rule::bindings(&method) {
-                    bindings.extend(found.into_iter().map(|b| (method.clone(), b)));
+                    let no_oneofs = !has_oneofs(&method.input(), &mut Vec::new());
+                    bindings.extend(found.into_iter().map(|b| {
+                        let direct_body = no_oneofs && b.body.as_deref() == Some("*");
+                        (method.clone(), b, Shape { direct_body })
+                    }));
                 }
             }
         }
         // The most specific first: more literal segments, then no `**`, so `/v1/shelves:batch`
         // or `/v1/shelves/special` wins over `/v1/{name=shelves/*}`.
-        bindings.sort_by_key(|(_, b)| std::cmp::Reverse(path::specificity(&b.template)));
+        bindings.sort_by_key(|(_, b, _)| std::cmp::Reverse(path::specificity(&b.template)));
         Self { bindings }
     }
 
     /// The method for `method` and `path` (no query), if any binding matches.
     pub fn find(&self, method: &str, path: &str) -> Option<Matched<'_>> {
-        self.bindings.iter().find_map(|(descriptor, binding)| {
-            if binding.method != method {
-                return None;
-            }
-            let captures = path::capture(&binding.template, path)?;
-            Some(Matched {
-                method: descriptor,
-                binding,
-                captures,
+        self.bindings
+            .iter()
+            .find_map(|(descriptor, binding, shape)| {
+                if binding.method != method {
+                    return None;
+                }
+                let captures = path::capture(&binding.template, path)?;
+                Some(Matched {
+                    method: descriptor,
+                    binding,
+                    captures,
+                    shape: *shape,
+                })
             })
-        })
     }
 
     pub fn len(&self) -> usize {
@@ -112,6 +128,21 @@ impl Methods {
     pub fn is_empty(&self) -> bool {
         self.bindings.is_empty()
     }
+}
+
+/// Whether `message`, or a message it holds (the well-known types aside), has a oneof.
+fn has_oneofs(message: &prost_reflect::MessageDescriptor, seen: &mut Vec<String>) -> bool {
+    if message.full_name().starts_with("google.protobuf.")
+        || seen.iter().any(|s| s == message.full_name())
+    {
+        return false;
+    }
+    seen.push(message.full_name().to_owned());
+    message.oneofs().any(|o| !o.is_synthetic())
+        || message.fields().any(|field| match field.kind() {
+            prost_reflect::Kind::Message(inner) => has_oneofs(&inner, seen),
+            _ => false,
+        })
 }
 
 #[cfg(test)]

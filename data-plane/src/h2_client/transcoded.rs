@@ -55,6 +55,19 @@ pub(crate) async fn call(
     let Some(matched) = transcoder.methods().find(request.method().as_str(), &path) else {
         return Err(Refused::Client(Local::Error(ProxyError::RouteNotFound)));
     };
+    if matched.method.is_server_streaming() || matched.method.is_client_streaming() {
+        // UNIMPLEMENTED, by the gateway: said plainly rather than half done.
+        let body = grpc::status_json(
+            12,
+            "streaming methods are not transcoded yet",
+            None,
+            transcoder.pool(),
+        );
+        return Err(Refused::Client(Local::Transcoded(json_response(
+            StatusCode::NOT_IMPLEMENTED,
+            body,
+        ))));
+    }
     let message = json::request(&matched, query.as_deref(), body, transcoder.options())
         .map_err(|bad| Refused::Client(Local::Transcoded(bad_request(&bad))))?;
     let method = matched.method.clone();

@@ -38,6 +38,22 @@ pub fn request(
     options: Options,
 ) -> Result<Vec<u8>, BadRequest> {
     let input = matched.method.input();
+    let deserialize = DeserializeOptions::new().deny_unknown_fields(!options.ignore_unknown_fields);
+    if matched.shape.direct_body
+        && matched.captures.is_empty()
+        && !body.iter().all(u8::is_ascii_whitespace)
+    {
+        // The whole request is the body: read straight into the message, no JSON tree.
+        let mut reader = serde_json::Deserializer::from_slice(body);
+        let message = DynamicMessage::deserialize_with_options(input, &mut reader, &deserialize)
+            .and_then(|message| reader.end().map(|()| message))
+            .map_err(|e| {
+                BadRequest(format!(
+                    "the request does not fit the method's message: {e}"
+                ))
+            })?;
+        return Ok(message.encode_to_vec());
+    }
     let mut object = match matched.binding.body.as_deref() {
         Some("*") => match parse_body(body)? {
             Value::Object(object) => object,
@@ -67,7 +83,6 @@ pub fn request(
     }
     let json = Value::Object(object);
     check_oneofs(&input, &json)?;
-    let deserialize = DeserializeOptions::new().deny_unknown_fields(!options.ignore_unknown_fields);
     let message =
         DynamicMessage::deserialize_with_options(input, json, &deserialize).map_err(|e| {
             BadRequest(format!(
@@ -88,9 +103,14 @@ pub fn response(
         .map_err(|e| format!("the upstream's message does not decode: {e}"))?;
     let serialize = SerializeOptions::new().skip_default_fields(!options.emit_defaults);
     let json = match response_body {
-        None => message
-            .serialize_with_options(serde_json::value::Serializer, &serialize)
-            .map_err(|e| e.to_string())?,
+        // Straight into the body: no JSON tree in between.
+        None => {
+            let mut body = Vec::with_capacity(encoded.len() + encoded.len() / 2 + 16);
+            message
+                .serialize_with_options(&mut serde_json::Serializer::new(&mut body), &serialize)
+                .map_err(|e| e.to_string())?;
+            return Ok(body);
+        }
         Some(field) => {
             let all = message
                 .serialize_with_options(

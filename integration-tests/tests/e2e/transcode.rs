@@ -22,7 +22,9 @@ service Echo {
       additional_bindings { get: "/v1/echo" }
     };
   }
-  rpc ServerStream(EchoRequest) returns (stream EchoReply);
+  rpc ServerStream(EchoRequest) returns (stream EchoReply) {
+    option (google.api.http) = { get: "/v1/echo:stream" };
+  }
   rpc ClientStream(stream EchoRequest) returns (EchoReply);
   rpc Bidi(stream EchoRequest) returns (stream EchoReply);
 }
@@ -146,6 +148,10 @@ async fn rest_calls_become_grpc_calls_and_grpc_statuses_become_http_errors() {
         ] })
         )
     );
+
+    // Streaming methods are not transcoded yet, and say so.
+    let (status, json) = call(Method::GET, "/v1/echo:stream?message=s&count=2", "").await;
+    assert_eq!((status, &json["code"]), (501, &json!(12)), "{json}");
 
     // No binding for the path: the gateway's own 404.
     let (status, json) = call(Method::DELETE, "/v1/echo", "").await;

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# REST→gRPC transcoding against the plain HTTP proxy path, per core: the data plane alone on
+# CPU 0 (one worker), wrk and the backends on CPU 1. Transcoded: wrk POSTs JSON to /v1/echo, the
+# data plane turns it into a unary gRPC call to the tonic echo service (`grpc-backend`, H2C)
+# and the reply into JSON, with a small message and a 10 KiB one. Plain: GET / through the same
+# data plane to the shared harness's HTTP/1.1 backend, and the 10 KiB JSON POSTed there too. The figure is the data plane's CPU
+# (utime + stime) per request; requests per CPU-second is its inverse.
+#
+#   bench/transcode.sh [--seconds N]     (GATEWAY_BIN: a saved binary instead of the release build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds=10
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --seconds) seconds=$2; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+for tool in wrk taskset curl python3; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install wrk util-linux curl python3)" >&2; exit 1; }
+done
+backend=${BENCH_BACKEND:-$HOME/.cache/proxy-bench/target/release/bench-backend}
+[[ -x $backend ]] || { echo "missing $backend: run bench/proxy-compare.sh once (it builds it)" >&2; exit 1; }
+bin=${GATEWAY_BIN:-target/release/gateway-data-plane}
+[[ -n ${GATEWAY_BIN:-} ]] || cargo build --release --bin gateway-data-plane
+cargo build --release -p integration-tests --bin grpc-backend
+
+run=$(mktemp -d /tmp/transcode-bench.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+cat >"$run/echo.proto" <<'PROTO'
+syntax = "proto3";
+package echo.v1;
+import "google/api/annotations.proto";
+service Echo {
+  rpc Unary(EchoRequest) returns (EchoReply) {
+    option (google.api.http) = { post: "/v1/echo" body: "*" };
+  }
+}
+message EchoRequest { string message = 1; uint32 delay_ms = 2; uint32 count = 3; Failure fail = 4; }
+message EchoReply { string message = 1; string backend = 2; }
+message Failure { int32 code = 1; string message = 2; bytes details = 3; string trailer = 4; }
+PROTO
+proto=$(python3 -c 'import json,sys; print(json.dumps(open(sys.argv[1]).read()))' "$run/echo.proto")
+cat >"$run/gateway.yaml" <<YAML
+kind: ProtoSet
+name: echo
+spec:
+  files:
+    echo/v1/echo.proto: $proto
+---
+kind: Upstream
+name: grpc
+spec:
+  protocol: H2C
+  endpoints: [{ address: 127.0.0.1:18181 }]
+---
+kind: Upstream
+name: plain
+spec:
+  endpoints: [{ address: 127.0.0.1:18080 }]
+---
+kind: Route
+name: all
+spec:
+  rules:
+    - matches: [{ path: { type: PathPrefix, value: /v1 } }]
+      filters:
+        - type: GrpcTranscode
+          grpcTranscode: { protoSet: echo, services: [echo.v1.Echo] }
+      backendRefs: [{ name: grpc }]
+    - matches: [{ path: { type: PathPrefix, value: / } }]
+      backendRefs: [{ name: plain }]
+YAML
+python3 - "$run" <<'PY'
+import json, sys
+run = sys.argv[1]
+for name, size in (("small", 5), ("10k", 10 * 1024)):
+    body = json.dumps({"message": "x" * size})
+    with open(f"{run}/{name}.lua", "w") as f:
+        f.write('wrk.method = "POST"\n')
+        f.write('wrk.headers["content-type"] = "application/json"\n')
+        f.write(f"wrk.body = {json.dumps(body)}\n")
+PY
+
+taskset -c 1 "$backend" 127.0.0.1:18080 >/dev/null 2>&1 &
+pids+=($!)
+taskset -c 1 target/release/grpc-backend --listen 127.0.0.1:18181 >/dev/null 2>&1 &
+pids+=($!)
+taskset -c 0 "$bin" --config "$run/gateway.yaml" --listen 127.0.0.1:18190 \
+  --admin-listen 127.0.0.1:18191 --cache-dir "$run/cache" --workers 1 >"$run/dp.log" 2>&1 &
+dp=$!
+pids+=("$dp")
+for _ in $(seq 100); do curl -fs http://127.0.0.1:18191/ready >/dev/null && break; sleep 0.1; done
+for _ in $(seq 100); do
+  curl -fs -X POST -H 'content-type: application/json' -d '{"message":"hi"}' \
+    http://127.0.0.1:18190/v1/echo >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fs -X POST -H 'content-type: application/json' -d '{"message":"hi"}' http://127.0.0.1:18190/v1/echo \
+  | grep -q '"message":"hi"' || { echo "no transcoded answer (log: $run/dp.log)" >&2; exit 1; }
+
+ticks=$(getconf CLK_TCK)
+cpu() { awk '{print $14 + $15}' "/proc/$dp/stat"; }
+measure() {
+  local name=$1; shift
+  local before after out n
+  taskset -c 1 wrk -t1 -c64 -d2s "$@" >/dev/null
+  before=$(cpu)
+  out=$(taskset -c 1 wrk -t1 -c64 -d"${seconds}s" "$@" 2>&1)
+  after=$(cpu)
+  n=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' <<<"$out" | head -1)
+  errors=$(sed -n 's/^ *Non-2xx.*: \([0-9]*\)/non-2xx \1/p; s/^ *Socket errors: \(.*\)/\1/p' <<<"$out" | tr '\n' ' ')
+  [[ -n $n && $n -gt 0 ]] || { echo "$name: no request count in: $out" >&2; exit 1; }
+  awk -v name="$name" -v n="$n" -v t=$((after - before)) -v hz="$ticks" -v s="$seconds" -v e="$errors" \
+    'BEGIN { printf "%-30s %8.0f req/s %7.1f us of data-plane CPU per request %s\n", name, n / s, t * 1e6 / hz / n, e }'
+}
+
+echo "loadavg: $(cat /proc/loadavg)"
+measure "plain GET /" http://127.0.0.1:18190/
+measure "transcoded POST, 5 B message" -s "$run/small.lua" http://127.0.0.1:18190/v1/echo
+measure "transcoded POST, 10 KiB message" -s "$run/10k.lua" http://127.0.0.1:18190/v1/echo
+measure "plain POST, 10 KiB body" -s "$run/10k.lua" http://127.0.0.1:18190/plain
+echo "loadavg: $(cat /proc/loadavg)"
