@@ -130,6 +130,29 @@ impl Methods {
     }
 }
 
+/// Percent-decodes `raw`; `keep_slash` leaves `%2F` encoded (a `**` capture, where a decoded
+/// slash would mean another segment). `None` for a bad escape.
+pub(crate) fn percent_decode(raw: &[u8], keep_slash: bool) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'%' {
+            let hex = std::str::from_utf8(raw.get(i + 1..i + 3)?).ok()?;
+            let byte = u8::from_str_radix(hex, 16).ok()?;
+            if keep_slash && byte == b'/' {
+                out.extend_from_slice(&raw[i..i + 3]);
+            } else {
+                out.push(byte);
+            }
+            i += 3;
+        } else {
+            out.push(raw[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
 /// Whether `message`, or a message it holds (the well-known types aside), has a oneof.
 fn has_oneofs(message: &prost_reflect::MessageDescriptor, seen: &mut Vec<String>) -> bool {
     if message.full_name().starts_with("google.protobuf.")

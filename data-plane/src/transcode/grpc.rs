@@ -183,22 +183,10 @@ pub mod base64 {
     }
 }
 
-/// gRPC's percent-decoding of `grpc-message`.
+/// gRPC's percent-decoding of `grpc-message` (a bad escape is kept as it is).
 pub fn decode_message(raw: &[u8]) -> String {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        if raw[i] == b'%'
-            && let Some(hex) = raw.get(i + 1..i + 3)
-            && let Ok(hex) = std::str::from_utf8(hex)
-            && let Ok(byte) = u8::from_str_radix(hex, 16)
-        {
-            out.push(byte);
-            i += 3;
-        } else {
-            out.push(raw[i]);
-            i += 1;
-        }
+    match super::percent_decode(raw, false) {
+        Some(decoded) => String::from_utf8_lossy(&decoded).into_owned(),
+        None => String::from_utf8_lossy(raw).into_owned(),
     }
-    String::from_utf8_lossy(&out).into_owned()
 }

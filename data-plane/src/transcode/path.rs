@@ -74,23 +74,5 @@ pub fn capture(template: &HttpTemplate, path: &str) -> Option<Vec<(String, Strin
 /// Percent-decodes a captured value (leaving `%2F` encoded in a `**` capture); `None` for a
 /// bad escape or a result that is not UTF-8.
 fn decode(raw: &str, keep_slash: bool) -> Option<String> {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            let byte = u8::from_str_radix(hex, 16).ok()?;
-            if keep_slash && byte == b'/' {
-                out.extend_from_slice(&bytes[i..i + 3]);
-            } else {
-                out.push(byte);
-            }
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    String::from_utf8(super::percent_decode(raw.as_bytes(), keep_slash)?).ok()
 }
