@@ -324,6 +324,7 @@ async fn exchange<C: ClientIo>(
             &request_id,
             outcome,
             keep_alive,
+            http10,
             now,
         )
         .await;

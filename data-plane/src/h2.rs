@@ -79,6 +79,8 @@ enum ReplyBody {
 enum UpstreamBody {
     Http1(UpstreamResponse),
     Http2(h2_client::ResponseBody),
+    /// A transcoded server stream's JSON lines.
+    Transcoded(h2_client::JsonStream),
 }
 
 impl http_body::Body for UpstreamBody {
@@ -92,6 +94,7 @@ impl http_body::Body for UpstreamBody {
         match self.get_mut() {
             Self::Http1(body) => Pin::new(body).poll_frame(cx),
             Self::Http2(body) => Pin::new(body).poll_frame(cx),
+            Self::Transcoded(body) => Pin::new(body).poll_frame(cx),
         }
     }
 
@@ -99,6 +102,7 @@ impl http_body::Body for UpstreamBody {
         match self {
             Self::Http1(body) => body.is_end_stream(),
             Self::Http2(body) => body.is_end_stream(),
+            Self::Transcoded(body) => body.is_end_stream(),
         }
     }
 }
@@ -231,7 +235,26 @@ fn start(
             extra: &routed.response_extra,
         };
         if let Some(transcoder) = routed.rule.transcoder() {
-            let answer = transcode(transcoder, endpoint, upstream, &head, body, deadline).await;
+            let answer =
+                match transcode(transcoder, endpoint, upstream, &head, body, deadline).await {
+                    h2_client::Transcoded::Whole(answer) => answer,
+                    h2_client::Transcoded::Stream(stream) => {
+                        outcome.status = 200;
+                        outcome.finish(&conn.state);
+                        let mut block = Vec::with_capacity(96);
+                        hpack::encode_status(&mut block, 200);
+                        encode_field(
+                            &mut block,
+                            b"content-type",
+                            stream.content_type().as_bytes(),
+                            false,
+                        );
+                        encode_field(&mut block, b"cache-control", b"no-cache", false);
+                        add_request_id(&mut block, &request_id);
+                        let body = ReplyBody::Upstream(UpstreamBody::Transcoded(stream));
+                        return Reply { block, body };
+                    }
+                };
             return local(&conn, answer, Some(request_id), outcome, is_head, false);
         }
         if upstream.is_multiplexed() {
@@ -306,36 +329,40 @@ async fn transcode(
     head: &[u8],
     body: Option<Limited>,
     deadline: Option<Instant>,
-) -> Local {
+) -> h2_client::Transcoded {
+    use h2_client::Transcoded::Whole;
     use http_body_util::BodyExt as _;
 
     let https = endpoint.pool().connector().is_tls();
     let request = match h2_client::request(head, https, endpoint.address()) {
         Ok((request, _)) => request,
-        Err(reason) => return Local::Error(ProxyError::Malformed { reason }),
+        Err(reason) => return Whole(Local::Error(ProxyError::Malformed { reason })),
     };
     let body = match body {
         None => Bytes::new(),
         Some(body) => match body.collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(error) if Limited::caused(&*error) => {
-                return Local::Error(ProxyError::BodyTooLarge);
+                return Whole(Local::Error(ProxyError::BodyTooLarge));
             }
             Err(_) => {
-                return Local::Error(ProxyError::Malformed {
+                return Whole(Local::Error(ProxyError::Malformed {
                     reason: "the request body was cut short",
-                });
+                }));
             }
         },
     };
     if body.len() > crate::transcode::grpc::MAX_MESSAGE {
-        return Local::Error(ProxyError::BodyTooLarge);
+        return Whole(Local::Error(ProxyError::BodyTooLarge));
     }
     match h2_client::transcoded(transcoder, endpoint, upstream, request, &body, deadline).await {
-        Ok(answer) | Err(h2_client::Refused::Client(answer)) => answer,
-        Err(h2_client::Refused::Exchange(error)) => {
-            Local::Error(failure_error(error.into(), upstream, endpoint))
-        }
+        Ok(answer) => answer,
+        Err(h2_client::Refused::Client(answer)) => Whole(answer),
+        Err(h2_client::Refused::Exchange(error)) => Whole(Local::Error(failure_error(
+            error.into(),
+            upstream,
+            endpoint,
+        ))),
     }
 }
 

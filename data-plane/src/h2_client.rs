@@ -20,7 +20,7 @@ use tokio::time::{Instant, Sleep};
 
 mod transcoded;
 
-pub(crate) use self::transcoded::{Refused, call as transcoded};
+pub(crate) use self::transcoded::{JsonStream, Refused, Transcoded, call as transcoded};
 
 use crate::{
     limits::{self, MAX_HEADERS},

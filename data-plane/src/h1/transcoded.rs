@@ -5,13 +5,13 @@
 use tokio::{io::AsyncReadExt, time::Instant};
 
 use super::{
-    body::{Body, BodyError},
+    body::{Body, BodyError, write_all},
     exchange::{Buffers, Failure, READ_SIZE},
     request::Routed,
     respond,
 };
 use crate::{
-    h2_client::{self, Refused},
+    h2_client::{self, JsonStream, Refused, Transcoded},
     io::ClientIo,
     limits::CLIENT_IDLE_TIMEOUT,
     pipeline::{Connection, Local, Outcome, ProxyError, request_id::RequestId},
@@ -31,6 +31,7 @@ pub(super) async fn run<C: ClientIo>(
     request_id: &RequestId,
     mut outcome: Outcome,
     keep_alive: bool,
+    http10: bool,
     arrived: Instant,
 ) -> bool {
     let endpoint = &routed.upstream.endpoints()[routed.endpoint];
@@ -68,7 +69,20 @@ pub(super) async fn run<C: ClientIo>(
                 )
                 .await
                 {
-                    Ok(answer) | Err(Refused::Client(answer)) => answer,
+                    Ok(Transcoded::Whole(answer)) | Err(Refused::Client(answer)) => answer,
+                    Ok(Transcoded::Stream(stream)) => {
+                        outcome.status = 200;
+                        outcome.finish(&conn.state);
+                        return relay(
+                            client,
+                            bufs,
+                            stream,
+                            request_id,
+                            keep_alive && !http10,
+                            http10,
+                        )
+                        .await;
+                    }
                     Err(Refused::Exchange(error)) => {
                         match Failure::from(error).into_error(&routed.upstream, endpoint) {
                             Ok(error) => Local::Error(error),
@@ -82,6 +96,56 @@ pub(super) async fn run<C: ClientIo>(
         },
     };
     respond(client, conn, bufs, answer, request_id, !keep_alive, outcome).await && keep_alive
+}
+
+/// A stream of JSON replies, in chunks (to an HTTP/1.0 client: as they are, until the
+/// connection closes); whether the connection can carry another request afterwards.
+async fn relay<C: ClientIo>(
+    client: &mut C,
+    bufs: &mut Buffers,
+    mut stream: JsonStream,
+    request_id: &RequestId,
+    keep_alive: bool,
+    http10: bool,
+) -> bool {
+    use http_body_util::BodyExt as _;
+
+    let out = &mut bufs.out;
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-type: ");
+    out.extend_from_slice(stream.content_type().as_bytes());
+    out.extend_from_slice(b"\r\ncache-control: no-cache\r\n");
+    if !http10 {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    super::head::write_header(out, "x-request-id", request_id.as_bytes());
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    // Each reply goes out as it arrives: the head waits for the first.
+    while let Some(frame) = stream.frame().await {
+        let Ok(frame) = frame else { return false };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if http10 {
+            out.extend_from_slice(&data);
+        } else {
+            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            out.extend_from_slice(&data);
+            out.extend_from_slice(b"\r\n");
+        }
+        if write_all(client, out, CLIENT_IDLE_TIMEOUT).await.is_err() {
+            return false;
+        }
+        out.clear();
+    }
+    if http10 {
+        return false;
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    write_all(client, out, CLIENT_IDLE_TIMEOUT).await.is_ok() && keep_alive
 }
 
 /// Reads the rest of the body, decoded, after the head in `bufs.head`.

@@ -2,7 +2,12 @@
 //! pipeline wrote it, and its whole JSON body) matched to a gRPC method, turned into one gRPC
 //! message, sent on an HTTP/2 stream to the upstream, and the answer turned back into JSON:
 //! the reply for status 0, the `google.rpc.Status` JSON with the HTTP status of the gRPC code
-//! otherwise. Unary calls only, so far.
+//! otherwise. A server-streaming method's replies are streamed ([`stream`]); client streaming
+//! is not transcoded yet.
+
+mod stream;
+
+pub(crate) use self::stream::JsonStream;
 
 use std::future::poll_fn;
 
@@ -21,6 +26,13 @@ use crate::{
         json,
     },
 };
+
+/// A transcoded call's answer: whole, or a stream of replies.
+#[derive(Debug)]
+pub(crate) enum Transcoded {
+    Whole(Local),
+    Stream(JsonStream),
+}
 
 /// How a transcoded call ended before an answer could be made: the client's fault (400, 404),
 /// or the exchange's.
@@ -49,17 +61,17 @@ pub(crate) async fn call(
     mut request: http::Request<()>,
     body: &[u8],
     deadline: Option<Instant>,
-) -> Result<Local, Refused> {
+) -> Result<Transcoded, Refused> {
     let path = request.uri().path().to_owned();
     let query = request.uri().query().map(str::to_owned);
     let Some(matched) = transcoder.methods().find(request.method().as_str(), &path) else {
         return Err(Refused::Client(Local::Error(ProxyError::RouteNotFound)));
     };
-    if matched.method.is_server_streaming() || matched.method.is_client_streaming() {
+    if matched.method.is_client_streaming() {
         // UNIMPLEMENTED, by the gateway: said plainly rather than half done.
         let body = grpc::status_json(
             12,
-            "streaming methods are not transcoded yet",
+            "client-streaming methods are not transcoded yet",
             None,
             transcoder.pool(),
         );
@@ -72,6 +84,11 @@ pub(crate) async fn call(
         .map_err(|bad| Refused::Client(Local::Transcoded(bad_request(&bad))))?;
     let method = matched.method.clone();
     let response_body = matched.binding.response_body.clone();
+    let sse = request.headers().get_all(header::ACCEPT).iter().any(|v| {
+        v.as_bytes()
+            .windows(17)
+            .any(|w| w.eq_ignore_ascii_case(b"text/event-stream"))
+    });
 
     // The gRPC request: POST /pkg.Service/Method, the gRPC headers, and of the client's only
     // the request id and the forwarded ones (an allow-list of metadata is for later).
@@ -94,6 +111,7 @@ pub(crate) async fn call(
     );
     headers.insert(header::TE, HeaderValue::from_static("trailers"));
     let now = Instant::now();
+    let rule_deadline = deadline;
     let head_deadline = limits::deadline(now, upstream.timeout());
     let deadline = deadline.map_or(head_deadline, |d| d.min(head_deadline));
     let millis = deadline.saturating_duration_since(now).as_millis().max(1);
@@ -105,11 +123,39 @@ pub(crate) async fn call(
     let Opened {
         response,
         mut send,
-        slot: _slot,
+        slot,
     } = super::open(endpoint, upstream, request, false).await?;
     super::send_data(&mut send, Bytes::from(grpc::frame(&message)), true)
         .await
         .map_err(broken)?;
+    if method.is_server_streaming() {
+        let response = super::response(response, deadline).await?;
+        let (parts, recv) = response.into_parts();
+        // An error before any reply (trailers-only) is answered whole, with its status.
+        if parts.status == StatusCode::OK && !parts.headers.contains_key("grpc-status") {
+            return Ok(Transcoded::Stream(JsonStream::new(
+                recv,
+                slot,
+                method.output(),
+                transcoder.pool().clone(),
+                transcoder.options(),
+                sse,
+                rule_deadline,
+            )));
+        }
+        let answer = if parts.status == StatusCode::OK {
+            Answer::from_trailers(&parts.headers, None)
+        } else {
+            Answer::status(
+                2,
+                format!("the upstream answered HTTP {}", parts.status.as_u16()),
+            )
+        };
+        return Ok(Transcoded::Whole(Local::Transcoded(
+            answer.into_response(transcoder, &method, None),
+        )));
+    }
+    let _slot = slot;
     let exchange = async {
         let response = super::response(response, deadline).await?;
         let (parts, mut recv) = response.into_parts();
@@ -145,11 +191,11 @@ pub(crate) async fn call(
         Ok(answer) => answer?,
         Err(_) => return Err(Refused::Exchange(Error::TimedOut)),
     };
-    Ok(Local::Transcoded(answer.into_response(
+    Ok(Transcoded::Whole(Local::Transcoded(answer.into_response(
         transcoder,
         &method,
         response_body.as_deref(),
-    )))
+    ))))
 }
 
 /// A gRPC call's end: its status, and the reply when there is one.

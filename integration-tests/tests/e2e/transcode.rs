@@ -149,9 +149,54 @@ async fn rest_calls_become_grpc_calls_and_grpc_statuses_become_http_errors() {
         )
     );
 
-    // Streaming methods are not transcoded yet, and say so.
-    let (status, json) = call(Method::GET, "/v1/echo:stream?message=s&count=2", "").await;
-    assert_eq!((status, &json["code"]), (501, &json!(12)), "{json}");
+    // A server stream: one JSON object a line, or Server-Sent Events; a status after the
+    // replies ends the stream with an error object.
+    let url = dp.url("/v1/echo:stream?message=s&count=3");
+    let lines = request(Method::GET, &url, &[], Bytes::new()).await.unwrap();
+    assert_eq!(lines.status, 200);
+    assert_eq!(lines.header("content-type"), Some("application/x-ndjson"));
+    let replies: Vec<Value> = lines
+        .text()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(
+        replies,
+        [
+            json!({ "message": "s-0", "backend": "rest" }),
+            json!({ "message": "s-1", "backend": "rest" }),
+            json!({ "message": "s-2", "backend": "rest" }),
+        ]
+    );
+    let events = request(
+        Method::GET,
+        &url,
+        &[("accept", "text/event-stream")],
+        Bytes::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(events.header("content-type"), Some("text/event-stream"));
+    assert_eq!(
+        events.text(),
+        "data: {\"message\":\"s-0\",\"backend\":\"rest\"}\n\ndata: {\"message\":\"s-1\",\"backend\":\"rest\"}\n\ndata: {\"message\":\"s-2\",\"backend\":\"rest\"}\n\n"
+    );
+    let failing = dp.url("/v1/echo:stream?message=f&count=1&fail.code=10&fail.message=stop");
+    let ended = request(Method::GET, &failing, &[], Bytes::new())
+        .await
+        .unwrap();
+    let lines: Vec<Value> = ended
+        .text()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            json!({ "message": "f-0", "backend": "rest" }),
+            json!({ "error": { "code": 10, "message": "stop", "details": [] } }),
+        ]
+    );
 
     // No binding for the path: the gateway's own 404.
     let (status, json) = call(Method::DELETE, "/v1/echo", "").await;
