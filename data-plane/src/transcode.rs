@@ -29,11 +29,14 @@ impl Transcoder {
     /// compile (validation refused such a configuration).
     pub fn compile(filter: &v1::GrpcTranscode, proto_set: &v1::ProtoSetSpec) -> Option<Self> {
         let pool = gateway_proto::validate::compile_proto_set(proto_set).ok()?;
-        let methods = Methods::compile(&pool, &filter.services);
+        let methods = Methods::compile(&pool, &filter.services, filter.allow_unannotated);
         Some(Self {
             pool,
             methods,
-            options: Options::default(),
+            options: Options {
+                ignore_unknown_fields: filter.ignore_unknown_fields,
+                emit_defaults: filter.emit_defaults,
+            },
         })
     }
 
@@ -81,14 +84,17 @@ pub struct Matched<'m> {
 impl Methods {
     /// The bindings of `services` in `pool`; a service or a rule that does not check is left
     /// out (validation refused the configuration if any did).
-    pub fn compile(pool: &DescriptorPool, services: &[String]) -> Self {
+    pub fn compile(pool: &DescriptorPool, services: &[String], allow_unannotated: bool) -> Self {
         let mut bindings = Vec::new();
         for name in services {
             let Some(service) = pool.get_service_by_name(name) else {
                 continue;
             };
             for method in service.methods() {
-                if let Ok(found) = http_rule::bindings(&method) {
+                if let Ok(mut found) = http_rule::bindings(&method) {
+                    if found.is_empty() && allow_unannotated {
+                        found.push(http_rule::unannotated(&method));
+                    }
                     let no_oneofs = !has_oneofs(&method.input(), &mut Vec::new());
                     bindings.extend(found.into_iter().map(|b| {
                         let direct_body = no_oneofs && b.body.as_deref() == Some("*");

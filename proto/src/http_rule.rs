@@ -16,7 +16,7 @@ use std::fmt;
 
 mod bindings;
 
-pub use self::bindings::{Binding, bindings};
+pub use self::bindings::{Binding, bindings, unannotated};
 
 /// A parsed template.
 #[derive(Clone, Debug, PartialEq, Eq)]

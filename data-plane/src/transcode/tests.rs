@@ -34,6 +34,7 @@ service Library {
   rpc Files(FilesRequest) returns (Shelf) {
     option (google.api.http) = { get: "/v1/files/{path=**}" };
   }
+  rpc Plain(GetShelfRequest) returns (Shelf);
 }
 message GetShelfRequest { string name = 1; }
 message CreateShelfRequest { Shelf shelf = 1; }
@@ -70,7 +71,7 @@ fn pool() -> DescriptorPool {
 }
 
 fn methods(pool: &DescriptorPool) -> Methods {
-    Methods::compile(pool, &["kit.v1.Library".to_owned()])
+    Methods::compile(pool, &["kit.v1.Library".to_owned()], false)
 }
 
 /// The request message the call would send, as the proto3 JSON of it.
@@ -113,6 +114,37 @@ fn chooses_the_method_by_http_method_and_template_literal_first() {
     assert_eq!(name("DELETE", "/v1/shelves/s1"), None);
     assert_eq!(name("GET", "/v1/shelves"), None);
     assert_eq!(name("GET", "/v1/shelves/s1/extra"), None);
+}
+
+#[test]
+fn unannotated_methods_only_when_the_filter_allows_them() {
+    let pool = pool();
+    let services = ["kit.v1.Library".to_owned()];
+    let without = Methods::compile(&pool, &services, false);
+    assert!(without.find("POST", "/kit.v1.Library/Plain").is_none());
+    let with = Methods::compile(&pool, &services, true);
+    let found = with.find("POST", "/kit.v1.Library/Plain").unwrap();
+    assert_eq!(found.method.name(), "Plain");
+    let lenient = Options {
+        ignore_unknown_fields: true,
+        ..Options::default()
+    };
+    let encoded = transcode_json::request(
+        &found,
+        Some("nope=1"),
+        br#"{"name": "x", "colour": "red"}"#,
+        lenient,
+    )
+    .unwrap();
+    let message = DynamicMessage::decode(found.method.input(), encoded.as_slice()).unwrap();
+    assert_eq!(
+        serde_json::to_value(&message).unwrap(),
+        json!({ "name": "x" })
+    );
+    assert!(
+        transcode_json::request(&found, None, br#"{"colour": "red"}"#, Options::default()).is_err(),
+        "unknown fields are refused by default"
+    );
 }
 
 #[test]

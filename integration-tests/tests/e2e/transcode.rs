@@ -7,6 +7,7 @@ use http::Method;
 use integration_tests::{DataPlane, DataPlaneOpts, GrpcBackend, request, write_file};
 use prost::Message as _;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::support::{docs, upstream_with};
 
@@ -197,6 +198,39 @@ async fn rest_calls_become_grpc_calls_and_grpc_statuses_become_http_errors() {
             json!({ "error": { "code": 10, "message": "stop", "details": [] } }),
         ]
     );
+
+    // Replies reach the client as they are sent: the first is read while the backend still
+    // waits a second before the next (a gateway that gathered them would send both at once).
+    tokio::time::timeout(integration_tests::patience(), async {
+        let mut tcp = tokio::net::TcpStream::connect(dp.http_addr())
+            .await
+            .unwrap();
+        tcp.write_all(
+            b"GET /v1/echo:stream?message=slow&count=2&delayMs=1000 HTTP/1.1\r\nhost: x\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains("slow-0") {
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let so_far = String::from_utf8_lossy(&seen).into_owned();
+        assert!(
+            !so_far.contains("slow-1"),
+            "both replies came together: {so_far}"
+        );
+        while !String::from_utf8_lossy(&seen).contains("\r\n0\r\n\r\n") {
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        assert!(String::from_utf8_lossy(&seen).contains("slow-1"));
+    })
+    .await
+    .expect("the slow stream ends in time");
 
     // No binding for the path: the gateway's own 404.
     let (status, json) = call(Method::DELETE, "/v1/echo", "").await;

@@ -21,6 +21,27 @@ pub struct Binding {
     pub response_body: Option<String>,
 }
 
+/// The binding of a method without an HTTP rule, for filters that allow them:
+/// `POST /pkg.Service/Method` with the whole request as the body.
+pub fn unannotated(method: &MethodDescriptor) -> Binding {
+    let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
+    let segments = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(|s| super::Segment::Literal(s.to_owned()))
+        .collect();
+    Binding {
+        method: "POST".into(),
+        template: HttpTemplate {
+            segments,
+            verb: None,
+            variables: Vec::new(),
+        },
+        body: Some("*".into()),
+        response_body: None,
+    }
+}
+
 /// The bindings of `method`: none when it has no `google.api.http` rule.
 pub fn bindings(method: &MethodDescriptor) -> Result<Vec<Binding>, String> {
     let pool = method.parent_pool();

@@ -55,13 +55,16 @@ pub(super) fn check_transcode(
             continue;
         };
         for method in service.methods() {
-            let bindings = match http_rule::bindings(&method) {
+            let mut bindings = match http_rule::bindings(&method) {
                 Ok(bindings) => bindings,
                 Err(reason) => {
                     at.error(&service_field, format!("{}: {reason}", method.full_name()));
                     continue;
                 }
             };
+            if bindings.is_empty() && filter.allow_unannotated {
+                bindings.push(http_rule::unannotated(&method));
+            }
             for binding in bindings {
                 let (segments, verb) = binding.template.shape();
                 let key = (binding.method.clone(), segments, verb);
