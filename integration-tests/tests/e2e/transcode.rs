@@ -256,3 +256,104 @@ fn base64(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// The configuration of the hot-swap test: the ProtoSet `proto`, an H2C upstream, the route.
+fn swap_config(proto: &str, backend: std::net::SocketAddr) -> String {
+    docs(&[
+        format!(
+            "kind: ProtoSet\nname: echo\nspec:\n  files:\n    echo/v1/echo.proto: {}\n",
+            serde_json::to_string(proto).unwrap()
+        ),
+        upstream_with("echo", &[backend], "  protocol: H2C\n"),
+        "kind: Route\nname: rest\nspec:\n  rules:\n    - matches: [{ path: { type: PathPrefix, value: /v1 } }]\n      filters:\n        - type: GrpcTranscode\n          grpcTranscode: { protoSet: echo, services: [echo.v1.Echo] }\n      backendRefs: [{ name: echo }]\n".to_owned(),
+    ])
+}
+
+/// A ProtoSet updated (a method's new binding, and a field the backend does not know) under
+/// steady load: no request fails, and the new binding is served after the swap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proto_set_updated_under_load_loses_no_request() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    };
+
+    let backend = GrpcBackend::start("swap").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.yaml");
+    write_file(&file, swap_config(ECHO, backend.addr()));
+    let dp = DataPlane::start(DataPlaneOpts::standalone(&file)).await;
+    dp.wait_ready().await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (served, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut load = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (url, stop, served, failed) = (
+            dp.url("/v1/echo"),
+            stop.clone(),
+            served.clone(),
+            failed.clone(),
+        );
+        load.spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let body = Bytes::from_static(br#"{"message": "load"}"#);
+                match request(Method::POST, &url, &[], body).await {
+                    Ok(response) if response.status == 200 => {
+                        served.fetch_add(1, Ordering::Relaxed)
+                    }
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        });
+    }
+    integration_tests::eventually("load flows", || {
+        let served = served.load(Ordering::Relaxed);
+        async move {
+            anyhow::ensure!(served >= 20, "{served} served");
+            Ok(())
+        }
+    })
+    .await;
+
+    // A new binding for Unary and a new request field (unknown to the backend, which skips it).
+    let updated = ECHO
+        .replace(
+            "additional_bindings { get: \"/v1/echo\" }",
+            "additional_bindings { get: \"/v1/echo\" }\n      additional_bindings { get: \"/v1/shout/{message}\" }",
+        )
+        .replace("Failure fail = 4; }", "Failure fail = 4; string tone = 9; }");
+    assert_ne!(updated, ECHO);
+    write_file(&file, swap_config(&updated, backend.addr()));
+    let shout = dp.url("/v1/shout/hey?tone=loud");
+    integration_tests::eventually("the new binding is served", || {
+        let shout = shout.clone();
+        async move {
+            let response = request(Method::GET, &shout, &[], Bytes::new()).await?;
+            anyhow::ensure!(response.status == 200, "status {}", response.status);
+            anyhow::ensure!(
+                response.text().contains("\"message\":\"hey\""),
+                "{}",
+                response.text()
+            );
+            Ok(())
+        }
+    })
+    .await;
+    let before = served.load(Ordering::Relaxed);
+    integration_tests::eventually("load goes on after the swap", || {
+        let served = served.load(Ordering::Relaxed);
+        async move {
+            anyhow::ensure!(served >= before + 20, "{served} served");
+            Ok(())
+        }
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    while load.join_next().await.is_some() {}
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed during the swap"
+    );
+}
