@@ -2,8 +2,9 @@
 //! pipeline wrote it, and its whole JSON body) matched to a gRPC method, turned into one gRPC
 //! message, sent on an HTTP/2 stream to the upstream, and the answer turned back into JSON:
 //! the reply for status 0, the `google.rpc.Status` JSON with the HTTP status of the gRPC code
-//! otherwise. A server-streaming method's replies are streamed ([`stream`]); client streaming
-//! is not transcoded yet.
+//! otherwise. A server-streaming method's replies are streamed ([`stream`]); a client stream is
+//! the body's JSON array or NDJSON lines, sent at once (bidirectional calls are both: the whole
+//! request stream, then the replies as they come).
 
 mod stream;
 
@@ -67,21 +68,13 @@ pub(crate) async fn call(
     let Some(matched) = transcoder.methods().find(request.method().as_str(), &path) else {
         return Err(Refused::Client(Local::Error(ProxyError::RouteNotFound)));
     };
-    if matched.method.is_client_streaming() {
-        // UNIMPLEMENTED, by the gateway: said plainly rather than half done.
-        let body = grpc::status_json(
-            12,
-            "client-streaming methods are not transcoded yet",
-            None,
-            transcoder.pool(),
-        );
-        return Err(Refused::Client(Local::Transcoded(json_response(
-            StatusCode::NOT_IMPLEMENTED,
-            body,
-        ))));
+    // The messages to send: one, or a client stream's from a JSON array or NDJSON body.
+    let messages = if matched.method.is_client_streaming() {
+        json::stream_of_requests(&matched.method.input(), body, transcoder.options())
+    } else {
+        json::request(&matched, query.as_deref(), body, transcoder.options()).map(|m| vec![m])
     }
-    let message = json::request(&matched, query.as_deref(), body, transcoder.options())
-        .map_err(|bad| Refused::Client(Local::Transcoded(bad_request(&bad))))?;
+    .map_err(|bad| Refused::Client(Local::Transcoded(bad_request(&bad))))?;
     let method = matched.method.clone();
     let response_body = matched.binding.response_body.clone();
     let sse = request.headers().get_all(header::ACCEPT).iter().any(|v| {
@@ -125,7 +118,11 @@ pub(crate) async fn call(
         mut send,
         slot,
     } = super::open(endpoint, upstream, request, false).await?;
-    super::send_data(&mut send, Bytes::from(grpc::frame(&message)), true)
+    let mut framed = Vec::with_capacity(messages.iter().map(|m| m.len() + 5).sum());
+    for message in &messages {
+        framed.extend_from_slice(&grpc::frame(message));
+    }
+    super::send_data(&mut send, Bytes::from(framed), true)
         .await
         .map_err(broken)?;
     if method.is_server_streaming() {

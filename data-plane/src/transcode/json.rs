@@ -92,6 +92,47 @@ pub fn request(
     Ok(message.encode_to_vec())
 }
 
+/// The encoded messages of a client-streaming call's body: a JSON array of messages, or one
+/// message a line (NDJSON).
+pub fn stream_of_requests(
+    input: &MessageDescriptor,
+    body: &[u8],
+    options: Options,
+) -> Result<Vec<Vec<u8>>, BadRequest> {
+    let text = std::str::from_utf8(body).map_err(|_| BadRequest("the body is not UTF-8".into()))?;
+    let values: Vec<Value> = if text.trim_start().starts_with('[') {
+        match serde_json::from_str(text) {
+            Ok(Value::Array(items)) => items,
+            Ok(_) => {
+                return Err(BadRequest(
+                    "the body must be a JSON array of messages".into(),
+                ));
+            }
+            Err(e) => return Err(BadRequest(format!("the body is not JSON: {e}"))),
+        }
+    } else {
+        text.lines()
+            .filter(|line| !line.trim().is_empty())
+            .enumerate()
+            .map(|(i, line)| {
+                serde_json::from_str(line)
+                    .map_err(|e| BadRequest(format!("line {} is not JSON: {e}", i + 1)))
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let deserialize = DeserializeOptions::new().deny_unknown_fields(!options.ignore_unknown_fields);
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| {
+            check_oneofs(input, &value)?;
+            DynamicMessage::deserialize_with_options(input.clone(), value, &deserialize)
+                .map(|message| message.encode_to_vec())
+                .map_err(|e| BadRequest(format!("message {i} does not fit: {e}")))
+        })
+        .collect()
+}
+
 /// The response as JSON: the whole message, or its `response_body` field.
 pub fn response(
     output: MessageDescriptor,

@@ -26,8 +26,12 @@ service Echo {
   rpc ServerStream(EchoRequest) returns (stream EchoReply) {
     option (google.api.http) = { get: "/v1/echo:stream" };
   }
-  rpc ClientStream(stream EchoRequest) returns (EchoReply);
-  rpc Bidi(stream EchoRequest) returns (stream EchoReply);
+  rpc ClientStream(stream EchoRequest) returns (EchoReply) {
+    option (google.api.http) = { post: "/v1/echo:join" body: "*" };
+  }
+  rpc Bidi(stream EchoRequest) returns (stream EchoReply) {
+    option (google.api.http) = { post: "/v1/echo:each" body: "*" };
+  }
 }
 message EchoRequest { string message = 1; uint32 delay_ms = 2; uint32 count = 3; Failure fail = 4; }
 message EchoReply { string message = 1; string backend = 2; }
@@ -231,6 +235,48 @@ async fn rest_calls_become_grpc_calls_and_grpc_statuses_become_http_errors() {
     })
     .await
     .expect("the slow stream ends in time");
+
+    // Client streams from a JSON array or NDJSON; a bidirectional call answers line by line.
+    assert_eq!(
+        call(
+            Method::POST,
+            "/v1/echo:join",
+            r#"[{"message": "a"}, {"message": "b"}]"#
+        )
+        .await,
+        (200, json!({ "message": "a,b", "backend": "rest" }))
+    );
+    assert_eq!(
+        call(
+            Method::POST,
+            "/v1/echo:join",
+            "{\"message\": \"c\"}\n{\"message\": \"d\"}\n"
+        )
+        .await,
+        (200, json!({ "message": "c,d", "backend": "rest" }))
+    );
+    let (status, json) = call(Method::POST, "/v1/echo:join", r#"[{"message": 1}]"#).await;
+    assert_eq!((status, &json["code"]), (400, &json!(3)), "{json}");
+    let each = request(
+        Method::POST,
+        &dp.url("/v1/echo:each"),
+        &[],
+        Bytes::from_static(br#"[{"message": "x"}, {"message": "y"}]"#),
+    )
+    .await
+    .unwrap();
+    let replies: Vec<Value> = each
+        .text()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(
+        replies,
+        [
+            json!({ "message": "x", "backend": "rest" }),
+            json!({ "message": "y", "backend": "rest" })
+        ]
+    );
 
     // No binding for the path: the gateway's own 404.
     let (status, json) = call(Method::DELETE, "/v1/echo", "").await;
