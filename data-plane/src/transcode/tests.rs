@@ -12,6 +12,12 @@ const KIT: &str = r#"syntax = "proto3";
 package kit.v1;
 import "google/api/annotations.proto";
 import "google/protobuf/timestamp.proto";
+import "google/protobuf/duration.proto";
+import "google/protobuf/field_mask.proto";
+import "google/protobuf/struct.proto";
+import "google/protobuf/wrappers.proto";
+import "google/protobuf/any.proto";
+import "google/protobuf/empty.proto";
 service Library {
   rpc GetShelf(GetShelfRequest) returns (Shelf) {
     option (google.api.http) = { get: "/v1/{name=shelves/*}" };
@@ -35,6 +41,19 @@ service Library {
     option (google.api.http) = { get: "/v1/files/{path=**}" };
   }
   rpc Plain(GetShelfRequest) returns (Shelf);
+  rpc Everything(Everything) returns (google.protobuf.Empty) {
+    option (google.api.http) = { post: "/v1/everything" body: "*" };
+  }
+}
+message Everything {
+  int32 i32 = 1; int64 i64 = 2; uint32 u32 = 3; uint64 u64 = 4; sint32 s32 = 5; sint64 s64 = 6;
+  fixed32 f32 = 7; fixed64 f64 = 8; sfixed32 sf32 = 9; sfixed64 sf64 = 10;
+  float fl = 11; double db = 12; bool b = 13; string s = 14; bytes by = 15; Genre genre = 16;
+  google.protobuf.Duration duration = 17; google.protobuf.FieldMask mask = 18;
+  google.protobuf.Struct st = 19; google.protobuf.Value value = 20;
+  google.protobuf.ListValue list = 21; google.protobuf.Int64Value wrapped = 22;
+  google.protobuf.StringValue wrapped_s = 23; google.protobuf.Any any = 24;
+  map<string, Shelf> shelves = 25; repeated Paging pages = 26; optional int32 maybe = 27;
 }
 message GetShelfRequest { string name = 1; }
 message CreateShelfRequest { Shelf shelf = 1; }
@@ -195,6 +214,35 @@ fn path_variables_query_and_body_make_the_request() {
         .unwrap(),
         json!({ "shelf": { "name": "shelves/s1", "genre": "HISTORY" }, "validateOnly": true })
     );
+}
+
+#[test]
+fn every_scalar_and_well_known_type_by_the_proto3_json_mapping() {
+    let json = json!({
+        "i32": -1, "i64": "-9007199254740993", "u32": 4294967295u32, "u64": "18446744073709551615",
+        "s32": -2, "s64": "-3", "f32": 4, "f64": "5", "sf32": -6, "sf64": "-7",
+        "fl": "NaN", "db": "-Infinity", "b": true, "s": "text", "by": "_-8", "genre": 2,
+        "duration": "1.5s", "mask": "name,bookCount", "st": { "a": [1, "x", null] },
+        "value": { "nested": true }, "list": [1, 2], "wrapped": "42", "wrappedS": "w",
+        "any": { "@type": "type.googleapis.com/kit.v1.Shelf", "name": "in-any" },
+        "shelves": { "k": { "name": "s" } }, "pages": [{ "depth": 1 }], "maybe": 0
+    });
+    let got = request("POST", "/v1/everything", &json.to_string()).unwrap();
+    assert_eq!(
+        got,
+        json!({
+            "i32": -1, "i64": "-9007199254740993", "u32": 4294967295u32, "u64": "18446744073709551615",
+            "s32": -2, "s64": "-3", "f32": 4, "f64": "5", "sf32": -6, "sf64": "-7",
+            "fl": "NaN", "db": "-Infinity", "b": true, "s": "text", "by": "/+8=", "genre": "HISTORY",
+            "duration": "1.500s", "mask": "name,bookCount", "st": { "a": [1.0, "x", null] },
+            "value": { "nested": true }, "list": [1.0, 2.0], "wrapped": "42", "wrappedS": "w",
+            "any": { "@type": "type.googleapis.com/kit.v1.Shelf", "name": "in-any" },
+            "shelves": { "k": { "name": "s" } }, "pages": [{ "depth": 1 }], "maybe": 0
+        })
+    );
+    // Proto names are accepted in as well as JSON names.
+    let got = request("POST", "/v1/everything", r#"{"wrapped_s": "p"}"#).unwrap();
+    assert_eq!(got, json!({ "wrappedS": "p" }));
 }
 
 #[test]
