@@ -22,6 +22,8 @@ pub struct Transcoder {
     pool: DescriptorPool,
     methods: Methods,
     options: Options,
+    request_headers: Box<[http::HeaderName]>,
+    response_headers: Box<[http::HeaderName]>,
 }
 
 impl Transcoder {
@@ -37,6 +39,8 @@ impl Transcoder {
                 ignore_unknown_fields: filter.ignore_unknown_fields,
                 emit_defaults: filter.emit_defaults,
             },
+            request_headers: names(&filter.request_headers),
+            response_headers: names(&filter.response_headers),
         })
     }
 
@@ -51,6 +55,24 @@ impl Transcoder {
     pub fn options(&self) -> Options {
         self.options
     }
+
+    /// Client headers passed as metadata.
+    pub fn request_headers(&self) -> &[http::HeaderName] {
+        &self.request_headers
+    }
+
+    /// Metadata and trailers returned as headers.
+    pub fn response_headers(&self) -> &[http::HeaderName] {
+        &self.response_headers
+    }
+}
+
+/// Header names as configured (validated), lower-cased.
+fn names(names: &[String]) -> Box<[http::HeaderName]> {
+    names
+        .iter()
+        .filter_map(|name| http::HeaderName::from_bytes(name.as_bytes()).ok())
+        .collect()
 }
 
 pub mod grpc;

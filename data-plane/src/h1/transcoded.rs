@@ -118,6 +118,9 @@ async fn relay<C: ClientIo>(
     if !http10 {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
+    for (name, value) in stream.headers() {
+        super::head::write_header(out, name.as_str(), value.as_bytes());
+    }
     super::head::write_header(out, "x-request-id", request_id.as_bytes());
     if !keep_alive {
         out.extend_from_slice(b"connection: close\r\n");

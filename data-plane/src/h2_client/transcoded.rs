@@ -94,7 +94,10 @@ pub(crate) async fn call(
     let mut headers = HeaderMap::with_capacity(8);
     for (name, value) in request.headers() {
         let name_str = name.as_str();
-        if name_str == "x-request-id" || name_str.starts_with("x-forwarded-") {
+        if name_str == "x-request-id"
+            || name_str.starts_with("x-forwarded-")
+            || transcoder.request_headers().contains(name)
+        {
             headers.append(name.clone(), value.clone());
         }
     }
@@ -130,15 +133,18 @@ pub(crate) async fn call(
         let (parts, recv) = response.into_parts();
         // An error before any reply (trailers-only) is answered whole, with its status.
         if parts.status == StatusCode::OK && !parts.headers.contains_key("grpc-status") {
-            return Ok(Transcoded::Stream(JsonStream::new(
-                recv,
-                slot,
-                method.output(),
-                transcoder.pool().clone(),
-                transcoder.options(),
-                sse,
-                rule_deadline,
-            )));
+            return Ok(Transcoded::Stream(
+                JsonStream::new(
+                    recv,
+                    slot,
+                    method.output(),
+                    transcoder.pool().clone(),
+                    transcoder.options(),
+                    sse,
+                    rule_deadline,
+                )
+                .with_headers(pick(transcoder, &parts.headers)),
+            ));
         }
         let answer = if parts.status == StatusCode::OK {
             Answer::from_trailers(&parts.headers, None)
@@ -156,15 +162,19 @@ pub(crate) async fn call(
     let exchange = async {
         let response = super::response(response, deadline).await?;
         let (parts, mut recv) = response.into_parts();
+        let mut returned = pick(transcoder, &parts.headers);
         if parts.status != StatusCode::OK {
-            return Ok::<_, Refused>(Answer::status(
-                2,
-                format!("the upstream answered HTTP {}", parts.status.as_u16()),
+            return Ok::<_, Refused>((
+                Answer::status(
+                    2,
+                    format!("the upstream answered HTTP {}", parts.status.as_u16()),
+                ),
+                returned,
             ));
         }
         // A trailers-only response: the status is in the head.
         if parts.headers.contains_key("grpc-status") {
-            return Ok(Answer::from_trailers(&parts.headers, None));
+            return Ok((Answer::from_trailers(&parts.headers, None), returned));
         }
         let mut frames = Frames::default();
         let mut reply = None;
@@ -182,17 +192,19 @@ pub(crate) async fn call(
             .await
             .map_err(broken)?
             .unwrap_or_default();
-        Ok(Answer::from_trailers(&trailers, reply.map(|m| m.freeze())))
+        returned.extend(pick(transcoder, &trailers));
+        Ok((
+            Answer::from_trailers(&trailers, reply.map(|m| m.freeze())),
+            returned,
+        ))
     };
-    let answer = match tokio::time::timeout_at(deadline, exchange).await {
+    let (answer, returned) = match tokio::time::timeout_at(deadline, exchange).await {
         Ok(answer) => answer?,
         Err(_) => return Err(Refused::Exchange(Error::TimedOut)),
     };
-    Ok(Transcoded::Whole(Local::Transcoded(answer.into_response(
-        transcoder,
-        &method,
-        response_body.as_deref(),
-    ))))
+    let mut response = answer.into_response(transcoder, &method, response_body.as_deref());
+    response.headers.extend(returned);
+    Ok(Transcoded::Whole(Local::Transcoded(response)))
 }
 
 /// A gRPC call's end: its status, and the reply when there is one.
@@ -263,6 +275,20 @@ impl Answer {
         );
         json_response(status, body)
     }
+}
+
+/// The allowed metadata of `headers`, to return as response headers.
+fn pick(transcoder: &Transcoder, headers: &HeaderMap) -> Vec<(http::HeaderName, HeaderValue)> {
+    transcoder
+        .response_headers()
+        .iter()
+        .flat_map(|name| {
+            headers
+                .get_all(name)
+                .iter()
+                .map(move |value| (name.clone(), value.clone()))
+        })
+        .collect()
 }
 
 fn bad_request(bad: &json::BadRequest) -> LocalResponse {

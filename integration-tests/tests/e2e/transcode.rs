@@ -71,7 +71,7 @@ async fn rest_calls_become_grpc_calls_and_grpc_statuses_become_http_errors() {
                 serde_json::to_string(ECHO).unwrap()
             ),
             upstream_with("echo", &[backend.addr()], "  protocol: H2C\n"),
-            "kind: Route\nname: rest\nspec:\n  rules:\n    - matches: [{ path: { type: PathPrefix, value: /v1 } }]\n      filters:\n        - type: GrpcTranscode\n          grpcTranscode: { protoSet: echo, services: [echo.v1.Echo] }\n      backendRefs: [{ name: echo }]\n".to_owned(),
+            "kind: Route\nname: rest\nspec:\n  rules:\n    - matches: [{ path: { type: PathPrefix, value: /v1 } }]\n      filters:\n        - type: GrpcTranscode\n          grpcTranscode: { protoSet: echo, services: [echo.v1.Echo], responseHeaders: [x-echo-backend, x-echo-trailer] }\n      backendRefs: [{ name: echo }]\n".to_owned(),
         ]),
     );
     let dp = DataPlane::start(DataPlaneOpts::standalone(&file)).await;
@@ -106,6 +106,26 @@ async fn rest_calls_become_grpc_calls_and_grpc_statuses_become_http_errors() {
         (200, json!({ "message": "q", "backend": "rest" }))
     );
     assert_eq!(backend.unary_calls(), 3);
+    // Metadata the filter lists comes back as headers: initial metadata, and trailers.
+    let unary = request(
+        Method::POST,
+        &dp.url("/v1/echo"),
+        &[],
+        Bytes::from_static(br#"{"message": "m"}"#),
+    )
+    .await
+    .unwrap();
+    assert_eq!(unary.header("x-echo-backend"), Some("rest"));
+    let failed = request(
+        Method::POST,
+        &dp.url("/v1/echo"),
+        &[],
+        Bytes::from_static(br#"{"fail": {"code": 9, "message": "no", "trailer": "t1"}}"#),
+    )
+    .await
+    .unwrap();
+    assert_eq!(failed.status, 400, "FAILED_PRECONDITION");
+    assert_eq!(failed.header("x-echo-trailer"), Some("t1"));
 
     // Bad requests: 400, and the backend never called.
     for body in [
@@ -122,7 +142,7 @@ async fn rest_calls_become_grpc_calls_and_grpc_statuses_become_http_errors() {
     assert_eq!(status, 400);
     assert_eq!(
         backend.unary_calls(),
-        3,
+        5,
         "no bad request reached the backend"
     );
 

@@ -37,6 +37,34 @@ pub(super) fn check_transcode(
             format!("ProtoSet {:?} does not compile", filter.proto_set),
         );
     };
+    // Headers that gRPC or the hop owns cannot be passed through as metadata.
+    for (list, names) in [
+        ("requestHeaders", &filter.request_headers),
+        ("responseHeaders", &filter.response_headers),
+    ] {
+        for (i, name) in names.iter().enumerate() {
+            let lower = name.to_ascii_lowercase();
+            let reserved = lower.starts_with("grpc-")
+                || matches!(
+                    lower.as_str(),
+                    "content-type"
+                        | "content-length"
+                        | "te"
+                        | "host"
+                        | "connection"
+                        | "transfer-encoding"
+                        | "upgrade"
+                        | "keep-alive"
+                        | "x-request-id"
+                );
+            let field = format!("{field}.{list}[{i}]");
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                at.error(&field, format!("{name:?} is not a header name"));
+            } else if reserved {
+                at.error(&field, format!("{name:?} is managed by the gateway"));
+            }
+        }
+    }
     if filter.services.is_empty() {
         at.error(
             &format!("{field}.services"),

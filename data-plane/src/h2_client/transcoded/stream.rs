@@ -36,6 +36,8 @@ pub(crate) struct JsonStream {
     sse: bool,
     data_done: bool,
     deadline: Option<Pin<Box<Sleep>>>,
+    /// The backend's initial metadata the filter returns as headers.
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
     _slot: StreamSlot,
 }
 
@@ -58,8 +60,22 @@ impl JsonStream {
             sse,
             data_done: false,
             deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
+            headers: Vec::new(),
             _slot: slot,
         }
+    }
+
+    pub(super) fn with_headers(
+        mut self,
+        headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    ) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// Headers for the client's response head, besides the content type.
+    pub(crate) fn headers(&self) -> &[(http::HeaderName, http::HeaderValue)] {
+        &self.headers
     }
 
     /// The content type of what it writes.

@@ -101,3 +101,18 @@ fn refuses_two_methods_with_one_template_and_a_variable_bound_to_a_message() {
         "{found:?}"
     );
 }
+
+#[test]
+fn metadata_lists_name_headers_the_gateway_does_not_own() {
+    let found = errors(&config(
+        "H2C",
+        "{ protoSet: library, services: [kit.v1.Library], requestHeaders: [x-tenant, 'bad name'], responseHeaders: [grpc-status] }",
+    ));
+    assert_eq!(
+        found,
+        [
+            "Route/r: spec.rules[0].filters[0].grpcTranscode.requestHeaders[1]: \"bad name\" is not a header name",
+            "Route/r: spec.rules[0].filters[0].grpcTranscode.responseHeaders[0]: \"grpc-status\" is managed by the gateway"
+        ]
+    );
+}
