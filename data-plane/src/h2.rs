@@ -235,26 +235,34 @@ fn start(
             extra: &routed.response_extra,
         };
         if let Some(transcoder) = routed.rule.transcoder() {
-            let answer =
-                match transcode(transcoder, endpoint, upstream, &head, body, deadline).await {
-                    h2_client::Transcoded::Whole(answer) => answer,
-                    h2_client::Transcoded::Stream(stream) => {
-                        outcome.status = 200;
-                        outcome.finish(&conn.state);
-                        let mut block = Vec::with_capacity(96);
-                        hpack::encode_status(&mut block, 200);
-                        encode_field(
-                            &mut block,
-                            b"content-type",
-                            stream.content_type().as_bytes(),
-                            false,
-                        );
-                        encode_field(&mut block, b"cache-control", b"no-cache", false);
-                        add_request_id(&mut block, &request_id);
-                        let body = ReplyBody::Upstream(UpstreamBody::Transcoded(stream));
-                        return Reply { block, body };
-                    }
-                };
+            let answer = match transcode(
+                transcoder,
+                endpoint,
+                upstream,
+                (&head, body),
+                deadline,
+                &mut outcome.grpc,
+            )
+            .await
+            {
+                h2_client::Transcoded::Whole(answer) => answer,
+                h2_client::Transcoded::Stream(stream) => {
+                    outcome.status = 200;
+                    outcome.finish(&conn.state);
+                    let mut block = Vec::with_capacity(96);
+                    hpack::encode_status(&mut block, 200);
+                    encode_field(
+                        &mut block,
+                        b"content-type",
+                        stream.content_type().as_bytes(),
+                        false,
+                    );
+                    encode_field(&mut block, b"cache-control", b"no-cache", false);
+                    add_request_id(&mut block, &request_id);
+                    let body = ReplyBody::Upstream(UpstreamBody::Transcoded(stream));
+                    return Reply { block, body };
+                }
+            };
             return local(&conn, answer, Some(request_id), outcome, is_head, false);
         }
         if upstream.is_multiplexed() {
@@ -326,9 +334,9 @@ async fn transcode(
     transcoder: &crate::transcode::Transcoder,
     endpoint: &crate::table::Endpoint,
     upstream: &crate::table::Upstream,
-    head: &[u8],
-    body: Option<Limited>,
+    (head, body): (&[u8], Option<Limited>),
     deadline: Option<Instant>,
+    call: &mut Option<crate::pipeline::outcome::GrpcCall>,
 ) -> h2_client::Transcoded {
     use h2_client::Transcoded::Whole;
     use http_body_util::BodyExt as _;
@@ -355,7 +363,11 @@ async fn transcode(
     if body.len() > crate::transcode::grpc::MAX_MESSAGE {
         return Whole(Local::Error(ProxyError::BodyTooLarge));
     }
-    match h2_client::transcoded(transcoder, endpoint, upstream, request, &body, deadline).await {
+    match h2_client::transcoded(
+        transcoder, endpoint, upstream, request, &body, deadline, call,
+    )
+    .await
+    {
         Ok(answer) => answer,
         Err(h2_client::Refused::Client(answer)) => Whole(answer),
         Err(h2_client::Refused::Exchange(error)) => Whole(Local::Error(failure_error(

@@ -66,6 +66,7 @@ pub(super) async fn run<C: ClientIo>(
                     request,
                     body,
                     deadline,
+                    &mut outcome.grpc,
                 )
                 .await
                 {

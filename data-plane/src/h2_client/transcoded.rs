@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::{Error, Opened};
 use crate::{
     limits,
-    pipeline::{Local, LocalResponse, ProxyError},
+    pipeline::{Local, LocalResponse, ProxyError, outcome::GrpcCall},
     table::{Endpoint, Upstream},
     transcode::{
         Transcoder,
@@ -62,6 +62,7 @@ pub(crate) async fn call(
     mut request: http::Request<()>,
     body: &[u8],
     deadline: Option<Instant>,
+    call: &mut Option<GrpcCall>,
 ) -> Result<Transcoded, Refused> {
     let path = request.uri().path().to_owned();
     let query = request.uri().query().map(str::to_owned);
@@ -76,6 +77,10 @@ pub(crate) async fn call(
     }
     .map_err(|bad| Refused::Client(Local::Transcoded(bad_request(&bad))))?;
     let method = matched.method.clone();
+    *call = Some(GrpcCall {
+        method: method.clone(),
+        status: None,
+    });
     let response_body = matched.binding.response_body.clone();
     let sse = request.headers().get_all(header::ACCEPT).iter().any(|v| {
         v.as_bytes()
@@ -202,6 +207,9 @@ pub(crate) async fn call(
         Ok(answer) => answer?,
         Err(_) => return Err(Refused::Exchange(Error::TimedOut)),
     };
+    if let Some(call) = call.as_mut() {
+        call.status = Some(answer.code);
+    }
     let mut response = answer.into_response(transcoder, &method, response_body.as_deref());
     response.headers.extend(returned);
     Ok(Transcoded::Whole(Local::Transcoded(response)))

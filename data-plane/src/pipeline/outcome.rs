@@ -24,6 +24,16 @@ pub(crate) struct Outcome {
     pub(crate) error: Option<&'static str>,
     /// The request was sent again after a pooled connection failed.
     pub(crate) retried: bool,
+    /// A transcoded request: the gRPC method, and its status once known.
+    pub(crate) grpc: Option<GrpcCall>,
+}
+
+/// The gRPC call a transcoded request made.
+#[derive(Debug)]
+pub(crate) struct GrpcCall {
+    pub(crate) method: prost_reflect::MethodDescriptor,
+    /// The call's status (none: not ended when the answer started, a stream).
+    pub(crate) status: Option<u32>,
 }
 
 // === impl Outcome ===
@@ -38,6 +48,7 @@ impl Outcome {
             status: 0,
             error: None,
             retried: false,
+            grpc: None,
         }
     }
 
@@ -54,6 +65,8 @@ impl Outcome {
                 status = self.status,
                 error = self.error,
                 retried = self.retried,
+                grpc_method = self.grpc.as_ref().map(|g| g.method.full_name()),
+                grpc_status = self.grpc.as_ref().and_then(|g| g.status),
                 elapsed = ?self.started.elapsed(),
                 "request done"
             );
