@@ -267,6 +267,7 @@ async fn exchange<C: ClientIo>(
         Err((local, rule)) => {
             // The body was not read: the connection can only carry on if there is none.
             let keep = keep_alive && framing == Framing::Empty;
+            let local = local.for_rule(rule.as_deref());
             outcome.rule = rule;
             return respond(client, conn, bufs, local, &request_id, !keep, outcome).await && keep;
         }
@@ -483,7 +484,7 @@ async fn respond<C: ClientIo>(
     close: bool,
     mut outcome: Outcome,
 ) -> bool {
-    if let Local::Error(error) = &local {
+    if let Some(error) = local.error() {
         record(&conn.state, error, request_id);
     }
     outcome.status = local.status().as_u16();

@@ -190,6 +190,7 @@ fn start(
     let routed = match request.route {
         Ok(routed) => routed,
         Err((answer, rule)) => {
+            let answer = answer.for_rule(rule.as_deref());
             outcome.rule = rule;
             return Started::Reply(local(
                 conn,
@@ -344,24 +345,24 @@ async fn transcode(
     let https = endpoint.pool().connector().is_tls();
     let request = match h2_client::request(head, https, endpoint.address()) {
         Ok((request, _)) => request,
-        Err(reason) => return Whole(Local::Error(ProxyError::Malformed { reason })),
+        Err(reason) => return Whole(Local::TranscodedError(ProxyError::Malformed { reason })),
     };
     let body = match body {
         None => Bytes::new(),
         Some(body) => match body.collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(error) if Limited::caused(&*error) => {
-                return Whole(Local::Error(ProxyError::BodyTooLarge));
+                return Whole(Local::TranscodedError(ProxyError::BodyTooLarge));
             }
             Err(_) => {
-                return Whole(Local::Error(ProxyError::Malformed {
+                return Whole(Local::TranscodedError(ProxyError::Malformed {
                     reason: "the request body was cut short",
                 }));
             }
         },
     };
     if body.len() > crate::transcode::grpc::MAX_MESSAGE {
-        return Whole(Local::Error(ProxyError::BodyTooLarge));
+        return Whole(Local::TranscodedError(ProxyError::BodyTooLarge));
     }
     match h2_client::transcoded(
         transcoder, endpoint, upstream, request, &body, deadline, call,
@@ -370,7 +371,7 @@ async fn transcode(
     {
         Ok(answer) => answer,
         Err(h2_client::Refused::Client(answer)) => Whole(answer),
-        Err(h2_client::Refused::Exchange(error)) => Whole(Local::Error(failure_error(
+        Err(h2_client::Refused::Exchange(error)) => Whole(Local::TranscodedError(failure_error(
             error.into(),
             upstream,
             endpoint,
@@ -406,7 +407,7 @@ fn local(
     grpc: bool,
 ) -> Reply {
     let request_id = request_id.unwrap_or_else(RequestId::new);
-    if let Local::Error(error) = &answer {
+    if let Some(error) = answer.error() {
         record(&conn.state, error, &request_id);
     }
     outcome.error = answer.code();

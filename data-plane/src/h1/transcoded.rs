@@ -40,7 +40,7 @@ pub(super) async fn run<C: ClientIo>(
     let https = endpoint.pool().connector().is_tls();
     let parsed = h2_client::request(&bufs.head, https, endpoint.address());
     let answer = match parsed {
-        Err(reason) => Local::Error(ProxyError::Malformed { reason }),
+        Err(reason) => Local::TranscodedError(ProxyError::Malformed { reason }),
         Ok((request, head_len)) => match read_body(client, bufs, req_body, head_len).await {
             Err(error) => {
                 // The body is not all read: the connection cannot carry on.
@@ -48,7 +48,7 @@ pub(super) async fn run<C: ClientIo>(
                     client,
                     conn,
                     bufs,
-                    Local::Error(error),
+                    Local::TranscodedError(error),
                     request_id,
                     true,
                     outcome,
@@ -86,8 +86,8 @@ pub(super) async fn run<C: ClientIo>(
                     }
                     Err(Refused::Exchange(error)) => {
                         match Failure::from(error).into_error(&routed.upstream, endpoint) {
-                            Ok(error) => Local::Error(error),
-                            Err(_) => Local::Error(ProxyError::Malformed {
+                            Ok(error) => Local::TranscodedError(error),
+                            Err(_) => Local::TranscodedError(ProxyError::Malformed {
                                 reason: "the request body was cut short",
                             }),
                         }

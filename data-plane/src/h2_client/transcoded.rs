@@ -67,7 +67,9 @@ pub(crate) async fn call(
     let path = request.uri().path().to_owned();
     let query = request.uri().query().map(str::to_owned);
     let Some(matched) = transcoder.methods().find(request.method().as_str(), &path) else {
-        return Err(Refused::Client(Local::Error(ProxyError::RouteNotFound)));
+        return Err(Refused::Client(Local::TranscodedError(
+            ProxyError::RouteNotFound,
+        )));
     };
     // The messages to send: one, or a client stream's from a JSON array or NDJSON body.
     let messages = if matched.method.is_client_streaming() {

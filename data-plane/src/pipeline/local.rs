@@ -20,6 +20,9 @@ pub(crate) enum Local {
     },
     /// A transcoded gRPC call's answer, as JSON.
     Transcoded(LocalResponse),
+    /// The gateway's own error on a transcoding route: the same status, with the body in the
+    /// shape the route's clients get from the backend (`google.rpc.Status` JSON).
+    TranscodedError(ProxyError),
 }
 
 /// A local answer, ready for a front end to write.
@@ -39,15 +42,32 @@ impl Local {
             Self::Redirect { status, .. } => *status,
             Self::Preflight { .. } => StatusCode::NO_CONTENT,
             Self::Transcoded(response) => response.status,
+            Self::TranscodedError(error) => error.status(),
+        }
+    }
+
+    /// The answer for a request that `rule` matched: on a transcoding rule, the gateway's errors
+    /// take the shape its clients get from the backend.
+    pub(crate) fn for_rule(self, rule: Option<&crate::table::Rule>) -> Self {
+        match self {
+            Self::Error(error) if rule.is_some_and(|r| r.transcoder().is_some()) => {
+                Self::TranscodedError(error)
+            }
+            other => other,
+        }
+    }
+
+    /// The gateway's error, to count and log.
+    pub(crate) fn error(&self) -> Option<&ProxyError> {
+        match self {
+            Self::Error(error) | Self::TranscodedError(error) => Some(error),
+            _ => None,
         }
     }
 
     /// The error code for the outcome record, if this is an error.
     pub(crate) fn code(&self) -> Option<&'static str> {
-        match self {
-            Self::Error(error) => Some(error.code()),
-            _ => None,
-        }
+        self.error().map(ProxyError::code)
     }
 
     /// The response. An error's body is the JSON error with the request id; its details go
@@ -81,6 +101,25 @@ impl Local {
                 body: Bytes::new(),
             },
             Self::Transcoded(response) => response,
+            Self::TranscodedError(error) => {
+                let body = serde_json::json!({
+                    "code": error.grpc_status(),
+                    "message": error.public_message(),
+                    "details": [],
+                });
+                let mut headers = vec![(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )];
+                if let ProxyError::Overloaded = error {
+                    headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
+                }
+                LocalResponse {
+                    status: error.status(),
+                    headers,
+                    body: Bytes::from(body.to_string()),
+                }
+            }
         }
     }
 
