@@ -41,6 +41,34 @@ pub mod echo {
     tonic::include_proto!("echo.v1");
 }
 
+/// Generated types and server of package `types.v1` (every kind of field).
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::all,
+    missing_debug_implementations
+)]
+pub mod types {
+    tonic::include_proto!("types.v1");
+}
+
+/// `types.v1.Types`: answers each request with itself, and counts the calls.
+#[derive(Clone, Debug)]
+struct TypesService {
+    calls: Arc<AtomicUsize>,
+}
+
+#[tonic::async_trait]
+impl types::types_server::Types for TypesService {
+    async fn echo(
+        &self,
+        request: Request<types::Everything>,
+    ) -> Result<Response<types::Everything>, Status> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        Ok(Response::new(request.into_inner()))
+    }
+}
+
 /// The response header every successful unary reply carries: the backend's name.
 pub const BACKEND_HEADER: &str = "x-echo-backend";
 /// The trailing metadata of a [`Failure`]: its `trailer`.
@@ -104,6 +132,9 @@ impl GrpcBackend {
         let (shutdown, stop) = oneshot::channel::<()>();
         let server = builder
             .add_service(EchoServer::new(service))
+            .add_service(types::types_server::TypesServer::new(TypesService {
+                calls: calls.clone(),
+            }))
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop.await;
             });
@@ -136,7 +167,7 @@ impl GrpcBackend {
         self.cancelled.load(Ordering::Relaxed)
     }
 
-    /// How many unary calls reached the backend.
+    /// How many unary calls reached the backend (either service's).
     pub fn unary_calls(&self) -> usize {
         self.calls.load(Ordering::Relaxed)
     }
