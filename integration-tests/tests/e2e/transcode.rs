@@ -106,6 +106,16 @@ async fn rest_calls_become_grpc_calls_and_grpc_statuses_become_http_errors() {
         (200, json!({ "message": "q", "backend": "rest" }))
     );
     assert_eq!(backend.unary_calls(), 3);
+
+    // The same call from an HTTP/2 client (h2c, prior knowledge): the other front end.
+    let (h2_status, h2_json) = h2c_post(dp.http_addr(), "/v1/echo", r#"{"message": "h2"}"#).await;
+    assert_eq!(
+        (h2_status, h2_json),
+        (200, json!({ "message": "h2", "backend": "rest" }))
+    );
+    let (h2_status, h2_json) = h2c_post(dp.http_addr(), "/v1/echo", r#"{"message": 5}"#).await;
+    assert_eq!((h2_status, &h2_json["code"]), (400, &json!(3)), "{h2_json}");
+    assert_eq!(backend.unary_calls(), 4);
     // Metadata the filter lists comes back as headers: initial metadata, and trailers.
     let unary = request(
         Method::POST,
@@ -142,7 +152,7 @@ async fn rest_calls_become_grpc_calls_and_grpc_statuses_become_http_errors() {
     assert_eq!(status, 400);
     assert_eq!(
         backend.unary_calls(),
-        5,
+        6,
         "no bad request reached the backend"
     );
 
@@ -540,4 +550,31 @@ async fn every_type_round_trips_through_a_real_grpc_backend() {
         table.len(),
         "no bad request reached the backend"
     );
+}
+
+/// A JSON POST over h2c (HTTP/2 with prior knowledge): the status and the JSON answer.
+async fn h2c_post(addr: std::net::SocketAddr, path: &str, body: &str) -> (u16, Value) {
+    use http_body_util::{BodyExt as _, Full};
+
+    let exchange = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(connection);
+        let request = http::Request::post(format!("http://gw.test{path}"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    };
+    tokio::time::timeout(integration_tests::patience(), exchange)
+        .await
+        .expect("answered in time")
 }
