@@ -196,7 +196,7 @@ pub(crate) async fn send_data(
 pub(crate) struct ResponseBody {
     recv: Option<RecvStream>,
     data_done: bool,
-    deadline: Option<Pin<Box<Sleep>>>,
+    deadline: limits::Deadline,
     /// At the deadline, end with gRPC's DEADLINE_EXCEEDED rather than fail.
     grpc: bool,
     idle: Option<Duration>,
@@ -216,7 +216,7 @@ impl ResponseBody {
         Self {
             recv: Some(recv),
             data_done: false,
-            deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
+            deadline: limits::Deadline::new(deadline),
             grpc,
             idle,
             idle_timer: None,
@@ -243,9 +243,7 @@ impl ResponseBody {
     }
 
     fn deadline_passed(&mut self, cx: &mut Context<'_>) -> bool {
-        self.deadline
-            .as_mut()
-            .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
+        self.deadline.passed(cx)
     }
 
     /// The body's end at its deadline: gRPC's status, or a failure.

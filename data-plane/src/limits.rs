@@ -26,3 +26,21 @@ pub fn deadline(now: tokio::time::Instant, after: Duration) -> tokio::time::Inst
     now.checked_add(after)
         .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
+
+/// A deadline a body checks while it waits (the rule's timeouts, a gRPC call's): the timer
+/// exists only when there is a deadline.
+#[derive(Debug)]
+pub(crate) struct Deadline(Option<std::pin::Pin<Box<tokio::time::Sleep>>>);
+
+impl Deadline {
+    pub(crate) fn new(at: Option<tokio::time::Instant>) -> Self {
+        Self(at.map(|at| Box::pin(tokio::time::sleep_until(at))))
+    }
+
+    /// Whether it has passed; registers the waker otherwise.
+    pub(crate) fn passed(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        self.0
+            .as_mut()
+            .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
+    }
+}

@@ -200,7 +200,7 @@ pub(crate) struct UpstreamResponse {
     /// its head never needs one).
     timer: Option<Pin<Box<Sleep>>>,
     /// The rule's timeouts: the body must have ended by then.
-    deadline: Option<Pin<Box<Sleep>>>,
+    deadline: limits::Deadline,
     decoded: Vec<u8>,
 }
 
@@ -223,7 +223,7 @@ impl UpstreamResponse {
             reusable: parsed.reusable && sent,
             idle,
             timer: None,
-            deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
+            deadline: limits::Deadline::new(deadline),
             decoded: Vec::new(),
         };
         // A body with nothing to read (a 204, a HEAD) is done before it is polled.
@@ -307,9 +307,7 @@ impl http_body::Body for UpstreamResponse {
                     return Poll::Ready(Some(Err(BodyError::Read(error).into())));
                 }
                 Poll::Pending => {
-                    if let Some(deadline) = this.deadline.as_mut()
-                        && deadline.as_mut().poll(cx).is_ready()
-                    {
+                    if this.deadline.passed(cx) {
                         this.up = None;
                         let error = "the response did not end before the rule's timeout";
                         return Poll::Ready(Some(Err(error.into())));

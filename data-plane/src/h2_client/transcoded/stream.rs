@@ -13,9 +13,10 @@ use bytes::Bytes;
 use h2::RecvStream;
 use http_body::Frame;
 use prost_reflect::{DescriptorPool, MessageDescriptor};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::{
+    limits::Deadline,
     pipeline::BoxError,
     pool::multiplexed::StreamSlot,
     transcode::{
@@ -35,7 +36,7 @@ pub(crate) struct JsonStream {
     options: Options,
     sse: bool,
     data_done: bool,
-    deadline: Option<Pin<Box<Sleep>>>,
+    deadline: Deadline,
     /// The backend's initial metadata the filter returns as headers.
     headers: Vec<(http::HeaderName, http::HeaderValue)>,
     _slot: StreamSlot,
@@ -59,7 +60,7 @@ impl JsonStream {
             options,
             sse,
             data_done: false,
-            deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
+            deadline: Deadline::new(deadline),
             headers: Vec::new(),
             _slot: slot,
         }
@@ -140,9 +141,7 @@ impl http_body::Body for JsonStream {
                     return Poll::Ready(Some(Ok(Frame::data(line))));
                 }
             }
-            if let Some(deadline) = this.deadline.as_mut()
-                && deadline.as_mut().poll(cx).is_ready()
-            {
+            if this.deadline.passed(cx) {
                 let line = this.error_line(4, "deadline exceeded at the gateway", None);
                 return Poll::Ready(Some(Ok(Frame::data(line))));
             }
