@@ -342,11 +342,6 @@ async fn transcode(
     use h2_client::Transcoded::Whole;
     use http_body_util::BodyExt as _;
 
-    let https = endpoint.pool().connector().is_tls();
-    let request = match h2_client::request(head, https, endpoint.address()) {
-        Ok((request, _)) => request,
-        Err(reason) => return Whole(Local::TranscodedError(ProxyError::Malformed { reason })),
-    };
     let body = match body {
         None => Bytes::new(),
         Some(body) => match body.collect().await {
@@ -364,9 +359,7 @@ async fn transcode(
     if body.len() > crate::transcode::grpc::MAX_MESSAGE {
         return Whole(Local::TranscodedError(ProxyError::BodyTooLarge));
     }
-    match h2_client::transcoded(
-        transcoder, endpoint, upstream, request, &body, deadline, call,
-    )
+    match h2_client::transcoded(transcoder, endpoint, upstream, head, &body, deadline, call)
     .await
     {
         Ok(answer) => answer,

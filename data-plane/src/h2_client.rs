@@ -37,16 +37,32 @@ pub(crate) fn request(
     https: bool,
     fallback: &str,
 ) -> Result<(Request<()>, usize), &'static str> {
+    request_keeping(head, https, fallback, |_, _| true)
+}
+
+/// [`request`], with only the end-to-end headers `keep` takes (it sees each first).
+///
+/// The head is copied once into one shared buffer and the request's values, path and
+/// authority are slices of it: no allocation per header, however many there are.
+pub(crate) fn request_keeping(
+    head: &[u8],
+    https: bool,
+    fallback: &str,
+    mut keep: impl FnMut(&HeaderName, &[u8]) -> bool,
+) -> Result<(Request<()>, usize), &'static str> {
+    // The pipeline wrote this head: its first blank line is its end.
+    let len = head_len(head).ok_or("the upstream request head is incomplete")?;
+    let shared = Bytes::copy_from_slice(&head[..len]);
     let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
-    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+    match httparse::ParserConfig::default().parse_request_with_uninit_headers(
         &mut parsed,
-        head,
+        &shared,
         &mut headers,
     ) {
-        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Complete(_)) => {}
         _ => return Err("the upstream request head does not parse"),
-    };
+    }
     let (Some(method), Some(path)) = (parsed.method, parsed.path) else {
         return Err("the upstream request head is incomplete");
     };
@@ -54,7 +70,7 @@ pub(crate) fn request(
     let mut map = HeaderMap::with_capacity(parsed.headers.len());
     let mut grpc = false;
     for h in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| "bad header name")?;
+        let name = header_name(h.name.as_bytes()).map_err(|_| "bad header name")?;
         if name == http::header::HOST {
             authority = Some(h.value);
             continue;
@@ -68,13 +84,14 @@ pub(crate) fn request(
                 | "upgrade"
                 | "te"
         );
-        if hop {
+        if hop || !keep(&name, h.value) {
             continue;
         }
         if name == http::header::CONTENT_TYPE {
             grpc = h.value.starts_with(b"application/grpc");
         }
-        let value = HeaderValue::from_bytes(h.value).map_err(|_| "bad header value")?;
+        let value = HeaderValue::from_maybe_shared(shared.slice_ref(h.value))
+            .map_err(|_| "bad header value")?;
         map.append(name, value);
     }
     if grpc {
@@ -82,22 +99,49 @@ pub(crate) fn request(
         map.insert(http::header::TE, HeaderValue::from_static("trailers"));
     }
     let authority = match authority {
-        Some(host) => uri::Authority::try_from(host),
+        Some(host) => uri::Authority::from_maybe_shared(shared.slice_ref(host)),
         None => uri::Authority::try_from(fallback),
     }
     .map_err(|_| "the host is no authority")?;
-    let uri = Uri::builder()
-        .scheme(if https { "https" } else { "http" })
-        .authority(authority)
-        .path_and_query(path)
-        .build()
+    let path = uri::PathAndQuery::from_maybe_shared(shared.slice_ref(path.as_bytes()))
         .map_err(|_| "the target is no URI")?;
+    let mut uri = uri::Parts::default();
+    uri.scheme = Some(if https {
+        uri::Scheme::HTTPS
+    } else {
+        uri::Scheme::HTTP
+    });
+    uri.authority = Some(authority);
+    uri.path_and_query = Some(path);
     let mut request = Request::new(());
     *request.method_mut() = Method::from_bytes(method.as_bytes()).map_err(|_| "bad method")?;
-    *request.uri_mut() = uri;
+    *request.uri_mut() = Uri::from_parts(uri).map_err(|_| "the target is no URI")?;
     *request.version_mut() = http::Version::HTTP_2;
     *request.headers_mut() = map;
     Ok((request, len))
+}
+
+/// The length of the HTTP/1.1 head at the front of `head`, blank line included.
+pub(crate) fn head_len(head: &[u8]) -> Option<usize> {
+    head.windows(4).position(|w| w == b"\r\n\r\n").map(|at| at + 4)
+}
+
+/// The header's name; the ones the gateway itself writes on every request from constants
+/// (a name outside the standard ones is otherwise an allocation).
+fn header_name(name: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
+    const WRITTEN: [&str; 4] = [
+        "x-request-id",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+    ];
+    match WRITTEN
+        .iter()
+        .find(|known| known.as_bytes().eq_ignore_ascii_case(name))
+    {
+        Some(&known) => Ok(HeaderName::from_static(known)),
+        None => HeaderName::from_bytes(name),
+    }
 }
 
 /// Why an exchange with an HTTP/2 upstream failed before its response head (the front ends

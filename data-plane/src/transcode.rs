@@ -6,6 +6,7 @@
 //! frames messages and maps gRPC statuses to HTTP. The exchange itself (one HTTP/2 stream to the
 //! upstream) joins the front ends with the filter.
 
+use http::uri::PathAndQuery;
 use prost_reflect::{DescriptorPool, MethodDescriptor};
 
 use gateway_proto::{
@@ -82,7 +83,17 @@ pub mod path;
 /// The methods a filter exposes, with their bindings.
 #[derive(Debug)]
 pub struct Methods {
-    bindings: Vec<(MethodDescriptor, Binding, Shape)>,
+    bindings: Vec<Bound>,
+}
+
+/// One binding of a method, with what its requests need.
+#[derive(Debug)]
+struct Bound {
+    method: MethodDescriptor,
+    binding: Binding,
+    shape: Shape,
+    /// `/pkg.Service/Method`, made once.
+    grpc_path: PathAndQuery,
 }
 
 /// What a binding's request needs besides the body: whether the body can be read straight
@@ -101,6 +112,7 @@ pub struct Matched<'m> {
     pub binding: &'m Binding,
     pub captures: Vec<(String, String)>,
     pub(crate) shape: Shape,
+    pub(crate) grpc_path: &'m PathAndQuery,
 }
 
 impl Methods {
@@ -118,16 +130,28 @@ impl Methods {
                         found.push(http_rule::unannotated(&method));
                     }
                     let no_oneofs = !has_oneofs(&method.input(), &mut Vec::new());
-                    bindings.extend(found.into_iter().map(|b| {
-                        let direct_body = no_oneofs && b.body.as_deref() == Some("*");
-                        (method.clone(), b, Shape { direct_body })
+                    let Ok(grpc_path) = PathAndQuery::try_from(format!(
+                        "/{}/{}",
+                        service.full_name(),
+                        method.name()
+                    )) else {
+                        continue;
+                    };
+                    bindings.extend(found.into_iter().map(|binding| {
+                        let direct_body = no_oneofs && binding.body.as_deref() == Some("*");
+                        Bound {
+                            method: method.clone(),
+                            binding,
+                            shape: Shape { direct_body },
+                            grpc_path: grpc_path.clone(),
+                        }
                     }));
                 }
             }
         }
         // The most specific first: more literal segments, then no `**`, so `/v1/shelves:batch`
         // or `/v1/shelves/special` wins over `/v1/{name=shelves/*}`.
-        bindings.sort_by_key(|(_, b, _)| std::cmp::Reverse(path::specificity(&b.template)));
+        bindings.sort_by_key(|b| std::cmp::Reverse(path::specificity(&b.binding.template)));
         Self { bindings }
     }
 
@@ -135,16 +159,17 @@ impl Methods {
     pub fn find(&self, method: &str, path: &str) -> Option<Matched<'_>> {
         self.bindings
             .iter()
-            .find_map(|(descriptor, binding, shape)| {
-                if binding.method != method {
+            .find_map(|bound| {
+                if bound.binding.method != method {
                     return None;
                 }
-                let captures = path::capture(&binding.template, path)?;
+                let captures = path::capture(&bound.binding.template, path)?;
                 Some(Matched {
-                    method: descriptor,
-                    binding,
+                    method: &bound.method,
+                    binding: &bound.binding,
                     captures,
-                    shape: *shape,
+                    shape: bound.shape,
+                    grpc_path: &bound.grpc_path,
                 })
             })
     }

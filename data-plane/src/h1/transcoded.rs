@@ -37,11 +37,11 @@ pub(super) async fn run<C: ClientIo>(
     let endpoint = &routed.upstream.endpoints()[routed.endpoint];
     outcome.rule = Some(routed.rule.clone());
     outcome.upstream = Some((routed.upstream.clone(), routed.endpoint));
-    let https = endpoint.pool().connector().is_tls();
-    let parsed = h2_client::request(&bufs.head, https, endpoint.address());
-    let answer = match parsed {
-        Err(reason) => Local::TranscodedError(ProxyError::Malformed { reason }),
-        Ok((request, head_len)) => match read_body(client, bufs, req_body, head_len).await {
+    let answer = match h2_client::head_len(&bufs.head) {
+        None => Local::TranscodedError(ProxyError::Malformed {
+            reason: "the upstream request head is incomplete",
+        }),
+        Some(head_len) => match read_body(client, bufs, req_body, head_len).await {
             Err(error) => {
                 // The body is not all read: the connection cannot carry on.
                 let _ = respond(
@@ -58,12 +58,12 @@ pub(super) async fn run<C: ClientIo>(
             }
             Ok(()) => {
                 let deadline = routed.rule.timeouts().deadline(arrived, Instant::now());
-                let body = &bufs.head[head_len..];
+                let (head, body) = bufs.head.split_at(head_len);
                 match h2_client::transcoded(
                     transcoder,
                     endpoint,
                     &routed.upstream,
-                    request,
+                    head,
                     body,
                     deadline,
                     &mut outcome.grpc,

@@ -53,61 +53,70 @@ fn broken(reason: impl Into<crate::pipeline::BoxError>) -> Refused {
     Refused::Exchange(Error::Unavailable(reason.into()))
 }
 
-/// The answer to the REST request whose upstream request `request` (head as parsed from the
-/// pipeline's) and `body` carry, before `deadline` if the rule sets one.
+/// The answer to the REST request whose upstream head (as the pipeline wrote it) is `head`
+/// and whose whole body is `body`, before `deadline` if the rule sets one.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn call(
     transcoder: &Transcoder,
     endpoint: &Endpoint,
     upstream: &Upstream,
-    mut request: http::Request<()>,
+    head: &[u8],
     body: &[u8],
     deadline: Option<Instant>,
     call: &mut Option<GrpcCall>,
 ) -> Result<Transcoded, Refused> {
-    let path = request.uri().path().to_owned();
-    let query = request.uri().query().map(str::to_owned);
-    let Some(matched) = transcoder.methods().find(request.method().as_str(), &path) else {
+    // Of the client's headers only the request id, the forwarded ones and the allowed metadata
+    // go to the gRPC backend; `Accept` chooses how a stream of replies is written.
+    let mut sse = false;
+    let allowed = transcoder.request_headers();
+    let https = endpoint.pool().connector().is_tls();
+    let (mut request, _) = super::request_keeping(head, https, endpoint.address(), |name, value| {
+        if name == header::ACCEPT {
+            sse |= value
+                .windows(17)
+                .any(|w| w.eq_ignore_ascii_case(b"text/event-stream"));
+            return false;
+        }
+        let name_str = name.as_str();
+        name_str == "x-request-id" || name_str.starts_with("x-forwarded-") || allowed.contains(name)
+    })
+    .map_err(|reason| Refused::Client(Local::TranscodedError(ProxyError::Malformed { reason })))?;
+    let Some(matched) = transcoder
+        .methods()
+        .find(request.method().as_str(), request.uri().path())
+    else {
         return Err(Refused::Client(Local::TranscodedError(
             ProxyError::RouteNotFound,
         )));
     };
-    // The messages to send: one, or a client stream's from a JSON array or NDJSON body.
-    let messages = if matched.method.is_client_streaming() {
-        json::stream_of_requests(&matched.method.input(), body, transcoder.options())
+    // The messages to send, framed: one, or a client stream's from a JSON array or NDJSON body.
+    let bad = |bad: json::BadRequest| Refused::Client(Local::Transcoded(bad_request(&bad)));
+    let mut framed = Vec::new();
+    if matched.method.is_client_streaming() {
+        for message in json::stream_of_requests(&matched.method.input(), body, transcoder.options())
+            .map_err(bad)?
+        {
+            grpc::put_message(&message, &mut framed);
+        }
     } else {
-        json::request(&matched, query.as_deref(), body, transcoder.options()).map(|m| vec![m])
+        let message = json::request(&matched, request.uri().query(), body, transcoder.options())
+            .map_err(bad)?;
+        grpc::put_message(&message, &mut framed);
     }
-    .map_err(|bad| Refused::Client(Local::Transcoded(bad_request(&bad))))?;
     let method = matched.method.clone();
     *call = Some(GrpcCall {
         method: method.clone(),
         status: None,
     });
     let response_body = matched.binding.response_body.clone();
-    let sse = request.headers().get_all(header::ACCEPT).iter().any(|v| {
-        v.as_bytes()
-            .windows(17)
-            .any(|w| w.eq_ignore_ascii_case(b"text/event-stream"))
-    });
 
-    // The gRPC request: POST /pkg.Service/Method, the gRPC headers, and of the client's only
-    // the request id and the forwarded ones (an allow-list of metadata is for later).
-    let grpc_path = format!("/{}/{}", method.parent_service().full_name(), method.name());
-    let mut uri = request.uri().clone().into_parts();
-    uri.path_and_query = grpc_path.parse().ok();
+    // The gRPC request: POST /pkg.Service/Method with the gRPC headers.
+    let mut uri = std::mem::take(request.uri_mut()).into_parts();
+    uri.path_and_query = Some(matched.grpc_path.clone());
     *request.uri_mut() =
         http::Uri::from_parts(uri).map_err(|_| broken("the gRPC path is no URI"))?;
     *request.method_mut() = Method::POST;
-    let mut headers = HeaderMap::with_capacity(8);
-    for (name, value) in request.headers() {
-        let name_str = name.as_str();
-        if name_str == "x-request-id"
-            || name_str.starts_with("x-forwarded-")
-            || transcoder.request_headers().contains(name)
-        {
-            headers.append(name.clone(), value.clone());
-        }
-    }
+    let headers = request.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
@@ -118,23 +127,17 @@ pub(crate) async fn call(
     let head_deadline = limits::deadline(now, upstream.timeout());
     let deadline = deadline.map_or(head_deadline, |d| d.min(head_deadline));
     let millis = deadline.saturating_duration_since(now).as_millis().max(1);
-    if let Ok(value) = HeaderValue::from_str(&format!("{}m", millis.min(99_999_999))) {
+    if let Ok(value) = HeaderValue::try_from(format!("{}m", millis.min(99_999_999))) {
         headers.insert("grpc-timeout", value);
     }
-    *request.headers_mut() = headers;
 
     let Opened {
         response,
         mut send,
         slot,
     } = super::open(endpoint, upstream, request, false).await?;
-    let mut framed = Vec::with_capacity(messages.iter().map(|m| m.len() + 5).sum());
-    for message in &messages {
-        framed.extend_from_slice(&grpc::frame(message));
-    }
-    super::send_data(&mut send, Bytes::from(framed), true)
-        .await
-        .map_err(broken)?;
+    // Whole already and bounded by the largest message: h2 sends it as the window allows.
+    send.send_data(Bytes::from(framed), true).map_err(broken)?;
     if method.is_server_streaming() {
         let response = super::response(response, deadline).await?;
         let (parts, recv) = response.into_parts();
@@ -167,7 +170,7 @@ pub(crate) async fn call(
     }
     let _slot = slot;
     let exchange = async {
-        let response = super::response(response, deadline).await?;
+        let response = response.await.map_err(broken)?;
         let (parts, mut recv) = response.into_parts();
         let mut returned = pick(transcoder, &parts.headers);
         if parts.status != StatusCode::OK {

@@ -9,17 +9,14 @@ use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 /// The largest message the transcoder takes from an upstream.
 pub const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 
-/// `message` with its prefix: not compressed, then the length, big-endian.
-pub fn frame(message: &[u8]) -> Vec<u8> {
-    let mut framed = Vec::with_capacity(5 + message.len());
-    framed.push(0);
-    framed.extend_from_slice(
-        &u32::try_from(message.len())
-            .unwrap_or(u32::MAX)
-            .to_be_bytes(),
-    );
-    framed.extend_from_slice(message);
-    framed
+/// Appends `message` to `out` as one gRPC frame (uncompressed), encoded in place.
+pub fn put_message(message: &impl prost::Message, out: &mut Vec<u8>) {
+    let len = message.encoded_len();
+    out.reserve(5 + len);
+    out.push(0);
+    out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+    // A Vec grows as needed: encoding into one cannot run out of room.
+    let _ = message.encode(out);
 }
 
 /// Takes messages out of a response body as its bytes arrive.

@@ -4,7 +4,6 @@
 //! types. Query and path values are strings: they become JSON strings (which the mapping
 //! accepts for every scalar) or booleans, so one parser checks every type.
 
-use prost::Message as _;
 use prost_reflect::{
     DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage,
     SerializeOptions,
@@ -36,7 +35,7 @@ pub fn request(
     query: Option<&str>,
     body: &[u8],
     options: Options,
-) -> Result<Vec<u8>, BadRequest> {
+) -> Result<DynamicMessage, BadRequest> {
     let input = matched.method.input();
     let deserialize = DeserializeOptions::new().deny_unknown_fields(!options.ignore_unknown_fields);
     if matched.shape.direct_body
@@ -52,7 +51,7 @@ pub fn request(
                     "the request does not fit the method's message: {e}"
                 ))
             })?;
-        return Ok(message.encode_to_vec());
+        return Ok(message);
     }
     let mut object = match matched.binding.body.as_deref() {
         Some("*") => match parse_body(body)? {
@@ -83,13 +82,11 @@ pub fn request(
     }
     let json = Value::Object(object);
     check_oneofs(&input, &json)?;
-    let message =
-        DynamicMessage::deserialize_with_options(input, json, &deserialize).map_err(|e| {
-            BadRequest(format!(
-                "the request does not fit the method's message: {e}"
-            ))
-        })?;
-    Ok(message.encode_to_vec())
+    DynamicMessage::deserialize_with_options(input, json, &deserialize).map_err(|e| {
+        BadRequest(format!(
+            "the request does not fit the method's message: {e}"
+        ))
+    })
 }
 
 /// The encoded messages of a client-streaming call's body: a JSON array of messages, or one
@@ -98,7 +95,7 @@ pub fn stream_of_requests(
     input: &MessageDescriptor,
     body: &[u8],
     options: Options,
-) -> Result<Vec<Vec<u8>>, BadRequest> {
+) -> Result<Vec<DynamicMessage>, BadRequest> {
     let text = std::str::from_utf8(body).map_err(|_| BadRequest("the body is not UTF-8".into()))?;
     let values: Vec<Value> = if text.trim_start().starts_with('[') {
         match serde_json::from_str(text) {
@@ -127,7 +124,6 @@ pub fn stream_of_requests(
         .map(|(i, value)| {
             check_oneofs(input, &value)?;
             DynamicMessage::deserialize_with_options(input.clone(), value, &deserialize)
-                .map(|message| message.encode_to_vec())
                 .map_err(|e| BadRequest(format!("message {i} does not fit: {e}")))
         })
         .collect()

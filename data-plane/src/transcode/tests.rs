@@ -102,9 +102,11 @@ fn request(method: &str, path_and_query: &str, body: &str) -> Result<Value, BadR
         None => (path_and_query, None),
     };
     let matched = methods.find(method, path).expect("a binding matches");
-    let encoded = transcode_json::request(&matched, query, body.as_bytes(), Options::default())?;
-    let message = DynamicMessage::decode(matched.method.input(), encoded.as_slice()).unwrap();
-    Ok(serde_json::to_value(&message).unwrap())
+    let message = transcode_json::request(&matched, query, body.as_bytes(), Options::default())?;
+    // As the backend will read it: what goes on the wire.
+    let encoded = message.encode_to_vec();
+    let decoded = DynamicMessage::decode(matched.method.input(), encoded.as_slice()).unwrap();
+    Ok(serde_json::to_value(&decoded).unwrap())
 }
 
 #[test]
@@ -148,14 +150,13 @@ fn unannotated_methods_only_when_the_filter_allows_them() {
         ignore_unknown_fields: true,
         ..Options::default()
     };
-    let encoded = transcode_json::request(
+    let message = transcode_json::request(
         &found,
         Some("nope=1"),
         br#"{"name": "x", "colour": "red"}"#,
         lenient,
     )
     .unwrap();
-    let message = DynamicMessage::decode(found.method.input(), encoded.as_slice()).unwrap();
     assert_eq!(
         serde_json::to_value(&message).unwrap(),
         json!({ "name": "x" })
@@ -338,15 +339,23 @@ fn responses_become_json_whole_or_their_response_body_field() {
     assert_eq!(all["genre"], "GENRE_UNSPECIFIED");
 }
 
+/// `message` with its gRPC prefix: not compressed, then the length, big-endian.
+fn frame(message: &[u8]) -> Vec<u8> {
+    let mut framed = vec![0];
+    framed.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+    framed.extend_from_slice(message);
+    framed
+}
+
 #[test]
 fn frames_and_statuses() {
-    let framed = grpc::frame(b"hello");
+    let framed = frame(b"hello");
     assert_eq!(&framed[..5], &[0, 0, 0, 0, 5]);
     let mut frames = Frames::default();
     frames.push(&framed[..3]);
     assert_eq!(frames.next_message().unwrap(), None);
     frames.push(&framed[3..]);
-    frames.push(&grpc::frame(b""));
+    frames.push(&frame(b""));
     assert_eq!(
         frames.next_message().unwrap().as_deref(),
         Some(&b"hello"[..])
