@@ -2,7 +2,8 @@
 # REST→gRPC transcoding against the plain HTTP proxy path, per core: the data plane alone on
 # CPU 0 (one worker), wrk and the backends on CPU 1. Transcoded: wrk POSTs JSON to /v1/echo, the
 # data plane turns it into a unary gRPC call to the tonic echo service (`grpc-backend`, H2C)
-# and the reply into JSON, with a small message and a 10 KiB one. Plain: GET / through the same
+# and the reply into JSON: a small message; a 10 KiB request with a small reply (like the plain
+# POST: 10 KiB in, ~100 B out); and a 10 KiB message echoed (10 KiB each way, twice the JSON). Plain: GET / through the same
 # data plane to the shared harness's HTTP/1.1 backend, and the 10 KiB JSON POSTed there too. The figure is the data plane's CPU
 # (utime + stime) per request; requests per CPU-second is its inverse.
 #
@@ -40,7 +41,9 @@ service Echo {
     option (google.api.http) = { post: "/v1/echo" body: "*" };
   }
 }
-message EchoRequest { string message = 1; uint32 delay_ms = 2; uint32 count = 3; Failure fail = 4; }
+// `padding` is the bench's own: the backend skips it as an unknown field, so a request can be
+// large while its reply stays small, like the plain backend's.
+message EchoRequest { string message = 1; uint32 delay_ms = 2; uint32 count = 3; Failure fail = 4; string padding = 15; }
 message EchoReply { string message = 1; string backend = 2; }
 message Failure { int32 code = 1; string message = 2; bytes details = 3; string trailer = 4; }
 PROTO
@@ -78,8 +81,13 @@ YAML
 python3 - "$run" <<'PY'
 import json, sys
 run = sys.argv[1]
-for name, size in (("small", 5), ("10k", 10 * 1024)):
-    body = json.dumps({"message": "x" * size})
+bodies = {
+    "small": {"message": "x" * 5},
+    "10k": {"message": "x" * 10 * 1024},
+    "10k-in": {"message": "hi", "padding": "x" * 10 * 1024},
+}
+for name, message in bodies.items():
+    body = json.dumps(message)
     with open(f"{run}/{name}.lua", "w") as f:
         f.write('wrk.method = "POST"\n')
         f.write('wrk.headers["content-type"] = "application/json"\n')
@@ -122,6 +130,7 @@ measure() {
 echo "loadavg: $(cat /proc/loadavg)"
 measure "plain GET /" http://127.0.0.1:18190/
 measure "transcoded POST, 5 B message" -s "$run/small.lua" http://127.0.0.1:18190/v1/echo
-measure "transcoded POST, 10 KiB message" -s "$run/10k.lua" http://127.0.0.1:18190/v1/echo
+measure "transcoded POST, 10 KiB request" -s "$run/10k-in.lua" http://127.0.0.1:18190/v1/echo
 measure "plain POST, 10 KiB body" -s "$run/10k.lua" http://127.0.0.1:18190/plain
+measure "transcoded, 10 KiB both ways" -s "$run/10k.lua" http://127.0.0.1:18190/v1/echo
 echo "loadavg: $(cat /proc/loadavg)"

@@ -359,9 +359,7 @@ async fn transcode(
     if body.len() > crate::transcode::grpc::MAX_MESSAGE {
         return Whole(Local::TranscodedError(ProxyError::BodyTooLarge));
     }
-    match h2_client::transcoded(transcoder, endpoint, upstream, head, &body, deadline, call)
-    .await
-    {
+    match h2_client::transcoded(transcoder, endpoint, upstream, head, &body, deadline, call).await {
         Ok(answer) => answer,
         Err(h2_client::Refused::Client(answer)) => Whole(answer),
         Err(h2_client::Refused::Exchange(error)) => Whole(Local::TranscodedError(failure_error(

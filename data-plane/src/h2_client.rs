@@ -50,19 +50,22 @@ pub(crate) fn request_keeping(
     fallback: &str,
     mut keep: impl FnMut(&HeaderName, &[u8]) -> bool,
 ) -> Result<(Request<()>, usize), &'static str> {
-    // The pipeline wrote this head: its first blank line is its end.
-    let len = head_len(head).ok_or("the upstream request head is incomplete")?;
-    let shared = Bytes::copy_from_slice(&head[..len]);
     let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
-    match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
         &mut parsed,
-        &shared,
+        head,
         &mut headers,
     ) {
-        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Complete(len)) => len,
         _ => return Err("the upstream request head does not parse"),
-    }
+    };
+    let shared = Bytes::copy_from_slice(&head[..len]);
+    // The parsed parts lie in `head`; the same bytes of `shared`.
+    let slice = |part: &[u8]| {
+        let start = part.as_ptr().addr() - head.as_ptr().addr();
+        shared.slice(start..start + part.len())
+    };
     let (Some(method), Some(path)) = (parsed.method, parsed.path) else {
         return Err("the upstream request head is incomplete");
     };
@@ -90,8 +93,13 @@ pub(crate) fn request_keeping(
         if name == http::header::CONTENT_TYPE {
             grpc = h.value.starts_with(b"application/grpc");
         }
-        let value = HeaderValue::from_maybe_shared(shared.slice_ref(h.value))
-            .map_err(|_| "bad header value")?;
+        let mut value =
+            HeaderValue::from_maybe_shared(slice(h.value)).map_err(|_| "bad header value")?;
+        if name == REQUEST_ID {
+            // A new value every request: kept out of the HPACK table, where it would only
+            // push out the values that repeat.
+            value.set_sensitive(true);
+        }
         map.append(name, value);
     }
     if grpc {
@@ -99,11 +107,11 @@ pub(crate) fn request_keeping(
         map.insert(http::header::TE, HeaderValue::from_static("trailers"));
     }
     let authority = match authority {
-        Some(host) => uri::Authority::from_maybe_shared(shared.slice_ref(host)),
+        Some(host) => uri::Authority::from_maybe_shared(slice(host)),
         None => uri::Authority::try_from(fallback),
     }
     .map_err(|_| "the host is no authority")?;
-    let path = uri::PathAndQuery::from_maybe_shared(shared.slice_ref(path.as_bytes()))
+    let path = uri::PathAndQuery::from_maybe_shared(slice(path.as_bytes()))
         .map_err(|_| "the target is no URI")?;
     let mut uri = uri::Parts::default();
     uri.scheme = Some(if https {
@@ -121,16 +129,21 @@ pub(crate) fn request_keeping(
     Ok((request, len))
 }
 
-/// The length of the HTTP/1.1 head at the front of `head`, blank line included.
+/// The length of the HTTP/1.1 head the pipeline wrote at the front of `head`, blank line
+/// included (the first blank line is its end).
 pub(crate) fn head_len(head: &[u8]) -> Option<usize> {
-    head.windows(4).position(|w| w == b"\r\n\r\n").map(|at| at + 4)
+    static END: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
+    END.find(head).map(|at| at + 4)
 }
+
+const REQUEST_ID: &str = "x-request-id";
 
 /// The header's name; the ones the gateway itself writes on every request from constants
 /// (a name outside the standard ones is otherwise an allocation).
 fn header_name(name: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
     const WRITTEN: [&str; 4] = [
-        "x-request-id",
+        REQUEST_ID,
         "x-forwarded-for",
         "x-forwarded-proto",
         "x-forwarded-host",

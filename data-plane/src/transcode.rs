@@ -157,21 +157,19 @@ impl Methods {
 
     /// The method for `method` and `path` (no query), if any binding matches.
     pub fn find(&self, method: &str, path: &str) -> Option<Matched<'_>> {
-        self.bindings
-            .iter()
-            .find_map(|bound| {
-                if bound.binding.method != method {
-                    return None;
-                }
-                let captures = path::capture(&bound.binding.template, path)?;
-                Some(Matched {
-                    method: &bound.method,
-                    binding: &bound.binding,
-                    captures,
-                    shape: bound.shape,
-                    grpc_path: &bound.grpc_path,
-                })
+        self.bindings.iter().find_map(|bound| {
+            if bound.binding.method != method {
+                return None;
+            }
+            let captures = path::capture(&bound.binding.template, path)?;
+            Some(Matched {
+                method: &bound.method,
+                binding: &bound.binding,
+                captures,
+                shape: bound.shape,
+                grpc_path: &bound.grpc_path,
             })
+        })
     }
 
     pub fn len(&self) -> usize {

@@ -70,17 +70,22 @@ pub(crate) async fn call(
     let mut sse = false;
     let allowed = transcoder.request_headers();
     let https = endpoint.pool().connector().is_tls();
-    let (mut request, _) = super::request_keeping(head, https, endpoint.address(), |name, value| {
-        if name == header::ACCEPT {
-            sse |= value
-                .windows(17)
-                .any(|w| w.eq_ignore_ascii_case(b"text/event-stream"));
-            return false;
-        }
-        let name_str = name.as_str();
-        name_str == "x-request-id" || name_str.starts_with("x-forwarded-") || allowed.contains(name)
-    })
-    .map_err(|reason| Refused::Client(Local::TranscodedError(ProxyError::Malformed { reason })))?;
+    let (mut request, _) =
+        super::request_keeping(head, https, endpoint.address(), |name, value| {
+            if name == header::ACCEPT {
+                sse |= value
+                    .windows(17)
+                    .any(|w| w.eq_ignore_ascii_case(b"text/event-stream"));
+                return false;
+            }
+            let name_str = name.as_str();
+            name_str == "x-request-id"
+                || name_str.starts_with("x-forwarded-")
+                || allowed.contains(name)
+        })
+        .map_err(|reason| {
+            Refused::Client(Local::TranscodedError(ProxyError::Malformed { reason }))
+        })?;
     let Some(matched) = transcoder
         .methods()
         .find(request.method().as_str(), request.uri().path())
@@ -127,7 +132,9 @@ pub(crate) async fn call(
     let head_deadline = limits::deadline(now, upstream.timeout());
     let deadline = deadline.map_or(head_deadline, |d| d.min(head_deadline));
     let millis = deadline.saturating_duration_since(now).as_millis().max(1);
-    if let Ok(value) = HeaderValue::try_from(format!("{}m", millis.min(99_999_999))) {
+    if let Ok(mut value) = HeaderValue::try_from(format!("{}m", millis.min(99_999_999))) {
+        // A new value nearly every call: not for the HPACK table.
+        value.set_sensitive(true);
         headers.insert("grpc-timeout", value);
     }
 
