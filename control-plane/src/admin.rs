@@ -96,12 +96,17 @@ impl AdminService {
     /// the before and after of a change) has them redacted.
     pub async fn apply_resources(
         &self,
-        resources: Vec<Resource>,
+        mut resources: Vec<Resource>,
         dry_run: bool,
     ) -> Result<ApplyResponse, AdminError> {
+        // A certificate is refused when written expired, never for expiring while stored; an
+        // API key too short to be a secret, before it becomes a hash.
+        gateway_proto::validate::check_written(&resources, std::time::SystemTime::now())?;
+        // API keys are stored as hashes only: the plain text never reaches the store.
+        resources
+            .iter_mut()
+            .for_each(gateway_proto::api_key::hash_keys);
         let batch = Batch::parse(resources)?;
-        // A certificate is refused when written expired, never for expiring while stored.
-        gateway_proto::validate::check_written(batch.resources(), std::time::SystemTime::now())?;
         let mut backoff = retry_backoff();
         for _ in 0..MAX_ATTEMPTS {
             let listing = self.store.list().await?;

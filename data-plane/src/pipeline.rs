@@ -27,11 +27,12 @@ use http::{HeaderName, HeaderValue, Method, header};
 use crate::{
     normalize::{self, PathError},
     state::State,
-    table::{Cors, Policy, Redirect, Rule, Upstream},
+    table::{Cors, Phase, Policy, Redirect, Rule, Upstream},
 };
 
 mod error;
 pub(crate) mod headers;
+mod identity;
 mod local;
 pub(crate) mod outcome;
 pub(crate) mod request_id;
@@ -83,6 +84,8 @@ pub(crate) struct Forward<'a> {
     pub(crate) body_limit: u64,
     /// Headers the response phase adds (CORS), besides the rule's response edits.
     pub(crate) response_extra: Vec<(HeaderName, HeaderValue)>,
+    /// Headers the policies add to the upstream request (the consumer, forwarded claims).
+    pub(crate) request_extra: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// What to do with a request.
@@ -197,6 +200,7 @@ pub(crate) fn decide<'a>(conn: &Connection, head: &Head<'a>) -> Decision<'a> {
         };
         return Decision::Respond(Local::Error(error), None);
     };
+    let consumers = rule.policies().identity.then(|| table.consumers().clone());
     drop(guard);
 
     let path = match (rule.normalizes(), normalized) {
@@ -211,9 +215,10 @@ pub(crate) fn decide<'a>(conn: &Connection, head: &Head<'a>) -> Decision<'a> {
         host: None,
         body_limit: u64::MAX,
         response_extra: Vec::new(),
+        request_extra: Vec::new(),
     };
     if !rule.is_plain()
-        && let Err(local) = request_phase(conn, head, &rule, &mut plan)
+        && let Err(local) = request_phase(conn, head, &rule, consumers, &mut plan)
     {
         return Decision::Respond(local, Some(rule));
     }
@@ -240,6 +245,7 @@ pub(crate) fn decide<'a>(conn: &Connection, head: &Head<'a>) -> Decision<'a> {
         host: plan.host,
         body_limit: plan.body_limit,
         response_extra: plan.response_extra,
+        request_extra: plan.request_extra,
     })
 }
 
@@ -249,6 +255,7 @@ struct Plan<'a> {
     host: Option<HeaderValue>,
     body_limit: u64,
     response_extra: Vec<(HeaderName, HeaderValue)>,
+    request_extra: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// Policies in order, then filters. `Err`: answer with this instead of forwarding.
@@ -256,14 +263,32 @@ fn request_phase<'a>(
     conn: &Connection,
     head: &Head<'a>,
     rule: &Rule,
+    consumers: Option<Arc<crate::table::Consumers>>,
     plan: &mut Plan<'a>,
 ) -> Result<(), Local> {
     let policies = rule.policies();
     let client = policies
         .needs_client_ip
         .then(|| conn.client_ip(head.headers));
+    let consumers = consumers.unwrap_or_else(identity::no_consumers);
+    let mut found = crate::table::Identity::default();
+    let mut announced = false;
     for policy in policies.list.iter() {
+        if !announced && policy.phase() > Phase::Identity {
+            identity::announce(&found, plan);
+            announced = true;
+        }
         match &**policy {
+            Policy::Jwt(jwt) => identity::jwt(jwt, head, &consumers, &mut found, plan)?,
+            Policy::ApiKey(key) => identity::api_key(key, head, &consumers, &mut found)?,
+            Policy::Authorization(rules) => {
+                if !rules.allows(&found) {
+                    return Err(Local::Error(ProxyError::Denied));
+                }
+            }
+            Policy::RateLimit(limit) => {
+                identity::rate_limit(limit, head, client.flatten(), &found, plan)?;
+            }
             Policy::IpAccess(access) => {
                 if !access.allows(client.flatten()) {
                     return Err(Local::Error(ProxyError::Forbidden));
@@ -285,6 +310,9 @@ fn request_phase<'a>(
             }
             Policy::Cors(cors) => cors_phase(cors, head, plan)?,
         }
+    }
+    if !announced {
+        identity::announce(&found, plan);
     }
     plan.body_limit = policies.limits.body;
 

@@ -15,7 +15,7 @@ use std::{
 use gateway_proto::RegexCache;
 use regex::Regex;
 
-use crate::{connect::Connector, pool::EndpointPool};
+use crate::{connect::Connector, pool::EndpointPool, table::rate_limit::Buckets};
 
 /// The side tables.
 #[derive(Debug, Default)]
@@ -27,6 +27,8 @@ pub struct SideTables {
     regexes: RegexCache,
     /// The position in each weighted rule's split, by route name and rule index.
     splits: Mutex<HashMap<SplitKey, Arc<AtomicUsize>>>,
+    /// Rate limit buckets, by policy name and limits.
+    buckets: Mutex<HashMap<String, Arc<Buckets>>>,
 }
 
 /// A weighted rule: its route's name and its index in the route.
@@ -74,6 +76,16 @@ impl SideTables {
         let pool = Arc::new(EndpointPool::new(address, &key, connector.clone()));
         pools.insert(key.into(), pool.clone());
         pool
+    }
+
+    /// The buckets of a rate limit (`key`: its name and limits), created on first use with
+    /// room for `max_keys` keys.
+    pub fn buckets(&self, key: String, max_keys: usize) -> Arc<Buckets> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        buckets
+            .entry(key)
+            .or_insert_with(|| Arc::new(Buckets::new(max_keys)))
+            .clone()
     }
 
     /// The anchored expression for `pattern`, compiled once while some table uses it.

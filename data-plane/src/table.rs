@@ -26,7 +26,10 @@ mod warm;
 pub use self::{
     certificates::Certificates,
     filter::{Filters, HeaderEdits, PathRewrite, Redirect, Rewrite},
-    policy::{Cors, IpAccess, Limits, Policy, RulePolicies},
+    policy::{
+        Consumer, Consumers, Cors, Identity, IpAccess, Limits, Phase, Policy, RulePolicies,
+        X_CONSUMER, X_CONSUMER_GROUPS, identity, jwt, rate_limit,
+    },
     router::{RequestHeaders, RequestView},
     rule::{Rule, Timeouts},
     upstream::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Endpoint, Upstream},
@@ -63,6 +66,8 @@ pub struct Table {
     regexes: FxHashMap<Arc<str>, usize>,
     /// What the TLS listener serves.
     certificates: Arc<Certificates>,
+    /// The Consumers, by key and by name.
+    consumers: Arc<Consumers>,
 }
 
 /// What a route put into the table: what taking it out again must visit.
@@ -126,7 +131,7 @@ impl Table {
         let mut global = Vec::new();
         for resource in resources {
             if let Some(Spec::Policy(spec)) = &resource.spec
-                && let Some(policy) = Policy::compile(spec)
+                && let Some(policy) = Policy::compile(&resource.name, spec, side)
             {
                 let policy = Arc::new(policy);
                 if spec.global {
@@ -149,6 +154,7 @@ impl Table {
             routes: Shards::default(),
             regexes: FxHashMap::default(),
             certificates: Arc::new(Certificates::compile(resources)),
+            consumers: Arc::new(Consumers::compile(resources)),
         };
         let mut builder = RouterBuilder::default();
         for route in &checked.routes {
@@ -183,8 +189,9 @@ impl Table {
             global: self.global.clone(),
             routes: self.routes.clone(),
             regexes: self.regexes.clone(),
-            // A delta that changes certificates is compiled whole.
+            // A delta that changes certificates or consumers is compiled whole.
             certificates: self.certificates.clone(),
+            consumers: self.consumers.clone(),
         };
         for (name, spec) in upstreams {
             match spec {
@@ -294,6 +301,11 @@ impl Table {
     #[inline]
     pub fn uses_hosts(&self) -> bool {
         self.router.uses_hosts()
+    }
+
+    /// The Consumers identity policies find requests' identities among.
+    pub fn consumers(&self) -> &Arc<Consumers> {
+        &self.consumers
     }
 
     /// The certificates the TLS listener serves.

@@ -206,6 +206,7 @@ fn parse_spec(kind: ResourceKind, value: Value) -> Result<Spec, (String, String)
         (path, message)
     })?;
     let transcoded = match kind {
+        ResourceKind::Consumer => message.transcode_to().map(Spec::Consumer),
         ResourceKind::Certificate => message.transcode_to().map(Spec::Certificate),
         ResourceKind::ProtoSet => message.transcode_to().map(Spec::ProtoSet),
         ResourceKind::Upstream => message.transcode_to().map(Spec::Upstream),
@@ -219,6 +220,7 @@ fn parse_spec(kind: ResourceKind, value: Value) -> Result<Spec, (String, String)
 pub fn to_document(resource: &v1::Resource) -> Value {
     let mut document = Map::new();
     let (kind, spec) = match &resource.spec {
+        Some(Spec::Consumer(spec)) => (ResourceKind::Consumer, spec.encode_to_vec()),
         Some(Spec::Certificate(spec)) => (ResourceKind::Certificate, spec.encode_to_vec()),
         Some(Spec::ProtoSet(spec)) => (ResourceKind::ProtoSet, spec.encode_to_vec()),
         Some(Spec::Upstream(spec)) => (ResourceKind::Upstream, spec.encode_to_vec()),

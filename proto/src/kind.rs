@@ -8,6 +8,7 @@ use crate::v1::{self, resource::Spec};
 /// that use it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ResourceKind {
+    Consumer,
     Certificate,
     ProtoSet,
     Upstream,
@@ -19,7 +20,8 @@ pub enum ResourceKind {
 
 impl ResourceKind {
     /// Every kind, in dependency order.
-    pub const ALL: [ResourceKind; 5] = [
+    pub const ALL: [ResourceKind; 6] = [
+        ResourceKind::Consumer,
         ResourceKind::Certificate,
         ResourceKind::ProtoSet,
         ResourceKind::Upstream,
@@ -30,6 +32,7 @@ impl ResourceKind {
     /// The `kind:` of a resource document, e.g. `Route`.
     pub fn as_str(self) -> &'static str {
         match self {
+            ResourceKind::Consumer => "Consumer",
             ResourceKind::Certificate => "Certificate",
             ResourceKind::ProtoSet => "ProtoSet",
             ResourceKind::Upstream => "Upstream",
@@ -41,6 +44,7 @@ impl ResourceKind {
     /// The plural, lower-case name: the store key segment and the CLI's `get` argument.
     pub fn plural(self) -> &'static str {
         match self {
+            ResourceKind::Consumer => "consumers",
             ResourceKind::Certificate => "certificates",
             ResourceKind::ProtoSet => "protosets",
             ResourceKind::Upstream => "upstreams",
@@ -59,6 +63,7 @@ impl ResourceKind {
     /// The kind of a resource, from the spec it carries.
     pub fn of(resource: &v1::Resource) -> Option<Self> {
         match resource.spec.as_ref()? {
+            Spec::Consumer(_) => Some(ResourceKind::Consumer),
             Spec::Certificate(_) => Some(ResourceKind::Certificate),
             Spec::ProtoSet(_) => Some(ResourceKind::ProtoSet),
             Spec::Upstream(_) => Some(ResourceKind::Upstream),
@@ -70,6 +75,7 @@ impl ResourceKind {
     /// The full protobuf name of this kind's spec message.
     pub(crate) fn spec_message(self) -> &'static str {
         match self {
+            ResourceKind::Consumer => "gateway.v1.ConsumerSpec",
             ResourceKind::Certificate => "gateway.v1.CertificateSpec",
             ResourceKind::ProtoSet => "gateway.v1.ProtoSetSpec",
             ResourceKind::Upstream => "gateway.v1.UpstreamSpec",
@@ -80,6 +86,7 @@ impl ResourceKind {
 
     pub fn to_proto(self) -> v1::Kind {
         match self {
+            ResourceKind::Consumer => v1::Kind::Consumer,
             ResourceKind::Certificate => v1::Kind::Certificate,
             ResourceKind::ProtoSet => v1::Kind::ProtoSet,
             ResourceKind::Upstream => v1::Kind::Upstream,
@@ -91,6 +98,7 @@ impl ResourceKind {
     /// `None` for `KIND_UNSPECIFIED` and unknown values.
     pub fn from_proto(kind: i32) -> Option<Self> {
         match v1::Kind::try_from(kind).ok()? {
+            v1::Kind::Consumer => Some(ResourceKind::Consumer),
             v1::Kind::Certificate => Some(ResourceKind::Certificate),
             v1::Kind::ProtoSet => Some(ResourceKind::ProtoSet),
             v1::Kind::Upstream => Some(ResourceKind::Upstream),

@@ -13,6 +13,8 @@
 //! - [`duration`]: the one duration grammar of every program's flags, and the range of a
 //!   configured duration; [`net`]: IP networks (`10.0.0.0/8`); [`token`]: where a program
 //!   takes its bearer token from.
+//! - [`jwt`]: the verification keys of `jwt` providers; [`api_key`]: Consumers' API keys,
+//!   kept as hashes.
 //!
 //! This crate does no IO: no sockets, no files, no runtime.
 
@@ -27,12 +29,14 @@ pub mod v1 {
     tonic::include_proto!("gateway.v1");
 }
 
+pub mod api_key;
 pub mod calendar;
 pub mod delta;
 mod descriptor;
 pub mod document;
 pub mod duration;
 pub mod http_rule;
+pub mod jwt;
 mod kind;
 pub mod names;
 pub mod net;

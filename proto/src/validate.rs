@@ -17,6 +17,7 @@ use crate::{
 mod certificate;
 mod checked;
 mod filter;
+mod identity;
 mod incremental;
 mod policy;
 mod proto_set;
@@ -31,6 +32,7 @@ pub use certificate::{
 pub use checked::{Checked, CheckedMatch, CheckedPath, CheckedRoute, CheckedValue};
 pub use incremental::{Graph, Unproven};
 
+pub use identity::{MAX_CLOCK_SKEW_SECS, MAX_LIMITS, MAX_TOKEN_BYTES};
 pub use policy::MAX_HEAD_BYTES;
 pub use proto_set::{
     MAX_BYTES as MAX_PROTO_SET_BYTES, ProtoSetError, compile as compile_proto_set,
@@ -110,6 +112,9 @@ pub fn check_written<'a>(
         {
             report.at(resource).error(field, message);
         }
+        if let Some(Spec::Consumer(spec)) = &resource.spec {
+            identity::check_consumer(&mut report.at(resource), spec);
+        }
     }
     report.finish()
 }
@@ -173,6 +178,7 @@ pub fn check<'a>(
     for resource in resources {
         let mut at = report.at(resource);
         match &resource.spec {
+            Some(Spec::Consumer(spec)) => identity::check_consumer(&mut at, spec),
             Some(Spec::Certificate(spec)) => certificate::check_certificate(&mut at, spec),
             Some(Spec::ProtoSet(spec)) => proto_set::check_proto_set(&mut at, spec),
             Some(Spec::Upstream(spec)) => {
@@ -203,6 +209,7 @@ pub fn check<'a>(
     }
     routes.sort_by_key(|(name, _)| *name);
     route::check_conflicts(&mut report, &routes);
+    identity::check_consumer_keys(&mut report, resources);
     certificate::check_certificates(
         &mut report,
         resources.iter().filter_map(|r| match &r.spec {

@@ -49,11 +49,6 @@ impl Batch {
         }
         Ok(Self(batch))
     }
-
-    /// The resources to write, for the checks on them alone.
-    pub(crate) fn resources(&self) -> impl Iterator<Item = &Resource> {
-        self.0.iter().map(|(_, r)| r)
-    }
 }
 
 fn index(listing: &Listing) -> BTreeMap<(ResourceKind, &str), &Resource> {

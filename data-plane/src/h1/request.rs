@@ -422,6 +422,26 @@ fn dropped(name: &str, trusted: bool, replaced_host: bool, facts: &Facts<'_>) ->
         || (replaced_host && is(name, "host"))
 }
 
+/// `?query`, without the parameters named in `drop` (credentials a policy consumed); nothing
+/// when none is left.
+fn write_query(out: &mut Vec<u8>, query: &str, drop: &[Box<str>]) {
+    if drop.is_empty() {
+        out.push(b'?');
+        out.extend_from_slice(query.as_bytes());
+        return;
+    }
+    let mut first = true;
+    for pair in query.split('&') {
+        let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+        if drop.iter().any(|d| **d == *name) {
+            continue;
+        }
+        out.push(if first { b'?' } else { b'&' });
+        first = false;
+        out.extend_from_slice(pair.as_bytes());
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn write_upstream_head(
     out: &mut Vec<u8>,
@@ -436,13 +456,13 @@ fn write_upstream_head(
     forward: &Forward<'_>,
 ) {
     let edits: &HeaderEdits = forward.request_edits();
+    let policies = forward.rule.policies();
     out.clear();
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(forward.path.as_bytes());
     if let Some(query) = target.query() {
-        out.push(b'?');
-        out.extend_from_slice(query.as_bytes());
+        write_query(out, query, &policies.drop_query);
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let rewritten_host = forward.host.as_ref();
@@ -454,7 +474,10 @@ fn write_upstream_head(
     // The client's Host goes when it is replaced: by the target's authority, or a rewrite.
     let replaced_host = target.authority.is_some() || rewritten_host.is_some();
     for h in headers {
-        if !dropped(h.name, conn.trusted, replaced_host, facts) && !edits.drops(h.name) {
+        if !dropped(h.name, conn.trusted, replaced_host, facts)
+            && !edits.drops(h.name)
+            && !policies.drops(h.name)
+        {
             write_header(out, h.name, h.value);
         }
     }
@@ -485,6 +508,9 @@ fn write_upstream_head(
         write_header(out, "x-forwarded-host", host);
     }
     write_header(out, "x-request-id", request_id.as_bytes());
+    for (name, value) in &forward.request_extra {
+        write_header(out, name.as_str(), value.as_bytes());
+    }
     for (name, value) in edits.appended() {
         write_header(out, name.as_str(), value.as_bytes());
     }

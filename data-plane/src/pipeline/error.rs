@@ -4,7 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use http::StatusCode;
+use http::{HeaderName, HeaderValue, StatusCode, header};
 
 use crate::{metrics::UpstreamFailure, normalize::PathError};
 
@@ -85,6 +85,22 @@ pub enum ProxyError {
     /// Over `--max-requests` in flight, or `--max-connections`.
     #[error("the data plane is at its request or connection limit")]
     Overloaded,
+    /// An identity policy found no acceptable credential (`challenge`: `WWW-Authenticate`).
+    #[error("unauthorized: {reason}")]
+    Unauthorized {
+        challenge: http::HeaderValue,
+        reason: std::borrow::Cow<'static, str>,
+    },
+    /// An `authorization` policy does not let the identity in.
+    #[error("the identity is not allowed by the route's authorization")]
+    Denied,
+    /// A `rateLimit` policy's limit is used up.
+    #[error("over the rate limit")]
+    RateLimited {
+        retry_after: u64,
+        policy: http::HeaderValue,
+        limit: http::HeaderValue,
+    },
 }
 
 /// The source of an upstream failure, from whichever client met it.
@@ -99,7 +115,9 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::BadPath(_) | Self::UnderscoreHeader => StatusCode::BAD_REQUEST,
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::Denied => StatusCode::FORBIDDEN,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UriTooLong => StatusCode::URI_TOO_LONG,
             Self::NoBackend { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -122,7 +140,9 @@ impl ProxyError {
             Self::NotReady => "not_ready",
             Self::BadPath(_) => "bad_path",
             Self::UnderscoreHeader => "bad_request",
-            Self::Forbidden => "forbidden",
+            Self::Forbidden | Self::Denied => "forbidden",
+            Self::Unauthorized { .. } => "unauthorized",
+            Self::RateLimited { .. } => "rate_limited",
             Self::BodyTooLarge => "body_too_large",
             Self::UriTooLong => "uri_too_long",
             Self::NoBackend { .. } => "internal_error",
@@ -145,7 +165,9 @@ impl ProxyError {
             Self::NotReady => "the gateway has no configuration yet",
             Self::BadPath(_) => "the request path is not allowed",
             Self::UnderscoreHeader => "header names with underscores are not allowed",
-            Self::Forbidden => "access is not allowed",
+            Self::Forbidden | Self::Denied => "access is not allowed",
+            Self::Unauthorized { .. } => "valid credentials are required",
+            Self::RateLimited { .. } => "too many requests; retry later",
             Self::BodyTooLarge => "the request body is too large",
             Self::UriTooLong => "the request target is too long",
             Self::NoBackend { .. } => "the gateway failed to handle the request",
@@ -173,7 +195,9 @@ impl ProxyError {
         const UNAVAILABLE: u8 = 14;
         match self {
             Self::RouteNotFound | Self::UnsupportedTransferEncoding => 12, // UNIMPLEMENTED
-            Self::Forbidden => 7,                                          // PERMISSION_DENIED
+            Self::Forbidden | Self::Denied => 7,                           // PERMISSION_DENIED
+            Self::Unauthorized { .. } => 16,                               // UNAUTHENTICATED
+            Self::RateLimited { .. } => 8,                                 // RESOURCE_EXHAUSTED
             Self::ConnectTimeout { .. } | Self::UpstreamTimeout { .. } => 4, // DEADLINE_EXCEEDED
             Self::BodyTooLarge | Self::HeadTooLarge { .. } | Self::UriTooLong => 8, // RESOURCE_EXHAUSTED
             Self::NotReady
@@ -199,6 +223,28 @@ impl ProxyError {
                 Some(UpstreamFailure::Timeout)
             }
             _ => None,
+        }
+    }
+}
+
+impl ProxyError {
+    /// The headers an answer with this error carries besides its body's.
+    pub(crate) fn response_headers(&self, headers: &mut Vec<(HeaderName, HeaderValue)>) {
+        match self {
+            Self::Overloaded => headers.push((header::RETRY_AFTER, HeaderValue::from_static("1"))),
+            Self::Unauthorized { challenge, .. } => {
+                headers.push((header::WWW_AUTHENTICATE, challenge.clone()));
+            }
+            Self::RateLimited {
+                retry_after,
+                policy,
+                limit,
+            } => {
+                headers.push((header::RETRY_AFTER, HeaderValue::from(*retry_after)));
+                headers.push((HeaderName::from_static("ratelimit-policy"), policy.clone()));
+                headers.push((HeaderName::from_static("ratelimit"), limit.clone()));
+            }
+            _ => {}
         }
     }
 }
@@ -232,6 +278,9 @@ pub(crate) fn record(
     }
     if error.status().is_server_error() {
         tracing::warn!(%request_id, error = %Chain(error), "request failed");
+    } else if let ProxyError::Unauthorized { .. } = error {
+        // Why a credential was refused is for operators only: the client hears 401 alone.
+        tracing::info!(%request_id, error = %Chain(error), "credential refused");
     } else {
         tracing::debug!(%request_id, error = %Chain(error), "request refused");
     }

@@ -81,9 +81,7 @@ impl Local {
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),
                 )];
-                if let ProxyError::Overloaded = error {
-                    headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
-                }
+                error.response_headers(&mut headers);
                 LocalResponse {
                     status,
                     headers,
@@ -111,9 +109,7 @@ impl Local {
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),
                 )];
-                if let ProxyError::Overloaded = error {
-                    headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
-                }
+                error.response_headers(&mut headers);
                 LocalResponse {
                     status: error.status(),
                     headers,
@@ -145,9 +141,7 @@ impl Local {
         if let Ok(message) = HeaderValue::from_bytes(&message) {
             headers.push((HeaderName::from_static("grpc-message"), message));
         }
-        if let ProxyError::Overloaded = error {
-            headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
-        }
+        error.response_headers(&mut headers);
         LocalResponse {
             status: StatusCode::OK,
             headers,

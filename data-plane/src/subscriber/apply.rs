@@ -183,9 +183,12 @@ fn swap_delta(
         .collect();
     // Policies are compiled into every rule that lists them (every rule, for a global one),
     // and certificates into one SNI table: a change to either is compiled whole.
-    let no_policy = changed
-        .iter()
-        .all(|(kind, _)| !matches!(kind, ResourceKind::Policy | ResourceKind::Certificate));
+    let no_policy = changed.iter().all(|(kind, _)| {
+        !matches!(
+            kind,
+            ResourceKind::Policy | ResourceKind::Certificate | ResourceKind::Consumer
+        )
+    });
     if no_policy && let Some(table) = state.table() {
         let resources = &held.snapshot.resources;
         match held
@@ -203,6 +206,7 @@ fn swap_delta(
                         }
                         ResourceKind::Policy
                         | ResourceKind::Certificate
+                        | ResourceKind::Consumer
                         | ResourceKind::ProtoSet => {}
                     }
                 }

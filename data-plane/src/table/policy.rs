@@ -1,6 +1,11 @@
 //! Policies, compiled once per table: networks parsed, CORS header values built, limits
-//! resolved. A rule holds its policies in order (global, the route's, the rule's); the
+//! resolved, token keys parsed ([`jwt`]), consumers indexed ([`identity`]), buckets found
+//! ([`rate_limit`]). A rule holds its policies in the order they run (see [`Phase`]); the
 //! pipeline runs them.
+
+pub mod identity;
+pub mod jwt;
+pub mod rate_limit;
 
 use std::{net::IpAddr, sync::Arc};
 
@@ -8,7 +13,15 @@ use gateway_proto::{
     net::Cidr,
     v1::{self, policy_spec::Body},
 };
-use http::{HeaderValue, Method};
+use http::{HeaderName, HeaderValue, Method};
+
+pub use self::identity::{Consumer, Consumers, Identity};
+use self::{
+    identity::{ApiKey, Authorization},
+    jwt::Jwt,
+    rate_limit::RateLimit,
+};
+use crate::side::SideTables;
 
 /// One compiled policy.
 #[derive(Debug)]
@@ -16,7 +29,28 @@ pub enum Policy {
     IpAccess(IpAccess),
     Cors(Cors),
     Limits(Limits),
+    Jwt(Jwt),
+    ApiKey(ApiKey),
+    Authorization(Authorization),
+    RateLimit(RateLimit),
 }
+
+/// When a policy runs: a rule's policies are sorted by phase, and keep their listed order
+/// within one. CORS comes before identity because browsers send preflights without
+/// credentials; size limits come last, with the rest of the request's checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Network,
+    Cors,
+    Identity,
+    Authorization,
+    RateLimit,
+    Limits,
+}
+
+/// The headers an identity policy writes upstream: a client's own are always dropped.
+pub static X_CONSUMER: HeaderName = HeaderName::from_static("x-consumer");
+pub static X_CONSUMER_GROUPS: HeaderName = HeaderName::from_static("x-consumer-groups");
 
 /// Client networks allowed and denied.
 #[derive(Debug)]
@@ -63,8 +97,14 @@ enum Origin {
 
 impl Policy {
     /// Compiles a validated policy; `None` for a spec without a body (refused by validation).
-    pub(crate) fn compile(spec: &v1::PolicySpec) -> Option<Self> {
+    pub(crate) fn compile(name: &str, spec: &v1::PolicySpec, side: &SideTables) -> Option<Self> {
         Some(match spec.body.as_ref()? {
+            Body::Jwt(jwt) => Self::Jwt(Jwt::compile(jwt)),
+            Body::ApiKey(key) => Self::ApiKey(ApiKey::compile(key)),
+            Body::Authorization(rules) => Self::Authorization(Authorization::compile(rules)),
+            Body::RateLimit(limit) => Self::RateLimit(RateLimit::compile(name, limit, |max| {
+                side.buckets(RateLimit::side_key(name, limit), max)
+            })),
             Body::IpAccess(ip) => Self::IpAccess(IpAccess {
                 allow: ip.allow.iter().filter_map(|c| c.parse().ok()).collect(),
                 deny: ip.deny.iter().filter_map(|c| c.parse().ok()).collect(),
@@ -79,7 +119,21 @@ impl Policy {
     }
 }
 
-/// The policies of one rule, in order, with the limits of all of them folded into one.
+impl Policy {
+    pub fn phase(&self) -> Phase {
+        match self {
+            Self::IpAccess(_) => Phase::Network,
+            Self::Cors(_) => Phase::Cors,
+            Self::Jwt(_) | Self::ApiKey(_) => Phase::Identity,
+            Self::Authorization(_) => Phase::Authorization,
+            Self::RateLimit(_) => Phase::RateLimit,
+            Self::Limits(_) => Phase::Limits,
+        }
+    }
+}
+
+/// The policies of one rule, in the order they run, with the limits of all of them folded
+/// into one and what the upstream request loses to them.
 #[derive(Debug, Default)]
 pub struct RulePolicies {
     pub list: Box<[Arc<Policy>]>,
@@ -87,28 +141,86 @@ pub struct RulePolicies {
     pub limits: Limits,
     /// Whether a policy needs the client's address.
     pub needs_client_ip: bool,
+    /// Whether a policy finds or needs the request's identity (and so the consumers).
+    pub identity: bool,
+    /// Request headers never forwarded: credentials the policies consume, and the headers
+    /// they write themselves (a client's own `x-consumer` would be a forgery).
+    pub drop_headers: Box<[HeaderName]>,
+    /// Query parameters never forwarded: credentials.
+    pub drop_query: Box<[Box<str>]>,
 }
 
 impl RulePolicies {
-    pub(crate) fn new(list: Vec<Arc<Policy>>) -> Self {
+    pub(crate) fn new(mut list: Vec<Arc<Policy>>) -> Self {
+        list.sort_by_key(|policy| policy.phase());
         let mut limits = Limits::default();
         let mut needs_client_ip = false;
+        let mut identity = false;
+        let mut drop_headers = Vec::new();
+        let mut drop_query = Vec::new();
         for policy in &list {
             match &**policy {
                 Policy::Limits(l) => limits = limits.min(l),
                 Policy::IpAccess(_) => needs_client_ip = true,
                 Policy::Cors(_) => {}
+                Policy::Jwt(jwt) => {
+                    identity = true;
+                    for provider in jwt.providers() {
+                        drop_headers.extend(provider.forward.iter().map(|(_, h)| h.clone()));
+                        if jwt.strip_token {
+                            drop_headers.extend(
+                                provider.sources.iter().filter_map(|s| s.header().cloned()),
+                            );
+                            drop_query.extend(
+                                provider
+                                    .sources
+                                    .iter()
+                                    .filter_map(|s| s.query().map(Into::into)),
+                            );
+                        }
+                    }
+                }
+                Policy::ApiKey(key) => {
+                    identity = true;
+                    drop_headers.extend(key.sources.iter().filter_map(|s| s.header().cloned()));
+                    drop_query.extend(key.sources.iter().filter_map(|s| s.query().map(Into::into)));
+                }
+                Policy::Authorization(_) => identity = true,
+                Policy::RateLimit(limit) => match limit.key {
+                    rate_limit::Key::ClientIp => needs_client_ip = true,
+                    rate_limit::Key::Consumer => identity = true,
+                    _ => {}
+                },
             }
         }
+        if identity {
+            drop_headers.push(X_CONSUMER.clone());
+            drop_headers.push(X_CONSUMER_GROUPS.clone());
+        }
+        drop_headers.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        drop_headers.dedup();
+        drop_query.sort();
+        drop_query.dedup();
         Self {
             list: list.into(),
             limits,
             needs_client_ip,
+            identity,
+            drop_headers: drop_headers.into(),
+            drop_query: drop_query.into(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
+    }
+
+    /// Whether a client header of this name is left out of the upstream request.
+    #[inline]
+    pub fn drops(&self, name: &str) -> bool {
+        self.drop_headers
+            .iter()
+            .any(|d| d.as_str().eq_ignore_ascii_case(name))
     }
 }
 

@@ -90,7 +90,7 @@ impl Graph {
                     policies.insert(resource.name.as_str(), spec.global);
                 }
                 Some(Spec::Route(_)) => break,
-                Some(Spec::Certificate(_) | Spec::ProtoSet(_)) => {}
+                Some(Spec::Consumer(_) | Spec::Certificate(_) | Spec::ProtoSet(_)) => {}
                 None => return Err(Unproven),
             }
         }
@@ -114,7 +114,10 @@ impl Graph {
                 // check, which is cheap next to compiling a certificate.
                 // A ProtoSet compiles in milliseconds to seconds: the whole check, which the
                 // change needs anyway.
-                ResourceKind::Certificate | ResourceKind::ProtoSet => return Err(Unproven),
+                // API keys are unique across consumers: the whole check, which is cheap.
+                ResourceKind::Consumer | ResourceKind::Certificate | ResourceKind::ProtoSet => {
+                    return Err(Unproven);
+                }
                 ResourceKind::Route => {
                     changed_routes.insert(name);
                 }
@@ -128,7 +131,9 @@ impl Graph {
                 at.error("name", reason);
             }
             match &resource.spec {
-                Some(Spec::Certificate(_) | Spec::ProtoSet(_)) => return Err(Unproven),
+                Some(Spec::Consumer(_) | Spec::Certificate(_) | Spec::ProtoSet(_)) => {
+                    return Err(Unproven);
+                }
                 // A client certificate is a reference to a Certificate, and compiling it
                 // needs the certificate: the whole check, and a whole compile.
                 Some(Spec::Upstream(spec))

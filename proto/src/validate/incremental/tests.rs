@@ -203,6 +203,7 @@ fn the_same_verdict_as_the_whole_check() {
                                 .chain(spec.rules.iter().flat_map(|rule| &rule.policies))
                                 .any(|p| p == name),
                             ResourceKind::Route
+                            | ResourceKind::Consumer
                             | ResourceKind::Certificate
                             | ResourceKind::ProtoSet => false,
                         });
