@@ -244,6 +244,10 @@ pub(super) fn check_rate_limit(at: &mut At<'_>, policy: &v1::RateLimitPolicy) {
         }
     }
     match Key::try_from(policy.key) {
+        Ok(Key::Header) if policy.header.is_empty() => at.error(
+            "spec.rateLimit.header",
+            "must name the header to count by (key: Header)".into(),
+        ),
         Ok(Key::Header) => {
             if let Err(reason) = names::check_header_name(&policy.header) {
                 at.error("spec.rateLimit.header", reason);

@@ -1,0 +1,81 @@
+//! The identity and traffic policies, and Consumers: what is refused, with the field named.
+
+use super::{check, errors};
+
+const JWKS: &str = r#"{"keys":[{"kty":"oct","kid":"h1","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQ"}]}"#;
+
+fn jwt(provider: &str) -> String {
+    format!("kind: Policy\nname: p\nspec:\n  jwt:\n    providers:\n      - {provider}\n")
+}
+
+#[test]
+fn a_valid_provider_and_policies_pass() {
+    check(&jwt(&format!(
+        "{{ name: corp, issuer: https://idp.test, audiences: [api], jwks: '{JWKS}', algorithms: [HS256, HS512], clockSkew: 10s, forwardClaims: [{{ claim: sub, header: x-user }}], tokenFrom: [{{ cookie: session }}] }}"
+    )))
+    .unwrap();
+    check("kind: Policy\nname: k\nspec:\n  apiKey: { from: [{ header: x-api-key }, { query: api_key }] }\n---\nkind: Policy\nname: a\nspec:\n  authorization: { rules: [{ allowGroups: [partners] }, { requireClaims: [{ claim: scope, values: [read], match: Any }] }] }\n---\nkind: Policy\nname: r\nspec:\n  rateLimit: { limits: [{ requests: 10, per: 1s, burst: 5 }, { requests: 1000, per: 3600s }], key: Header, header: x-tenant }\n---\nkind: Consumer\nname: acme\nspec:\n  groups: [partners]\n  apiKeys: [{ key: long-enough-key }]\n").unwrap();
+}
+
+#[test]
+fn bad_providers_are_named() {
+    let found = errors(&jwt(&format!(
+        "{{ name: corp, jwks: '{JWKS}', algorithms: [none, RS256, HS257], clockSkew: 90s, forwardClaims: [{{ claim: sub, header: 'bad header' }}], tokenFrom: [{{ header: a, cookie: b }}] }}"
+    )));
+    let expect = [
+        "Policy/p: spec.jwt.providers[0].algorithms[0]: \"none\" means unsigned tokens: never accepted",
+        "Policy/p: spec.jwt.providers[0].algorithms[1]: no key of the provider is for RS256",
+        "Policy/p: spec.jwt.providers[0].algorithms[2]: \"HS257\" is not one of",
+        "Policy/p: spec.jwt.providers[0].clockSkew: must be at most 60s",
+        "Policy/p: spec.jwt.providers[0].forwardClaims[0].header:",
+        "Policy/p: spec.jwt.providers[0].tokenFrom[0]: must set exactly one of header, cookie, query",
+    ];
+    assert_eq!(found.len(), expect.len(), "{found:#?}");
+    for (found, expect) in found.iter().zip(expect) {
+        assert!(found.starts_with(expect), "{found} (expected {expect})");
+    }
+    let found = errors(&jwt("{ name: corp, jwks: '{\"keys\": []}', algorithms: [RS256] }"));
+    assert_eq!(found, ["Policy/p: spec.jwt.providers[0].jwks: holds no keys"]);
+    let found = errors(&jwt("{ name: corp, keyPem: 'not a key', algorithms: [RS256] }"));
+    assert_eq!(
+        found,
+        ["Policy/p: spec.jwt.providers[0].keyPem: is not a PEM RSA, EC or Ed25519 public key"]
+    );
+    let found = errors(&jwt("{ name: corp, algorithms: [RS256] }"));
+    assert_eq!(
+        found,
+        ["Policy/p: spec.jwt.providers[0]: must set its keys: jwks, keyPem, jwksUri or oidcDiscovery"]
+    );
+}
+
+#[test]
+fn bad_limits_and_rules_are_named() {
+    let found = errors("kind: Policy\nname: r\nspec:\n  rateLimit: { limits: [{ requests: 0, per: 0s }], key: Header, scope: Cluster }\n");
+    assert_eq!(
+        found,
+        [
+            "Policy/r: spec.rateLimit.limits[0].requests: must be above 0",
+            "Policy/r: spec.rateLimit.limits[0].per: must be positive",
+            "Policy/r: spec.rateLimit.header: must name the header to count by (key: Header)",
+            "Policy/r: spec.rateLimit.scope: Cluster (shared through Redis) is not supported by this version yet: use Local",
+        ]
+    );
+    let found = errors("kind: Policy\nname: a\nspec:\n  authorization: { rules: [{}] }\n");
+    assert_eq!(
+        found,
+        ["Policy/a: spec.authorization.rules[0]: must set allowGroups, allowConsumers or requireClaims"]
+    );
+}
+
+#[test]
+fn a_key_belongs_to_one_consumer() {
+    let found = errors("kind: Consumer\nname: a\nspec:\n  apiKeys: [{ key: same-key-123 }]\n---\nkind: Consumer\nname: b\nspec:\n  apiKeys: [{ key: same-key-123 }, { key: short }, { keyHash: nothex }]\n");
+    assert_eq!(
+        found,
+        [
+            "Consumer/b: spec.apiKeys[1].key: must be at least 8 characters",
+            "Consumer/b: spec.apiKeys[2].keyHash: must be a SHA-256 in lower-case hex (64 characters)",
+            "Consumer/b: spec.apiKeys[0]: is already a key of consumer \"a\"",
+        ]
+    );
+}
