@@ -83,6 +83,53 @@ spec:
       policies: [loopback-only]
       backendRefs: [{ name: other }]
 ---
+kind: Consumer
+name: acme
+spec: { groups: [partners, beta], apiKeys: [{ key: acme-key-1 }] }
+---
+kind: Consumer
+name: bob
+spec: { groups: [basic], apiKeys: [{ key: bob-key-12 }] }
+---
+kind: Policy
+name: corp-jwt
+spec:
+  jwt:
+    providers:
+      - name: corp
+        issuer: https://idp.test
+        audiences: [api]
+        jwks: '{"keys":[{"kty":"oct","kid":"t1","k":"YmVoYXZpb3VyLXRhYmxlLWhtYWMtc2VjcmV0"}]}'
+        algorithms: [HS256]
+        forwardClaims: [{ claim: sub, header: x-user }]
+        consumerClaim: sub
+---
+kind: Policy
+name: keys
+spec: { apiKey: { from: [{ header: x-api-key }, { query: api_key }] } }
+---
+kind: Policy
+name: partners
+spec: { authorization: { rules: [{ allowGroups: [partners] }] } }
+---
+kind: Policy
+name: tenant-limit
+spec: { rateLimit: { limits: [{ requests: 1, per: 3600s }], key: Header, header: x-tenant } }
+---
+kind: Route
+name: identity
+spec:
+  rules:
+    - matches: [{ path: { type: PathPrefix, value: /jwt } }]
+      policies: [tenant-limit, corp-jwt]
+      backendRefs: [{ name: public }]
+    - matches: [{ path: { type: PathPrefix, value: /keyed } }]
+      policies: [partners, keys]
+      backendRefs: [{ name: public }]
+    - matches: [{ path: { type: PathPrefix, value: /metered } }]
+      policies: [tenant-limit]
+      backendRefs: [{ name: public }]
+---
 kind: Route
 name: raw
 spec:
@@ -92,9 +139,91 @@ spec:
       backendRefs: [{ name: other }]
 "#;
 
+/// The HMAC secret of `corp-jwt`'s key (base64url in the config).
+const JWT_SECRET: &[u8] = b"behaviour-table-hmac-secret";
+
+/// A token of `corp-jwt`'s issuer and audience for `sub`, expiring `exp_in` seconds from now.
+fn token(sub: &str, exp_in: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs() as i64;
+    let claims = serde_json::json!({
+        "sub": sub, "iss": "https://idp.test", "aud": "api", "exp": now + exp_in,
+    });
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("t1".into());
+    let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET).expect("an HMAC key");
+    format!(
+        "Bearer {}",
+        jsonwebtoken::encode(&header, &claims, &key).expect("a token")
+    )
+}
+
+/// The identity and traffic policies, in their fixed order.
+fn policies() -> Vec<Case> {
+    let unsigned = "Bearer eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJhY21lIiwiaXNzIjoiaHR0cHM6Ly9pZHAudGVzdCIsImF1ZCI6ImFwaSIsImV4cCI6NDEwMjQ0NDgwMH0.";
+    vec![
+        case("jwt: a valid token", "GET", "/jwt/a")
+            .header("authorization", &token("acme", 300))
+            .header("x-consumer", "forged")
+            .header("x-tenant", "{protocol}-jwt")
+            .to("public", "/jwt/a")
+            .saw("x-user", "acme")
+            .saw("x-consumer", "acme")
+            .saw("x-consumer-groups", "partners,beta")
+            .saw_any("authorization")
+            .responds("ratelimit", "\"tenant-limit\";r=0;t=3600"),
+        case("jwt: no token", "GET", "/jwt/a")
+            .error(401, "unauthorized")
+            .responds("www-authenticate", "Bearer"),
+        case("jwt: an expired token", "GET", "/jwt/a")
+            .header("authorization", &token("acme", -120))
+            .error(401, "unauthorized")
+            .responds("www-authenticate", "Bearer error=\"invalid_token\""),
+        case("jwt: alg none", "GET", "/jwt/a")
+            .header("authorization", unsigned)
+            .error(401, "unauthorized"),
+        case(
+            "jwt before the rate limit: a bad token does not spend the tenant's request",
+            "GET",
+            "/jwt/a",
+        )
+        .header("x-tenant", "{protocol}-order")
+        .error(401, "unauthorized"),
+        case("rate limit: the tenant's only request", "GET", "/metered/a")
+            .header("x-tenant", "{protocol}-order")
+            .to("public", "/metered/a")
+            .responds("ratelimit", "\"tenant-limit\";r=0;t=3600"),
+        case("rate limit: the next one is refused", "GET", "/metered/a")
+            .header("x-tenant", "{protocol}-order")
+            .error(429, "rate_limited")
+            .responds("retry-after", "3600")
+            .responds("ratelimit-policy", "\"tenant-limit\";q=1;w=3600")
+            .responds("ratelimit", "\"tenant-limit\";r=0;t=3600"),
+        case("apiKey: a consumer's key, from the query", "GET", "/keyed/a?api_key=acme-key-1&x=1")
+            .header("x-consumer-groups", "forged")
+            .to("public", "/keyed/a?x=1")
+            .saw("x-consumer", "acme")
+            .saw("x-consumer-groups", "partners,beta"),
+        case("apiKey: from the header", "GET", "/keyed/a")
+            .header("x-api-key", "acme-key-1")
+            .to("public", "/keyed/a")
+            .not_saw("x-api-key")
+            .saw("x-consumer", "acme"),
+        case("apiKey: a key of no consumer", "GET", "/keyed/a")
+            .header("x-api-key", "nobody-key-1")
+            .error(401, "unauthorized"),
+        case("authorization: a consumer outside the group", "GET", "/keyed/a")
+            .header("x-api-key", "bob-key-12")
+            .error(403, "forbidden"),
+    ]
+}
+
 pub(crate) fn all() -> Vec<Case> {
     let origin = "https://app.example.com";
-    vec![
+    let mut cases = policies();
+    cases.extend(vec![
         case("plain request", "GET", "/public/x?q=1")
             .to("public", "/public/x?q=1")
             .saw("x-forwarded-for", "127.0.0.1")
@@ -271,7 +400,8 @@ pub(crate) fn all() -> Vec<Case> {
             .only(&Protocol::HTTP1)
             .error(400, "bad_request"),
         case("no route", "GET", "/nowhere").error(404, "route_not_found"),
-    ]
+    ]);
+    cases
 }
 
 pub(crate) fn underscores_rejected() -> Vec<Case> {

@@ -48,6 +48,18 @@ pub(crate) struct Request {
     pub(crate) length: bool,
 }
 
+impl Request {
+    /// This request with `{protocol}` in header values replaced by the protocol's name, so
+    /// that a row with state (a rate limit's bucket) counts each protocol apart.
+    pub(crate) fn for_protocol(&self, protocol: Protocol) -> Self {
+        let mut request = self.clone();
+        for (_, value) in &mut request.headers {
+            *value = value.replace("{protocol}", &format!("{protocol:?}"));
+        }
+        request
+    }
+}
+
 /// A response as the client saw it.
 #[derive(Clone, Debug)]
 pub(crate) struct Response {

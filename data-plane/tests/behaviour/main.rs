@@ -86,7 +86,9 @@ async fn run_table(yaml: &str, settings: Settings, cases: &[Case]) {
                 continue;
             }
             backends.reset();
-            let got = protocol.send(&gateway.target, &case.request).await;
+            let got = protocol
+                .send(&gateway.target, &case.request.for_protocol(protocol))
+                .await;
             let seen = backends.take();
             if let Err(problem) = case.check(&got, &seen, protocol.is_tls()) {
                 failures.push(format!("{} over {protocol:?}: {problem}", case.name));
