@@ -4,22 +4,11 @@ use gateway_proto::ResourceKind;
 
 use crate::error::usage;
 
-/// Kinds the gateway's contract names that this server's API does not serve yet, as
-/// (singular, plural).
-const FUTURE_KINDS: [(&str, &str); 1] = [("consumer", "consumers")];
-
-/// Parses a kind: `routes`, `Route`, `upstream`, … (any case). A kind of the contract that the
-/// server does not serve yet, or an unknown one, is a usage error.
+/// Parses a kind: `routes`, `Route`, `upstream`, … (any case). An unknown one is a usage
+/// error.
 pub(crate) fn parse_kind(text: &str) -> anyhow::Result<ResourceKind> {
     if let Some(kind) = ResourceKind::parse(text) {
         return Ok(kind);
-    }
-    if let Some((_, plural)) = FUTURE_KINDS.iter().find(|(singular, plural)| {
-        text.eq_ignore_ascii_case(singular) || text.eq_ignore_ascii_case(plural)
-    }) {
-        return Err(usage(format!(
-            "kind {plural:?} is not supported by this server yet"
-        )));
     }
     let known: Vec<&str> = ResourceKind::ALL.iter().map(|kind| kind.plural()).collect();
     Err(usage(format!(
@@ -62,19 +51,10 @@ mod tests {
     }
 
     #[test]
-    fn future_kinds_are_not_supported_yet() {
+    fn consumers_are_a_kind() {
         for text in ["consumers", "Consumer", "CONSUMERS"] {
-            let err = parse_kind(text).unwrap_err();
-            assert_eq!(exit_code(&err), USAGE);
-            assert!(
-                err.to_string()
-                    .contains("is not supported by this server yet")
-            );
+            assert_eq!(parse_kind(text).unwrap(), ResourceKind::Consumer, "{text}");
         }
-        assert_eq!(
-            parse_kind("consumer").unwrap_err().to_string(),
-            r#"kind "consumers" is not supported by this server yet"#
-        );
     }
 
     #[test]
@@ -83,7 +63,7 @@ mod tests {
         assert_eq!(exit_code(&err), USAGE);
         assert_eq!(
             err.to_string(),
-            r#"unknown kind "widgets" (known: certificates, protosets, upstreams, policies, routes)"#
+            r#"unknown kind "widgets" (known: consumers, certificates, protosets, upstreams, policies, routes)"#
         );
     }
 

@@ -15,6 +15,8 @@ mod cache;
 mod cluster;
 #[path = "e2e/grpc.rs"]
 mod grpc;
+#[path = "e2e/identity.rs"]
+mod identity;
 #[path = "e2e/mtls.rs"]
 mod mtls;
 #[path = "e2e/protoset.rs"]

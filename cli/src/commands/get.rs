@@ -66,6 +66,10 @@ fn policy_type(spec: &v1::PolicySpec) -> &'static str {
         Some(Body::IpAccess(_)) => "ipAccess",
         Some(Body::Cors(_)) => "cors",
         Some(Body::RequestLimits(_)) => "requestLimits",
+        Some(Body::Jwt(_)) => "jwt",
+        Some(Body::ApiKey(_)) => "apiKey",
+        Some(Body::Authorization(_)) => "authorization",
+        Some(Body::RateLimit(_)) => "rateLimit",
         None => "-",
     }
 }
@@ -78,6 +82,21 @@ fn json(value: &serde_json::Value) -> String {
 
 fn table(kind: ResourceKind, resources: &[v1::Resource]) -> Table {
     match kind {
+        ResourceKind::Consumer => {
+            let mut table = Table::new(&["NAME", "GROUPS", "API KEYS", "VERSION"]);
+            for resource in resources {
+                let Some(Spec::Consumer(spec)) = &resource.spec else {
+                    continue;
+                };
+                table.push(vec![
+                    resource.name.clone(),
+                    or_dash(spec.groups.join(",")),
+                    spec.api_keys.len().to_string(),
+                    resource.version.to_string(),
+                ]);
+            }
+            table
+        }
         ResourceKind::ProtoSet => {
             let mut table = Table::new(&["NAME", "FILES", "SERVICES", "VERSION"]);
             for resource in resources {

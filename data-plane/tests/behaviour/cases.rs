@@ -201,11 +201,15 @@ fn policies() -> Vec<Case> {
             .responds("retry-after", "3600")
             .responds("ratelimit-policy", "\"tenant-limit\";q=1;w=3600")
             .responds("ratelimit", "\"tenant-limit\";r=0;t=3600"),
-        case("apiKey: a consumer's key, from the query", "GET", "/keyed/a?api_key=acme-key-1&x=1")
-            .header("x-consumer-groups", "forged")
-            .to("public", "/keyed/a?x=1")
-            .saw("x-consumer", "acme")
-            .saw("x-consumer-groups", "partners,beta"),
+        case(
+            "apiKey: a consumer's key, from the query",
+            "GET",
+            "/keyed/a?api_key=acme-key-1&x=1",
+        )
+        .header("x-consumer-groups", "forged")
+        .to("public", "/keyed/a?x=1")
+        .saw("x-consumer", "acme")
+        .saw("x-consumer-groups", "partners,beta"),
         case("apiKey: from the header", "GET", "/keyed/a")
             .header("x-api-key", "acme-key-1")
             .to("public", "/keyed/a")
@@ -214,9 +218,13 @@ fn policies() -> Vec<Case> {
         case("apiKey: a key of no consumer", "GET", "/keyed/a")
             .header("x-api-key", "nobody-key-1")
             .error(401, "unauthorized"),
-        case("authorization: a consumer outside the group", "GET", "/keyed/a")
-            .header("x-api-key", "bob-key-12")
-            .error(403, "forbidden"),
+        case(
+            "authorization: a consumer outside the group",
+            "GET",
+            "/keyed/a",
+        )
+        .header("x-api-key", "bob-key-12")
+        .error(403, "forbidden"),
     ]
 }
 

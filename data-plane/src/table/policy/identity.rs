@@ -223,7 +223,7 @@ impl ApiKey {
 pub struct Identity {
     pub consumer: Option<Arc<Consumer>>,
     /// The verified token's claims.
-    pub claims: Option<Map<String, Value>>,
+    pub claims: Option<Arc<Map<String, Value>>>,
 }
 
 /// An `authorization` policy: a request passes when any rule holds.

@@ -3,7 +3,13 @@
 //! headers are never looked at, `none` is not an algorithm here, and a key is used only for
 //! the algorithms of its type (an RSA public key is never an HMAC secret).
 
-use std::borrow::Cow;
+use std::{
+    borrow::Cow,
+    collections::HashMap,
+    hash::{BuildHasher, RandomState},
+    sync::{Arc, Mutex, PoisonError},
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use gateway_proto::{jwt, v1};
 use http::HeaderName;
@@ -23,13 +29,40 @@ pub struct Jwt {
     providers: Box<[Provider]>,
     pub strip_token: bool,
     max_token_bytes: usize,
+    verified: VerifiedTokens,
 }
+
+/// Tokens this policy verified, by their exact bytes: a client sends the same token with
+/// every request, and its signature need not be checked again while the keys are the same
+/// (the cache goes with the table, so a key change starts it afresh). Only verified tokens
+/// enter, so a flood of forged ones cannot fill it; `exp` and `nbf` are checked on every hit.
+#[derive(Debug)]
+struct VerifiedTokens {
+    shards: Box<[Mutex<HashMap<u64, Cached>>]>,
+    hasher: RandomState,
+}
+
+#[derive(Debug)]
+struct Cached {
+    token: Box<[u8]>,
+    provider: usize,
+    claims: Arc<Map<String, Value>>,
+    exp: u64,
+    nbf: Option<u64>,
+}
+
+const CACHE_SHARDS: usize = 8;
+/// Tokens kept per shard; a full shard starts over.
+const CACHE_PER_SHARD: usize = 1024;
 
 #[derive(Debug)]
 pub struct Provider {
     pub name: Box<str>,
     keys: Box<[jwt::Key]>,
-    validation: Validation,
+    /// One per allowed algorithm: jsonwebtoken refuses a token outright when the list it is
+    /// given mixes key types, so each token is checked against its own algorithm's.
+    validations: Box<[(Algorithm, Validation)]>,
+    leeway: u64,
     pub forward: Box<[(Box<str>, HeaderName)]>,
     pub sources: Box<[Source]>,
     pub consumer_claim: Option<Box<str>>,
@@ -48,17 +81,21 @@ pub enum Refusal {
 #[derive(Debug)]
 pub struct Verified<'p> {
     pub provider: &'p Provider,
-    pub claims: Map<String, Value>,
+    pub claims: Arc<Map<String, Value>>,
 }
 
 impl Jwt {
-    pub(crate) fn compile(policy: &v1::JwtPolicy) -> Self {
+    pub fn compile(policy: &v1::JwtPolicy) -> Self {
         Self {
             providers: policy.providers.iter().map(Provider::compile).collect(),
             strip_token: policy.strip_token,
             max_token_bytes: policy
                 .max_token_bytes
                 .map_or(DEFAULT_MAX_TOKEN_BYTES, |n| n as usize),
+            verified: VerifiedTokens {
+                shards: (0..CACHE_SHARDS).map(|_| Mutex::default()).collect(),
+                hasher: RandomState::new(),
+            },
         }
     }
 
@@ -73,7 +110,10 @@ impl Jwt {
         query: Option<&str>,
     ) -> Result<Verified<'_>, Refusal> {
         let mut refusal = Refusal::Missing;
-        for provider in self.providers.iter() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        for (index, provider) in self.providers.iter().enumerate() {
             let Some(token) = provider.sources.iter().find_map(|s| s.find(headers, query)) else {
                 continue;
             };
@@ -81,8 +121,51 @@ impl Jwt {
                 refusal = Refusal::Invalid("the token is over the size limit".into());
                 continue;
             }
+            let hash = self.verified.hasher.hash_one(&*token);
+            let shard = &self.verified.shards[(hash as usize) % CACHE_SHARDS];
+            if let Some(cached) = lock(shard).get(&hash)
+                && cached.provider == index
+                && *cached.token == *token
+            {
+                let leeway = provider.leeway;
+                if now > cached.exp.saturating_add(leeway) {
+                    refusal = Refusal::Invalid("the token has expired".into());
+                    continue;
+                }
+                if cached
+                    .nbf
+                    .is_some_and(|nbf| nbf > now.saturating_add(leeway))
+                {
+                    refusal = Refusal::Invalid("the token is not valid yet".into());
+                    continue;
+                }
+                return Ok(Verified {
+                    provider,
+                    claims: cached.claims.clone(),
+                });
+            }
             match provider.verify(&token) {
-                Ok(claims) => return Ok(Verified { provider, claims }),
+                Ok(claims) => {
+                    let claims = Arc::new(claims);
+                    // `exp` is required, so a verified token has one.
+                    if let Some(exp) = claims.get("exp").and_then(Value::as_u64) {
+                        let mut shard = lock(shard);
+                        if shard.len() >= CACHE_PER_SHARD {
+                            shard.clear();
+                        }
+                        shard.insert(
+                            hash,
+                            Cached {
+                                token: token.as_ref().into(),
+                                provider: index,
+                                claims: claims.clone(),
+                                exp,
+                                nbf: claims.get("nbf").and_then(Value::as_u64),
+                            },
+                        );
+                    }
+                    return Ok(Verified { provider, claims });
+                }
                 Err(reason) => refusal = Refusal::Invalid(reason),
             }
         }
@@ -98,7 +181,6 @@ impl Provider {
             .filter_map(|a| jwt::algorithm(a))
             .collect();
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.algorithms = algorithms;
         validation.leeway = spec
             .clock_skew
             .as_ref()
@@ -118,6 +200,15 @@ impl Provider {
             required.push("aud");
         }
         validation.set_required_spec_claims(&required);
+        let leeway = validation.leeway;
+        let validations = algorithms
+            .into_iter()
+            .map(|algorithm| {
+                let mut validation = validation.clone();
+                validation.algorithms = vec![algorithm];
+                (algorithm, validation)
+            })
+            .collect();
         let mut sources: Vec<Source> = spec.token_from.iter().filter_map(Source::compile).collect();
         if sources.is_empty() {
             sources.push(Source::bearer());
@@ -126,7 +217,8 @@ impl Provider {
             name: spec.name.as_str().into(),
             // Validation refused keys that do not parse.
             keys: jwt::inline_keys(spec).unwrap_or_default().into(),
-            validation,
+            validations,
+            leeway,
             forward: spec
                 .forward_claims
                 .iter()
@@ -148,9 +240,9 @@ impl Provider {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| Cow::Owned(format!("the token's header does not parse: {e}")))?;
         let alg = header.alg;
-        if !self.validation.algorithms.contains(&alg) {
+        let Some((_, validation)) = self.validations.iter().find(|(a, _)| *a == alg) else {
             return Err(format!("algorithm {alg:?} is not allowed").into());
-        }
+        };
         let fits = |key: &&jwt::Key| {
             key.key.family() == alg.family() && key.algorithm.is_none_or(|a| a == alg)
         };
@@ -165,13 +257,17 @@ impl Provider {
             {
                 continue;
             }
-            match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &self.validation) {
+            match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation) {
                 Ok(data) => return Ok(data.claims),
                 Err(error) => last = Cow::Owned(error.to_string()),
             }
         }
         Err(last)
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A claim's value as a header value: strings as they are, lists joined with commas, other

@@ -34,9 +34,16 @@ fn bad_providers_are_named() {
     for (found, expect) in found.iter().zip(expect) {
         assert!(found.starts_with(expect), "{found} (expected {expect})");
     }
-    let found = errors(&jwt("{ name: corp, jwks: '{\"keys\": []}', algorithms: [RS256] }"));
-    assert_eq!(found, ["Policy/p: spec.jwt.providers[0].jwks: holds no keys"]);
-    let found = errors(&jwt("{ name: corp, keyPem: 'not a key', algorithms: [RS256] }"));
+    let found = errors(&jwt(
+        "{ name: corp, jwks: '{\"keys\": []}', algorithms: [RS256] }",
+    ));
+    assert_eq!(
+        found,
+        ["Policy/p: spec.jwt.providers[0].jwks: holds no keys"]
+    );
+    let found = errors(&jwt(
+        "{ name: corp, keyPem: 'not a key', algorithms: [RS256] }",
+    ));
     assert_eq!(
         found,
         ["Policy/p: spec.jwt.providers[0].keyPem: is not a PEM RSA, EC or Ed25519 public key"]
@@ -44,13 +51,17 @@ fn bad_providers_are_named() {
     let found = errors(&jwt("{ name: corp, algorithms: [RS256] }"));
     assert_eq!(
         found,
-        ["Policy/p: spec.jwt.providers[0]: must set its keys: jwks, keyPem, jwksUri or oidcDiscovery"]
+        [
+            "Policy/p: spec.jwt.providers[0]: must set its keys: jwks, keyPem, jwksUri or oidcDiscovery"
+        ]
     );
 }
 
 #[test]
 fn bad_limits_and_rules_are_named() {
-    let found = errors("kind: Policy\nname: r\nspec:\n  rateLimit: { limits: [{ requests: 0, per: 0s }], key: Header, scope: Cluster }\n");
+    let found = errors(
+        "kind: Policy\nname: r\nspec:\n  rateLimit: { limits: [{ requests: 0, per: 0s }], key: Header, scope: Cluster }\n",
+    );
     assert_eq!(
         found,
         [
@@ -63,13 +74,17 @@ fn bad_limits_and_rules_are_named() {
     let found = errors("kind: Policy\nname: a\nspec:\n  authorization: { rules: [{}] }\n");
     assert_eq!(
         found,
-        ["Policy/a: spec.authorization.rules[0]: must set allowGroups, allowConsumers or requireClaims"]
+        [
+            "Policy/a: spec.authorization.rules[0]: must set allowGroups, allowConsumers or requireClaims"
+        ]
     );
 }
 
 #[test]
 fn a_key_belongs_to_one_consumer() {
-    let found = errors("kind: Consumer\nname: a\nspec:\n  apiKeys: [{ key: same-key-123 }]\n---\nkind: Consumer\nname: b\nspec:\n  apiKeys: [{ key: same-key-123 }, { key: short }, { keyHash: nothex }]\n");
+    let found = errors(
+        "kind: Consumer\nname: a\nspec:\n  apiKeys: [{ key: same-key-123 }]\n---\nkind: Consumer\nname: b\nspec:\n  apiKeys: [{ key: same-key-123 }, { key: short }, { keyHash: nothex }]\n",
+    );
     assert_eq!(
         found,
         [
