@@ -1,5 +1,6 @@
 //! State that outlives a table swap: round-robin positions by upstream name (later health and
-//! breaker state), rule split positions by route, connection pools by endpoint address, and
+//! breaker state), rule split positions by route, connection pools by endpoint address, rate
+//! limit buckets by policy ([`buckets`]), and
 //! compiled regular expressions by pattern, so that a swap recompiles only the expressions that
 //! are new. A compile takes the entries it needs; after a swap, the table prunes the entries it
 //! no longer names (this module knows nothing of tables).
@@ -15,7 +16,10 @@ use std::{
 use gateway_proto::RegexCache;
 use regex::Regex;
 
-use crate::{connect::Connector, pool::EndpointPool, table::rate_limit::Buckets};
+pub mod buckets;
+
+use self::buckets::Buckets;
+use crate::{connect::Connector, pool::EndpointPool};
 
 /// The side tables.
 #[derive(Debug, Default)]

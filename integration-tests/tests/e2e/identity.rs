@@ -53,7 +53,11 @@ async fn valid_tokens_pass_with_their_claims_and_consumer_forwarded() {
         "claims",
         &[
             consumer("acme", &["partners", "beta"], &[]),
-            jwt("corp-jwt", std::slice::from_ref(&corp), json!({ "stripToken": false })),
+            jwt(
+                "corp-jwt",
+                std::slice::from_ref(&corp),
+                json!({ "stripToken": false }),
+            ),
             jwt("strip-jwt", &[corp], json!({ "stripToken": true })),
             jwt("query-jwt", &[from_query], json!({ "stripToken": true })),
             jwt("cookie-jwt", &[from_cookie], json!({})),

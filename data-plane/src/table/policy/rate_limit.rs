@@ -1,22 +1,16 @@
-//! The `rateLimit` policy, compiled, and its buckets (live state, kept across table swaps in
-//! the side tables). Each limit is a GCRA token bucket: capacity `requests + burst`, refilled
-//! at `requests` per `per`, one theoretical arrival time per key and limit. The keys are
-//! hashed into 16 shards, each a small map behind its own lock, bounded by `maxKeys`: past it
-//! the key seen first goes first, and a key that is idle (its buckets full again) goes as soon
-//! as it reaches the front. An evicted key that comes back starts with full buckets, so under
-//! a flood of more distinct keys than `maxKeys` an active key can get up to one more capacity.
+//! The `rateLimit` policy, compiled. Each limit is a GCRA token bucket of capacity
+//! `requests + burst`, refilled at `requests` per `per`; the buckets themselves are live state
+//! in the side tables ([`crate::side::buckets`]), kept across swaps and bounded by `maxKeys`.
+//! An evicted key that comes back starts with full buckets, so under a flood of more distinct
+//! keys than `maxKeys` an active key can get up to one more capacity.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    hash::{BuildHasher, RandomState},
-    sync::{Mutex, PoisonError},
-    time::{Duration, Instant},
-};
+use std::sync::Arc;
 
 use gateway_proto::{v1, validate::MAX_LIMITS};
 use http::{HeaderName, HeaderValue};
 
-const SHARDS: usize = 16;
+use crate::side::buckets::{Buckets, Limit};
+
 /// Keys tracked where the policy sets no `maxKeys`.
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
 
@@ -33,34 +27,11 @@ pub enum Key {
 pub struct RateLimit {
     limits: Box<[Limit]>,
     pub key: Key,
-    buckets: std::sync::Arc<Buckets>,
+    buckets: Arc<Buckets>,
     /// `RateLimit-Policy`, the same on every response.
     pub policy_header: HeaderValue,
     /// The policy's name in the `RateLimit` header.
     name: Box<str>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct Limit {
-    /// Nanoseconds between two requests at the steady rate.
-    interval: u64,
-    /// How far ahead of now a key's arrival time may be: (capacity - 1) intervals.
-    tolerance: u64,
-}
-
-/// The buckets of one policy.
-#[derive(Debug)]
-pub struct Buckets {
-    shards: Box<[Mutex<Shard>]>,
-    hasher: RandomState,
-    base: Instant,
-    per_shard: usize,
-}
-
-#[derive(Debug, Default)]
-struct Shard {
-    arrivals: HashMap<u64, [u64; MAX_LIMITS]>,
-    order: VecDeque<u64>,
 }
 
 /// A request counted against a policy.
@@ -79,7 +50,7 @@ impl RateLimit {
     pub(crate) fn compile(
         name: &str,
         policy: &v1::RateLimitPolicy,
-        buckets: impl FnOnce(usize) -> std::sync::Arc<Buckets>,
+        buckets: impl FnOnce(usize) -> Arc<Buckets>,
     ) -> Self {
         use v1::rate_limit_policy::Key as Spec;
         let limits: Box<[Limit]> = policy
@@ -138,53 +109,17 @@ impl RateLimit {
 
     /// Counts a request of `key` (admitted only if every limit has room).
     pub fn check(&self, key: &[u8]) -> Verdict {
-        let buckets = &self.buckets;
-        let now = u64::try_from(buckets.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let hash = buckets.hasher.hash_one(key);
-        let shard = &buckets.shards[(hash as usize) % SHARDS];
-        let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
-        let arrivals = shard
-            .arrivals
-            .get(&hash)
-            .copied()
-            .unwrap_or([0; MAX_LIMITS]);
-
-        let mut allowed = true;
-        let mut retry_after = 0u64;
-        let mut next = arrivals;
-        for (i, limit) in self.limits.iter().enumerate() {
-            let tat = arrivals[i].max(now);
-            if tat - now > limit.tolerance {
-                allowed = false;
-                retry_after = retry_after.max(tat - limit.tolerance - now);
-            } else {
-                next[i] = tat.saturating_add(limit.interval);
-            }
-        }
-        let kept = if allowed { next } else { arrivals };
-        if allowed {
-            shard.put(hash, kept, now, buckets.per_shard, &self.limits);
-        }
-        drop(shard);
-
-        // The tightest limit: fewest requests left.
-        let (remaining, reset) = self
-            .limits
-            .iter()
-            .enumerate()
-            .map(|(i, limit)| {
-                let ahead = kept[i].max(now) - now;
-                let remaining =
-                    (limit.tolerance + limit.interval).saturating_sub(ahead) / limit.interval;
-                (remaining, ahead)
-            })
-            .min_by_key(|(remaining, _)| *remaining)
-            .unwrap_or((0, 0));
-        let header = format!("\"{}\";r={remaining};t={}", self.name, ceil_secs(reset));
+        let counted = self.buckets.count(key, &self.limits);
+        let header = format!(
+            "\"{}\";r={};t={}",
+            self.name,
+            counted.remaining,
+            ceil_secs(counted.reset)
+        );
         Verdict {
-            allowed,
+            allowed: counted.allowed,
             header: HeaderValue::from_str(&header).unwrap_or_else(|_| HeaderValue::from_static("")),
-            retry_after: ceil_secs(retry_after).max(1),
+            retry_after: ceil_secs(counted.retry).max(1),
         }
     }
 
@@ -204,71 +139,8 @@ fn ceil_secs(nanos: u64) -> u64 {
     nanos.div_ceil(1_000_000_000)
 }
 
-impl Buckets {
-    pub(crate) fn new(max_keys: usize) -> Self {
-        Self {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            hasher: RandomState::new(),
-            base: Instant::now()
-                .checked_sub(Duration::from_secs(1))
-                .unwrap_or_else(Instant::now),
-            per_shard: max_keys.div_ceil(SHARDS).max(1),
-        }
-    }
-
-    /// Keys tracked now (for tests and `/config`).
-    pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| {
-                s.lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .arrivals
-                    .len()
-            })
-            .sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-impl Shard {
-    fn put(
-        &mut self,
-        hash: u64,
-        arrivals: [u64; MAX_LIMITS],
-        now: u64,
-        cap: usize,
-        limits: &[Limit],
-    ) {
-        if self.arrivals.insert(hash, arrivals).is_some() {
-            return;
-        }
-        self.order.push_back(hash);
-        // The oldest key goes when the shard is full, or as soon as it is idle (its buckets
-        // full again: forgetting it changes nothing).
-        while let Some(&oldest) = self.order.front() {
-            let idle = oldest != hash
-                && self
-                    .arrivals
-                    .get(&oldest)
-                    .is_none_or(|a| limits.iter().enumerate().all(|(i, _)| a[i] <= now));
-            if self.arrivals.len() > cap || idle {
-                self.order.pop_front();
-                self.arrivals.remove(&oldest);
-            } else {
-                break;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
 
     fn policy(requests: u64, per: i64, burst: u64, max_keys: Option<u32>) -> RateLimit {
@@ -309,10 +181,6 @@ mod tests {
         for i in 0..100_000u32 {
             limit.check(&i.to_be_bytes());
         }
-        assert!(
-            limit.buckets.len() <= 1000 + SHARDS,
-            "{}",
-            limit.buckets.len()
-        );
+        assert!(limit.buckets.len() <= 1000 + 16, "{}", limit.buckets.len());
     }
 }
