@@ -120,6 +120,11 @@ impl SideTables {
         lock(&self.pools).retain(|key, _| keep(key));
     }
 
+    /// Keeps the rate limit buckets `keep` accepts (those a table's policies hold).
+    pub fn retain_buckets(&self, keep: impl Fn(&Arc<Buckets>) -> bool) {
+        lock(&self.buckets).retain(|_, buckets| keep(buckets));
+    }
+
     /// Keeps the split positions of the routes `keep` accepts.
     pub fn retain_splits(&self, keep: impl Fn(&str) -> bool) {
         lock(&self.splits).retain(|(route, _), _| keep(route));

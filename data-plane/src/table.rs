@@ -346,6 +346,15 @@ impl Table {
             .collect();
         side.retain_pools(|key| addresses.contains(key));
         side.retain_splits(|route| self.has_route(route));
+        let buckets: FxHashSet<*const crate::side::buckets::Buckets> = self
+            .policies
+            .values()
+            .filter_map(|policy| match &**policy {
+                Policy::RateLimit(limit) => Some(Arc::as_ptr(limit.buckets())),
+                _ => None,
+            })
+            .collect();
+        side.retain_buckets(|b| buckets.contains(&Arc::as_ptr(b)));
     }
 
     pub fn upstreams(&self) -> impl Iterator<Item = &Arc<Upstream>> {

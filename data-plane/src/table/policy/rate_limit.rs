@@ -107,6 +107,11 @@ impl RateLimit {
         }
     }
 
+    /// The buckets, shared with the side tables.
+    pub fn buckets(&self) -> &Arc<Buckets> {
+        &self.buckets
+    }
+
     /// Counts a request of `key` (admitted only if every limit has room).
     pub fn check(&self, key: &[u8]) -> Verdict {
         let counted = self.buckets.count(key, &self.limits);
