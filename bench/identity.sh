@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Identity policies against the plain route, per core: the data plane alone on CPU 0 (one
+# worker), wrk and the shared harness's backend on CPU 1. Loads: GET / on a route without
+# policies; GET /jwt with an RS256 token (a jwt policy with the key inline); GET /jwt-limited,
+# the same plus a local rateLimit by client IP set high enough never to refuse. The figure is
+# the data plane's CPU (utime + stime) per request; requests per CPU-second is its inverse.
+#
+#   bench/identity.sh [--seconds N]     (GATEWAY_BIN: a saved binary instead of the release build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds=10
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --seconds) seconds=$2; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+for tool in wrk taskset curl python3 openssl; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install wrk util-linux curl python3 openssl)" >&2; exit 1; }
+done
+backend=${BENCH_BACKEND:-$HOME/.cache/proxy-bench/target/release/bench-backend}
+[[ -x $backend ]] || { echo "missing $backend: run bench/proxy-compare.sh once (it builds it)" >&2; exit 1; }
+bin=${GATEWAY_BIN:-target/release/gateway-data-plane}
+[[ -n ${GATEWAY_BIN:-} ]] || cargo build --release --bin gateway-data-plane
+
+run=$(mktemp -d /tmp/identity-bench.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$run/key.pem" 2>/dev/null
+openssl pkey -in "$run/key.pem" -pubout -out "$run/pub.pem"
+token=$(python3 - "$run/key.pem" <<'PY'
+import base64, json, subprocess, sys, time
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+header = b64(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
+claims = {"sub": "bench", "iss": "https://idp.bench", "aud": "api", "exp": int(time.time()) + 3600}
+payload = b64(json.dumps(claims).encode())
+signature = subprocess.run(["openssl", "dgst", "-sha256", "-sign", sys.argv[1]],
+                           input=f"{header}.{payload}".encode(), capture_output=True, check=True).stdout
+print(f"{header}.{payload}.{b64(signature)}")
+PY
+)
+pem=$(python3 -c 'import json,sys; print(json.dumps(open(sys.argv[1]).read()))' "$run/pub.pem")
+cat >"$run/gateway.yaml" <<YAML
+kind: Upstream
+name: backend
+spec:
+  endpoints: [{ address: 127.0.0.1:18080 }]
+---
+kind: Policy
+name: corp-jwt
+spec:
+  jwt:
+    providers:
+      - name: corp
+        issuer: https://idp.bench
+        audiences: [api]
+        keyPem: $pem
+        algorithms: [RS256]
+        forwardClaims: [{ claim: sub, header: x-user }]
+---
+kind: Policy
+name: per-client
+spec:
+  rateLimit: { limits: [{ requests: 1000000000, per: 1s }], key: ClientIP }
+---
+kind: Route
+name: all
+spec:
+  rules:
+    - matches: [{ path: { type: PathPrefix, value: /jwt-limited } }]
+      policies: [corp-jwt, per-client]
+      backendRefs: [{ name: backend }]
+    - matches: [{ path: { type: PathPrefix, value: /jwt } }]
+      policies: [corp-jwt]
+      backendRefs: [{ name: backend }]
+    - matches: [{ path: { type: PathPrefix, value: / } }]
+      backendRefs: [{ name: backend }]
+YAML
+
+taskset -c 1 "$backend" 127.0.0.1:18080 >/dev/null 2>&1 &
+pids+=($!)
+taskset -c 0 "$bin" --config "$run/gateway.yaml" --listen 127.0.0.1:18190 \
+  --admin-listen 127.0.0.1:18191 --cache-dir "$run/cache" --workers 1 >"$run/dp.log" 2>&1 &
+dp=$!
+pids+=("$dp")
+for _ in $(seq 100); do curl -fs http://127.0.0.1:18191/ready >/dev/null && break; sleep 0.1; done
+for path in / /jwt /jwt-limited; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "authorization: Bearer $token" "http://127.0.0.1:18190$path")
+  [[ $code == 200 ]] || { echo "$path answered $code (log: $run/dp.log)" >&2; exit 1; }
+done
+code=$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:18190/jwt)
+[[ $code == 401 ]] || { echo "/jwt without a token answered $code" >&2; exit 1; }
+
+ticks=$(getconf CLK_TCK)
+cpu() { awk '{print $14 + $15}' "/proc/$dp/stat"; }
+measure() {
+  local name=$1; shift
+  local before after out n
+  taskset -c 1 wrk -t1 -c64 -d2s "$@" >/dev/null
+  before=$(cpu)
+  out=$(taskset -c 1 wrk -t1 -c64 -d"${seconds}s" "$@" 2>&1)
+  after=$(cpu)
+  n=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' <<<"$out" | head -1)
+  errors=$(sed -n 's/^ *Non-2xx.*: \([0-9]*\)/non-2xx \1/p; s/^ *Socket errors: \(.*\)/\1/p' <<<"$out" | tr '\n' ' ')
+  [[ -n $n && $n -gt 0 ]] || { echo "$name: no request count in: $out" >&2; exit 1; }
+  awk -v name="$name" -v n="$n" -v t=$((after - before)) -v hz="$ticks" -v s="$seconds" -v e="$errors" \
+    'BEGIN { printf "%-34s %8.0f req/s %7.1f us of data-plane CPU per request %s\n", name, n / s, t * 1e6 / hz / n, e }'
+}
+
+echo "loadavg: $(cat /proc/loadavg)"
+measure "plain GET /" http://127.0.0.1:18190/
+measure "jwt RS256" -H "authorization: Bearer $token" http://127.0.0.1:18190/jwt
+measure "jwt RS256 + local rate limit" -H "authorization: Bearer $token" http://127.0.0.1:18190/jwt-limited
+echo "loadavg: $(cat /proc/loadavg)"
