@@ -160,7 +160,7 @@ pub fn check<'a>(
                 }
             }
             Some(Spec::Policy(spec)) => {
-                policies.insert(resource.name.as_str(), spec.global);
+                policies.insert(resource.name.as_str(), policy::PolicyFacts::of(spec));
             }
             Some(Spec::Certificate(_)) => {
                 certificates.insert(resource.name.as_str());

@@ -87,7 +87,7 @@ impl Graph {
                     upstreams.insert(resource.name.as_str());
                 }
                 Some(Spec::Policy(spec)) => {
-                    policies.insert(resource.name.as_str(), spec.global);
+                    policies.insert(resource.name.as_str(), policy::PolicyFacts::of(spec));
                 }
                 Some(Spec::Route(_)) => break,
                 Some(Spec::Consumer(_) | Spec::Certificate(_) | Spec::ProtoSet(_)) => {}

@@ -138,18 +138,45 @@ fn check_limits(at: &mut At<'_>, limits: &v1::RequestLimitsPolicy) {
     }
 }
 
+/// What a route's checks need to know of a policy.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct PolicyFacts {
+    pub(super) global: bool,
+    /// `jwt` or `apiKey`: it finds the request's identity.
+    pub(super) identity: bool,
+    /// What of it needs an identity to mean anything, if anything does.
+    pub(super) needs_identity: Option<&'static str>,
+}
+
+impl PolicyFacts {
+    pub(super) fn of(spec: &v1::PolicySpec) -> Self {
+        use v1::rate_limit_policy::Key;
+        Self {
+            global: spec.global,
+            identity: matches!(spec.body, Some(Body::Jwt(_) | Body::ApiKey(_))),
+            needs_identity: match &spec.body {
+                Some(Body::Authorization(_)) => Some("its authorization rules"),
+                Some(Body::RateLimit(limit)) if limit.key == Key::Consumer as i32 => {
+                    Some("its rate limit by Consumer")
+                }
+                _ => None,
+            },
+        }
+    }
+}
+
 /// Checks a list of policy names (`spec.policies`, `spec.rules[r].policies`): each names a
 /// policy, none twice, and none that is global (it applies already).
 pub(super) fn check_references(
     at: &mut At<'_>,
     field: &str,
     names: &[String],
-    policies: &HashMap<&str, bool>,
+    policies: &HashMap<&str, PolicyFacts>,
     seen: &mut HashSet<String>,
 ) {
     for (i, name) in names.iter().enumerate() {
         let field = format!("{field}[{i}]");
-        match policies.get(name.as_str()) {
+        match policies.get(name.as_str()).map(|facts| facts.global) {
             None => at.error(&field, format!("policy {name:?} does not exist")),
             Some(true) => at.error(
                 &field,
@@ -161,6 +188,45 @@ pub(super) fn check_references(
             Some(false) => {}
         }
     }
+}
+
+/// Whether a rule's policies (global, the route's, its own) find an identity.
+pub(super) fn finds_identity(
+    policies: &HashMap<&str, PolicyFacts>,
+    route: &[String],
+    rule: &[String],
+) -> bool {
+    policies
+        .values()
+        .any(|facts| facts.global && facts.identity)
+        || route
+            .iter()
+            .chain(rule)
+            .filter_map(|name| policies.get(name.as_str()))
+            .any(|facts| facts.identity)
+}
+
+/// Refuses the policies of a list that need an identity (on a rule where none is found);
+/// whether there was one.
+pub(super) fn refuse_needing_identity(
+    at: &mut At<'_>,
+    field: &str,
+    names: &[String],
+    policies: &HashMap<&str, PolicyFacts>,
+) -> bool {
+    let mut refused = false;
+    for (i, name) in names.iter().enumerate() {
+        if let Some(what) = policies.get(name.as_str()).and_then(|f| f.needs_identity) {
+            at.error(
+                &format!("{field}[{i}]"),
+                format!(
+                    "policy {name:?}: {what} need an identity, and no jwt or apiKey policy applies to the rule"
+                ),
+            );
+            refused = true;
+        }
+    }
+    refused
 }
 
 #[cfg(test)]

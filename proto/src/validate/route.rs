@@ -17,8 +17,8 @@ use crate::{
 /// The names a route may refer to.
 pub(super) struct Known<'a> {
     pub(super) upstreams: &'a HashSet<&'a str>,
-    /// Policy names, and whether each is global.
-    pub(super) policies: &'a HashMap<&'a str, bool>,
+    /// Policy names, with what the checks of a route need to know of each.
+    pub(super) policies: &'a HashMap<&'a str, policy::PolicyFacts>,
     /// ProtoSets and HTTP/2 upstreams, for GrpcTranscode filters (whole checks only).
     pub(super) transcoding: Option<&'a super::transcode::Transcoding<'a>>,
 }
@@ -53,6 +53,7 @@ pub(super) fn check_route<'s>(
         at.error("spec.rules", "must have at least one rule".into());
     }
     let default_match = [v1::RouteMatch::default()];
+    let mut route_refused = false;
     for (r, rule) in spec.rules.iter().enumerate() {
         let matches = if rule.matches.is_empty() {
             &default_match[..]
@@ -67,13 +68,20 @@ pub(super) fn check_route<'s>(
         checked.push((rule, parsed));
         filter::check_filters(at, r, rule, known.transcoding);
         let mut seen = route_policies.clone();
-        policy::check_references(
-            at,
-            &format!("spec.rules[{r}].policies"),
-            &rule.policies,
-            known.policies,
-            &mut seen,
-        );
+        let rule_field = format!("spec.rules[{r}].policies");
+        policy::check_references(at, &rule_field, &rule.policies, known.policies, &mut seen);
+        if !policy::finds_identity(known.policies, &spec.policies, &rule.policies) {
+            policy::refuse_needing_identity(at, &rule_field, &rule.policies, known.policies);
+            // The route's own list once, by the first rule without an identity.
+            if !route_refused {
+                route_refused = policy::refuse_needing_identity(
+                    at,
+                    "spec.policies",
+                    &spec.policies,
+                    known.policies,
+                );
+            }
+        }
         if let Some(timeouts) = &rule.timeouts {
             check_timeouts(at, &format!("spec.rules[{r}].timeouts"), timeouts);
         }

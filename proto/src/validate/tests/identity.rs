@@ -94,3 +94,22 @@ fn a_key_belongs_to_one_consumer() {
         ]
     );
 }
+
+#[test]
+fn policies_that_need_an_identity_need_an_identity_policy() {
+    let policies = "kind: Upstream\nname: u\nspec:\n  endpoints: [{ address: 127.0.0.1:1 }]\n---\nkind: Policy\nname: keys\nspec:\n  apiKey: { from: [{ header: x-api-key }] }\n---\nkind: Policy\nname: partners\nspec:\n  authorization: { rules: [{ allowGroups: [partners] }] }\n---\nkind: Policy\nname: per-consumer\nspec:\n  rateLimit: { limits: [{ requests: 1, per: 1s }], key: Consumer }\n";
+    let found = errors(&format!(
+        "{policies}---\nkind: Route\nname: r\nspec:\n  policies: [partners]\n  rules:\n    - policies: [per-consumer]\n      backendRefs: [{{ name: u }}]\n    - matches: [{{ path: {{ value: /keyed }} }}]\n      policies: [keys]\n      backendRefs: [{{ name: u }}]\n"
+    ));
+    assert_eq!(
+        found,
+        [
+            "Route/r: spec.rules[0].policies[0]: policy \"per-consumer\": its rate limit by Consumer need an identity, and no jwt or apiKey policy applies to the rule",
+            "Route/r: spec.policies[0]: policy \"partners\": its authorization rules need an identity, and no jwt or apiKey policy applies to the rule",
+        ]
+    );
+    check(&format!(
+        "{policies}---\nkind: Route\nname: r\nspec:\n  policies: [keys, partners]\n  rules:\n    - policies: [per-consumer]\n      backendRefs: [{{ name: u }}]\n"
+    ))
+    .unwrap();
+}
