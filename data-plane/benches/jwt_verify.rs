@@ -8,7 +8,7 @@
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use gateway_data_plane::table::jwt::Jwt;
+use gateway_data_plane::{side::SideTables, table::jwt::Jwt};
 use gateway_proto::v1;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
@@ -56,16 +56,19 @@ fn main() {
                 headers
             })
             .collect();
-        let jwt = Jwt::compile(&v1::JwtPolicy {
-            providers: vec![v1::JwtProvider {
-                name: "bench".into(),
-                issuer: "https://idp.test".into(),
-                audiences: vec!["api".into()],
-                algorithms: vec![name.into()],
-                ..provider
-            }],
-            ..Default::default()
-        });
+        let jwt = Jwt::compile(
+            &v1::JwtPolicy {
+                providers: vec![v1::JwtProvider {
+                    name: "bench".into(),
+                    issuer: "https://idp.test".into(),
+                    audiences: vec!["api".into()],
+                    algorithms: vec![name.into()],
+                    ..provider
+                }],
+                ..Default::default()
+            },
+            &SideTables::default(),
+        );
         let started = Instant::now();
         for headers in &signed {
             assert!(jwt.verify(headers, None).is_ok(), "{name} verifies");

@@ -4,10 +4,11 @@
 //!
 //! - [`config`], [`limits`], [`normalize`]: start-up settings, fixed limits, the path
 //!   normaliser.
-//! - [`pool`]: idle upstream connections per endpoint, for every front end.
+//! - [`pool`]: idle upstream connections per endpoint, for every front end; [`jwks`]: key
+//!   sets fetched from identity providers in the background.
 //! - [`table`]: a snapshot compiled into the immutable [`Table`] (router, rules with their
 //!   filters and policies, upstreams); [`side`]: what outlives swaps (pools, split and
-//!   round-robin positions, regexes).
+//!   round-robin positions, regexes, rate-limit buckets, remote key sets).
 //! - [`state`]: the table behind one `ArcSwap`, the side tables, the counters, the settings.
 //! - [`pipeline`]: the request phases, written once (normalise, match, policies, filters, pick
 //!   an endpoint, the outcome record), and the one error type.
@@ -32,6 +33,7 @@ mod h1;
 mod h2;
 mod h2_client;
 mod io;
+pub mod jwks;
 pub mod limits;
 pub mod metrics;
 pub mod normalize;

@@ -19,7 +19,11 @@ use regex::Regex;
 pub mod buckets;
 
 use self::buckets::Buckets;
-use crate::{connect::Connector, pool::EndpointPool};
+use crate::{
+    connect::Connector,
+    jwks::{Origin, RemoteKeys},
+    pool::EndpointPool,
+};
 
 /// The side tables.
 #[derive(Debug, Default)]
@@ -33,6 +37,8 @@ pub struct SideTables {
     splits: Mutex<HashMap<SplitKey, Arc<AtomicUsize>>>,
     /// Rate limit buckets, by policy name and limits.
     buckets: Mutex<HashMap<String, Arc<Buckets>>>,
+    /// Identity providers' key sets, by where they come from.
+    key_sets: Mutex<HashMap<Origin, Arc<RemoteKeys>>>,
 }
 
 /// A weighted rule: its route's name and its index in the route.
@@ -118,6 +124,19 @@ impl SideTables {
     /// Keeps the pools whose key ([`EndpointPool::key`]) `keep` accepts.
     pub fn retain_pools(&self, keep: impl Fn(&str) -> bool) {
         lock(&self.pools).retain(|key, _| keep(key));
+    }
+
+    /// The key set from `origin`, its background fetching started on first use.
+    pub fn key_set(&self, origin: Origin) -> Arc<RemoteKeys> {
+        lock(&self.key_sets)
+            .entry(origin.clone())
+            .or_insert_with(|| RemoteKeys::start(origin))
+            .clone()
+    }
+
+    /// Keeps the key sets whose origin `keep` accepts (those a table's providers use).
+    pub fn retain_key_sets(&self, keep: impl Fn(&Origin) -> bool) {
+        lock(&self.key_sets).retain(|origin, _| keep(origin));
     }
 
     /// Keeps the rate limit buckets `keep` accepts (those a table's policies hold).

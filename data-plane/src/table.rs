@@ -355,6 +355,17 @@ impl Table {
             })
             .collect();
         side.retain_buckets(|b| buckets.contains(&Arc::as_ptr(b)));
+        let origins: FxHashSet<&crate::jwks::Origin> = self
+            .policies
+            .values()
+            .filter_map(|policy| match &**policy {
+                Policy::Jwt(jwt) => Some(jwt.providers()),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|provider| provider.remote().map(|r| r.origin()))
+            .collect();
+        side.retain_key_sets(|origin| origins.contains(origin));
     }
 
     pub fn upstreams(&self) -> impl Iterator<Item = &Arc<Upstream>> {

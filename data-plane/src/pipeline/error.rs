@@ -91,6 +91,12 @@ pub enum ProxyError {
         challenge: http::HeaderValue,
         reason: std::borrow::Cow<'static, str>,
     },
+    /// A token that cannot be checked now: its identity provider's keys were never obtained,
+    /// or are stale past their grace period.
+    #[error("the token cannot be checked: {reason}")]
+    AuthUnavailable {
+        reason: std::borrow::Cow<'static, str>,
+    },
     /// An `authorization` policy does not let the identity in.
     #[error("the identity is not allowed by the route's authorization")]
     Denied,
@@ -111,9 +117,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::NotReady | Self::NoHealthyUpstream { .. } | Self::Overloaded => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::NotReady
+            | Self::NoHealthyUpstream { .. }
+            | Self::Overloaded
+            | Self::AuthUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadPath(_) | Self::UnderscoreHeader => StatusCode::BAD_REQUEST,
             Self::Forbidden | Self::Denied => StatusCode::FORBIDDEN,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
@@ -142,6 +149,7 @@ impl ProxyError {
             Self::UnderscoreHeader => "bad_request",
             Self::Forbidden | Self::Denied => "forbidden",
             Self::Unauthorized { .. } => "unauthorized",
+            Self::AuthUnavailable { .. } => "auth_unavailable",
             Self::RateLimited { .. } => "rate_limited",
             Self::BodyTooLarge => "body_too_large",
             Self::UriTooLong => "uri_too_long",
@@ -167,6 +175,7 @@ impl ProxyError {
             Self::UnderscoreHeader => "header names with underscores are not allowed",
             Self::Forbidden | Self::Denied => "access is not allowed",
             Self::Unauthorized { .. } => "valid credentials are required",
+            Self::AuthUnavailable { .. } => "credentials cannot be checked right now; retry later",
             Self::RateLimited { .. } => "too many requests; retry later",
             Self::BodyTooLarge => "the request body is too large",
             Self::UriTooLong => "the request target is too long",
@@ -203,6 +212,7 @@ impl ProxyError {
             Self::NotReady
             | Self::NoHealthyUpstream { .. }
             | Self::Overloaded
+            | Self::AuthUnavailable { .. }
             | Self::UpstreamUnavailable { .. } => UNAVAILABLE,
             Self::BadPath(_)
             | Self::UnderscoreHeader

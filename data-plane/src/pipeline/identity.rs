@@ -34,6 +34,7 @@ pub(super) fn jwt(
                 challenge: HeaderValue::from_static("Bearer error=\"invalid_token\""),
                 reason,
             },
+            Refusal::Unavailable(reason) => ProxyError::AuthUnavailable { reason },
         })
     })?;
     let provider = verified.provider;

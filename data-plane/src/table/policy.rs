@@ -99,7 +99,7 @@ impl Policy {
     /// Compiles a validated policy; `None` for a spec without a body (refused by validation).
     pub(crate) fn compile(name: &str, spec: &v1::PolicySpec, side: &SideTables) -> Option<Self> {
         Some(match spec.body.as_ref()? {
-            Body::Jwt(jwt) => Self::Jwt(Jwt::compile(jwt)),
+            Body::Jwt(jwt) => Self::Jwt(Jwt::compile(jwt, side)),
             Body::ApiKey(key) => Self::ApiKey(ApiKey::compile(key)),
             Body::Authorization(rules) => Self::Authorization(Authorization::compile(rules)),
             Body::RateLimit(limit) => Self::RateLimit(RateLimit::compile(name, limit, |max| {

@@ -10,6 +10,8 @@ use crate::{api_key, duration, jwt, names, v1};
 pub const MAX_CLOCK_SKEW_SECS: i64 = 60;
 /// The largest `maxTokenBytes` (a token travels in the request head).
 pub const MAX_TOKEN_BYTES: u32 = 64 * 1024;
+/// The longest `keysGracePeriod`.
+pub const MAX_KEYS_GRACE_SECS: i64 = 24 * 3600;
 /// Limits per `rateLimit` policy.
 pub const MAX_LIMITS: usize = 4;
 
@@ -62,19 +64,28 @@ fn check_provider(at: &mut At<'_>, field: &str, provider: &v1::JwtProvider) {
             "sets more than one of jwks, keyPem, jwksUri and oidcDiscovery".into(),
         ),
     }
-    if !provider.jwks_uri.is_empty() || provider.oidc_discovery {
-        // Keys fetched in the background are for a later version: refused rather than a
-        // provider that could never verify a token.
-        let name = if provider.oidc_discovery {
-            "oidcDiscovery"
-        } else {
-            "jwksUri"
-        };
-        at.error(
-            &format!("{field}.{name}"),
-            "keys from a URL are not supported by this version yet: give them inline (jwks or keyPem)"
-                .into(),
-        );
+    if !provider.jwks_uri.is_empty()
+        && let Err(reason) = check_url(&provider.jwks_uri)
+    {
+        at.error(&format!("{field}.jwksUri"), reason);
+    }
+    if provider.oidc_discovery {
+        if provider.issuer.is_empty() {
+            at.error(
+                &format!("{field}.issuer"),
+                "must be set with oidcDiscovery (its /.well-known/openid-configuration is read)"
+                    .into(),
+            );
+        } else if let Err(reason) = check_url(&provider.issuer) {
+            at.error(&format!("{field}.issuer"), reason);
+        }
+    }
+    if let Some(grace) = &provider.keys_grace_period {
+        let field = format!("{field}.keysGracePeriod");
+        check_duration(at, &field, Some(grace));
+        if grace.seconds > MAX_KEYS_GRACE_SECS {
+            at.error(&field, format!("must be at most {MAX_KEYS_GRACE_SECS}s"));
+        }
     }
     let keys = match jwt::inline_keys(provider) {
         Ok(keys) => keys,
@@ -139,6 +150,19 @@ fn check_provider(at: &mut At<'_>, field: &str, provider: &v1::JwtProvider) {
         }
     }
     check_sources(at, &format!("{field}.tokenFrom"), &provider.token_from);
+}
+
+/// An `http://` or `https://` URL with a host.
+fn check_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none_or(str::is_empty) {
+        return Err(format!(
+            "{url:?} must be an http:// or https:// URL with a host"
+        ));
+    }
+    Ok(())
 }
 
 /// Each source names exactly one of a header (with an optional prefix), a cookie or a query

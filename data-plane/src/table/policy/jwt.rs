@@ -15,14 +15,22 @@ use gateway_proto::{jwt, v1};
 use http::HeaderName;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
+use tokio::time::Instant;
 
 use super::identity::Source;
-use crate::table::RequestHeaders;
+use crate::{
+    jwks::{KeySet, Origin, RemoteKeys},
+    side::SideTables,
+    table::RequestHeaders,
+};
 
 /// Tokens longer than this are refused unread, unless the policy says otherwise.
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8192;
 /// Leeway on `exp` and `nbf` where a provider sets none.
 pub const DEFAULT_CLOCK_SKEW_SECS: u64 = 30;
+/// How long a stale remote key set is still used while the identity provider fails, where a
+/// provider sets no `keysGracePeriod`.
+pub const DEFAULT_KEYS_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 #[derive(Debug)]
 pub struct Jwt {
@@ -46,6 +54,8 @@ struct VerifiedTokens {
 struct Cached {
     token: Box<[u8]>,
     provider: usize,
+    /// The key set's generation it was verified with.
+    generation: u64,
     claims: Arc<Map<String, Value>>,
     exp: u64,
     nbf: Option<u64>,
@@ -59,6 +69,9 @@ const CACHE_PER_SHARD: usize = 1024;
 pub struct Provider {
     pub name: Box<str>,
     keys: Box<[jwt::Key]>,
+    /// Keys fetched from the identity provider instead (`jwksUri`, `oidcDiscovery`).
+    remote: Option<Arc<RemoteKeys>>,
+    grace: std::time::Duration,
     /// One per allowed algorithm: jsonwebtoken refuses a token outright when the list it is
     /// given mixes key types, so each token is checked against its own algorithm's.
     validations: Box<[(Algorithm, Validation)]>,
@@ -75,6 +88,38 @@ pub enum Refusal {
     Missing,
     /// A token, refused; the reason is for the log only.
     Invalid(Cow<'static, str>),
+    /// A token that could not be checked: its provider's keys were never obtained, or are
+    /// stale past their grace period. The request may well be fine.
+    Unavailable(Cow<'static, str>),
+}
+
+/// The keys a provider verifies with now.
+enum Keys<'p> {
+    Inline(&'p [jwt::Key]),
+    Remote(Arc<KeySet>),
+}
+
+impl Keys<'_> {
+    fn as_slice(&self) -> &[jwt::Key] {
+        match self {
+            Self::Inline(keys) => keys,
+            Self::Remote(set) => &set.keys,
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        match self {
+            Self::Inline(_) => 0,
+            Self::Remote(set) => set.generation,
+        }
+    }
+}
+
+/// Why one provider did not verify a token.
+enum Failure {
+    Invalid(Cow<'static, str>),
+    /// No key of the set fits the token (an unknown kid, or a key type the set lacks).
+    NoKey(Cow<'static, str>),
 }
 
 /// A verified token: its provider and its claims.
@@ -85,9 +130,14 @@ pub struct Verified<'p> {
 }
 
 impl Jwt {
-    pub fn compile(policy: &v1::JwtPolicy) -> Self {
+    /// The policy, its remote key sets taken from `side` (their fetching starts now).
+    pub fn compile(policy: &v1::JwtPolicy, side: &SideTables) -> Self {
         Self {
-            providers: policy.providers.iter().map(Provider::compile).collect(),
+            providers: policy
+                .providers
+                .iter()
+                .map(|p| Provider::compile(p, side))
+                .collect(),
             strip_token: policy.strip_token,
             max_token_bytes: policy
                 .max_token_bytes
@@ -110,6 +160,7 @@ impl Jwt {
         query: Option<&str>,
     ) -> Result<Verified<'_>, Refusal> {
         let mut refusal = Refusal::Missing;
+        let mut unavailable = None;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -121,10 +172,18 @@ impl Jwt {
                 refusal = Refusal::Invalid("the token is over the size limit".into());
                 continue;
             }
+            let keys = match provider.keys() {
+                Ok(keys) => keys,
+                Err(reason) => {
+                    unavailable = Some(reason);
+                    continue;
+                }
+            };
             let hash = self.verified.hasher.hash_one(&*token);
             let shard = &self.verified.shards[(hash as usize) % CACHE_SHARDS];
             if let Some(cached) = lock(shard).get(&hash)
                 && cached.provider == index
+                && cached.generation == keys.generation()
                 && *cached.token == *token
             {
                 let leeway = provider.leeway;
@@ -144,7 +203,7 @@ impl Jwt {
                     claims: cached.claims.clone(),
                 });
             }
-            match provider.verify(&token) {
+            match provider.verify(&token, keys.as_slice()) {
                 Ok(claims) => {
                     let claims = Arc::new(claims);
                     // `exp` is required, so a verified token has one.
@@ -158,6 +217,7 @@ impl Jwt {
                             Cached {
                                 token: token.as_ref().into(),
                                 provider: index,
+                                generation: keys.generation(),
                                 claims: claims.clone(),
                                 exp,
                                 nbf: claims.get("nbf").and_then(Value::as_u64),
@@ -166,15 +226,25 @@ impl Jwt {
                     }
                     return Ok(Verified { provider, claims });
                 }
-                Err(reason) => refusal = Refusal::Invalid(reason),
+                Err(Failure::NoKey(reason)) => {
+                    // The set may have rotated since it was fetched.
+                    if let Some(remote) = &provider.remote {
+                        remote.refresh_for_kid();
+                    }
+                    refusal = Refusal::Invalid(reason);
+                }
+                Err(Failure::Invalid(reason)) => refusal = Refusal::Invalid(reason),
             }
+        }
+        if let Some(reason) = unavailable {
+            return Err(Refusal::Unavailable(reason));
         }
         Err(refusal)
     }
 }
 
 impl Provider {
-    fn compile(spec: &v1::JwtProvider) -> Self {
+    fn compile(spec: &v1::JwtProvider, side: &SideTables) -> Self {
         let algorithms: Vec<Algorithm> = spec
             .algorithms
             .iter()
@@ -217,6 +287,12 @@ impl Provider {
             name: spec.name.as_str().into(),
             // Validation refused keys that do not parse.
             keys: jwt::inline_keys(spec).unwrap_or_default().into(),
+            remote: Origin::of(spec).map(|origin| side.key_set(origin)),
+            grace: spec
+                .keys_grace_period
+                .as_ref()
+                .and_then(gateway_proto::duration::from_proto)
+                .unwrap_or(DEFAULT_KEYS_GRACE),
             validations,
             leeway,
             forward: spec
@@ -235,34 +311,59 @@ impl Provider {
         }
     }
 
-    /// The token's claims when one of this provider's keys verifies it and its claims pass.
-    fn verify(&self, token: &[u8]) -> Result<Map<String, Value>, Cow<'static, str>> {
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| Cow::Owned(format!("the token's header does not parse: {e}")))?;
+    /// The remote key set, for keys from a URL.
+    pub fn remote(&self) -> Option<&Arc<RemoteKeys>> {
+        self.remote.as_ref()
+    }
+
+    /// The keys to verify with now: inline, or the remote set unless it was never obtained
+    /// or is stale past the grace period.
+    fn keys(&self) -> Result<Keys<'_>, Cow<'static, str>> {
+        let Some(remote) = &self.remote else {
+            return Ok(Keys::Inline(&self.keys));
+        };
+        let Some(set) = remote.current() else {
+            return Err("the identity provider's keys were never obtained".into());
+        };
+        let usable_until = set.stale_at.checked_add(self.grace);
+        if usable_until.is_some_and(|until| Instant::now() > until) {
+            return Err("the identity provider's keys are stale past the grace period".into());
+        }
+        Ok(Keys::Remote(set))
+    }
+
+    /// The token's claims when one of `keys` verifies it and its claims pass.
+    fn verify(&self, token: &[u8], keys: &[jwt::Key]) -> Result<Map<String, Value>, Failure> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| {
+            Failure::Invalid(format!("the token's header does not parse: {e}").into())
+        })?;
         let alg = header.alg;
         let Some((_, validation)) = self.validations.iter().find(|(a, _)| *a == alg) else {
-            return Err(format!("algorithm {alg:?} is not allowed").into());
+            return Err(Failure::Invalid(
+                format!("algorithm {alg:?} is not allowed").into(),
+            ));
         };
         let fits = |key: &&jwt::Key| {
-            key.key.family() == alg.family() && key.algorithm.is_none_or(|a| a == alg)
+            key.key.family() == alg.family()
+                && key.algorithm.is_none_or(|a| a == alg)
+                && header
+                    .kid
+                    .as_deref()
+                    .is_none_or(|kid| key.kid.as_deref().is_none_or(|k| k == kid))
         };
-        let mut candidates = self.keys.iter().filter(fits).peekable();
-        if candidates.peek().is_none() {
-            return Err(format!("no key for algorithm {alg:?}").into());
-        }
-        let mut last = Cow::Borrowed("no key matches the token's kid");
-        for key in candidates {
-            if let Some(kid) = &header.kid
-                && key.kid.as_deref().is_some_and(|k| k != kid)
-            {
-                continue;
-            }
+        let mut last = None;
+        for key in keys.iter().filter(fits) {
             match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation) {
                 Ok(data) => return Ok(data.claims),
-                Err(error) => last = Cow::Owned(error.to_string()),
+                Err(error) => last = Some(error.to_string()),
             }
         }
-        Err(last)
+        Err(match last {
+            Some(reason) => Failure::Invalid(reason.into()),
+            None => Failure::NoKey(
+                format!("no key for algorithm {alg:?} and kid {:?}", header.kid).into(),
+            ),
+        })
     }
 }
 
