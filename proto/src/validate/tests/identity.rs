@@ -113,3 +113,28 @@ fn policies_that_need_an_identity_need_an_identity_policy() {
     ))
     .unwrap();
 }
+
+#[test]
+fn remote_keys_need_a_url() {
+    check(&jwt(
+        "{ name: corp, jwksUri: 'https://idp.test/jwks.json', algorithms: [RS256], keysGracePeriod: 600s }",
+    ))
+    .unwrap();
+    assert_eq!(
+        errors(&jwt(
+            "{ name: corp, jwksUri: 'ftp://idp.test/k', algorithms: [RS256] }"
+        )),
+        [
+            "Policy/p: spec.jwt.providers[0].jwksUri: \"ftp://idp.test/k\" must be an http:// or https:// URL with a host"
+        ]
+    );
+    assert_eq!(
+        errors(&jwt(
+            "{ name: corp, oidcDiscovery: true, algorithms: [RS256], keysGracePeriod: 90000s }"
+        )),
+        [
+            "Policy/p: spec.jwt.providers[0].issuer: must be set with oidcDiscovery (its /.well-known/openid-configuration is read)",
+            "Policy/p: spec.jwt.providers[0].keysGracePeriod: must be at most 86400s",
+        ]
+    );
+}
