@@ -4,6 +4,9 @@
 //!
 //! The gateway's binaries must be built first: `cargo build --workspace --bins`.
 
+/// Keys, tokens and documents of the identity and JWKS tests.
+#[path = "e2e/identity/keys.rs"]
+mod keys;
 #[path = "e2e/support.rs"]
 mod support;
 
@@ -17,6 +20,8 @@ mod cluster;
 mod grpc;
 #[path = "e2e/identity.rs"]
 mod identity;
+#[path = "e2e/jwks.rs"]
+mod jwks;
 #[path = "e2e/mtls.rs"]
 mod mtls;
 #[path = "e2e/protoset.rs"]

@@ -6,8 +6,7 @@
 //! gateway's JSON error body (not the echo), and the bad tokens use their own paths, which the
 //! backend's request log must never show.
 
-#[path = "identity/keys.rs"]
-mod keys;
+use crate::keys;
 
 use std::sync::atomic::Ordering;
 
