@@ -111,21 +111,8 @@ done
 curl -fs -X POST -H 'content-type: application/json' -d '{"message":"hi"}' http://127.0.0.1:18190/v1/echo \
   | grep -q '"message":"hi"' || { echo "no transcoded answer (log: $run/dp.log)" >&2; exit 1; }
 
-ticks=$(getconf CLK_TCK)
-cpu() { awk '{print $14 + $15}' "/proc/$dp/stat"; }
-measure() {
-  local name=$1; shift
-  local before after out n
-  taskset -c 1 wrk -t1 -c64 -d2s "$@" >/dev/null
-  before=$(cpu)
-  out=$(taskset -c 1 wrk -t1 -c64 -d"${seconds}s" "$@" 2>&1)
-  after=$(cpu)
-  n=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' <<<"$out" | head -1)
-  errors=$(sed -n 's/^ *Non-2xx.*: \([0-9]*\)/non-2xx \1/p; s/^ *Socket errors: \(.*\)/\1/p' <<<"$out" | tr '\n' ' ')
-  [[ -n $n && $n -gt 0 ]] || { echo "$name: no request count in: $out" >&2; exit 1; }
-  awk -v name="$name" -v n="$n" -v t=$((after - before)) -v hz="$ticks" -v s="$seconds" -v e="$errors" \
-    'BEGIN { printf "%-30s %8.0f req/s %7.1f us of data-plane CPU per request %s\n", name, n / s, t * 1e6 / hz / n, e }'
-}
+# shellcheck source=per-core.sh
+source bench/per-core.sh
 
 echo "loadavg: $(cat /proc/loadavg)"
 measure "plain GET /" http://127.0.0.1:18190/
