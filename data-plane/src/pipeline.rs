@@ -289,6 +289,9 @@ fn request_phase<'a>(
             Policy::RateLimit(limit) => {
                 identity::rate_limit(limit, head, client.flatten(), &found, plan)?;
             }
+            Policy::Validation(rules) => rules
+                .check((head.path, &plan.path), head.query, head.headers)
+                .map_err(|refused| Local::Error(ProxyError::InvalidRequest { field: refused.0 }))?,
             Policy::IpAccess(access) => {
                 if !access.allows(client.flatten()) {
                     return Err(Local::Error(ProxyError::Forbidden));

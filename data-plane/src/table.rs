@@ -28,7 +28,7 @@ pub use self::{
     filter::{Filters, HeaderEdits, PathRewrite, Redirect, Rewrite},
     policy::{
         Consumer, Consumers, Cors, Identity, IpAccess, Limits, Phase, Policy, RulePolicies,
-        X_CONSUMER, X_CONSUMER_GROUPS, identity, jwt, rate_limit,
+        X_CONSUMER, X_CONSUMER_GROUPS, identity, jwt, rate_limit, validation,
     },
     router::{RequestHeaders, RequestView},
     rule::{Rule, Timeouts},

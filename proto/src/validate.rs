@@ -32,7 +32,9 @@ pub use certificate::{
 pub use checked::{Checked, CheckedMatch, CheckedPath, CheckedRoute, CheckedValue};
 pub use incremental::{Graph, Unproven};
 
-pub use identity::{MAX_CLOCK_SKEW_SECS, MAX_KEYS_GRACE_SECS, MAX_LIMITS, MAX_TOKEN_BYTES};
+pub use identity::{
+    MAX_CLOCK_SKEW_SECS, MAX_KEYS_GRACE_SECS, MAX_LIMITS, MAX_TOKEN_BYTES, block_pattern,
+};
 pub use policy::MAX_HEAD_BYTES;
 pub use proto_set::{
     MAX_BYTES as MAX_PROTO_SET_BYTES, ProtoSetError, compile as compile_proto_set,

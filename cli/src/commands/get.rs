@@ -70,6 +70,7 @@ fn policy_type(spec: &v1::PolicySpec) -> &'static str {
         Some(Body::ApiKey(_)) => "apiKey",
         Some(Body::Authorization(_)) => "authorization",
         Some(Body::RateLimit(_)) => "rateLimit",
+        Some(Body::RequestValidation(_)) => "requestValidation",
         None => "-",
     }
 }

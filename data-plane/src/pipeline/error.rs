@@ -97,6 +97,11 @@ pub enum ProxyError {
     AuthUnavailable {
         reason: std::borrow::Cow<'static, str>,
     },
+    /// A `requestValidation` policy refuses the request; `field` says what of it.
+    #[error("the request's {field} is refused by the route's request validation")]
+    InvalidRequest {
+        field: std::borrow::Cow<'static, str>,
+    },
     /// An `authorization` policy does not let the identity in.
     #[error("the identity is not allowed by the route's authorization")]
     Denied,
@@ -121,7 +126,9 @@ impl ProxyError {
             | Self::NoHealthyUpstream { .. }
             | Self::Overloaded
             | Self::AuthUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Self::BadPath(_) | Self::UnderscoreHeader => StatusCode::BAD_REQUEST,
+            Self::BadPath(_) | Self::UnderscoreHeader | Self::InvalidRequest { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             Self::Forbidden | Self::Denied => StatusCode::FORBIDDEN,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -149,6 +156,7 @@ impl ProxyError {
             Self::UnderscoreHeader => "bad_request",
             Self::Forbidden | Self::Denied => "forbidden",
             Self::Unauthorized { .. } => "unauthorized",
+            Self::InvalidRequest { .. } => "invalid_request",
             Self::AuthUnavailable { .. } => "auth_unavailable",
             Self::RateLimited { .. } => "rate_limited",
             Self::BodyTooLarge => "body_too_large",
@@ -175,6 +183,7 @@ impl ProxyError {
             Self::UnderscoreHeader => "header names with underscores are not allowed",
             Self::Forbidden | Self::Denied => "access is not allowed",
             Self::Unauthorized { .. } => "valid credentials are required",
+            Self::InvalidRequest { .. } => "the request is not allowed",
             Self::AuthUnavailable { .. } => "credentials cannot be checked right now; retry later",
             Self::RateLimited { .. } => "too many requests; retry later",
             Self::BodyTooLarge => "the request body is too large",
@@ -214,6 +223,7 @@ impl ProxyError {
             | Self::Overloaded
             | Self::AuthUnavailable { .. }
             | Self::UpstreamUnavailable { .. } => UNAVAILABLE,
+            Self::InvalidRequest { .. } => 3, // INVALID_ARGUMENT
             Self::BadPath(_)
             | Self::UnderscoreHeader
             | Self::BadRequest { .. }
@@ -238,6 +248,17 @@ impl ProxyError {
 }
 
 impl ProxyError {
+    /// The message in the client's error body: the fixed public one, naming the refused part
+    /// of the request for a request validation.
+    pub(crate) fn client_message(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Self::InvalidRequest { field } => {
+                format!("the request's {field} is not allowed").into()
+            }
+            other => other.public_message().into(),
+        }
+    }
+
     /// The headers an answer with this error carries besides its body's.
     pub(crate) fn response_headers(&self, headers: &mut Vec<(HeaderName, HeaderValue)>) {
         match self {

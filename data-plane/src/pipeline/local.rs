@@ -76,7 +76,7 @@ impl Local {
         match self {
             Self::Error(error) => {
                 let status = error.status();
-                let body = error_body(status, error.code(), error.public_message(), request_id);
+                let body = error_body(status, error.code(), &error.client_message(), request_id);
                 let mut headers = vec![(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),
@@ -102,7 +102,7 @@ impl Local {
             Self::TranscodedError(error) => {
                 let body = serde_json::json!({
                     "code": error.grpc_status(),
-                    "message": error.public_message(),
+                    "message": error.client_message(),
                     "details": [],
                 });
                 let mut headers = vec![(
@@ -127,7 +127,7 @@ impl Local {
             return self.into_response(request_id);
         };
         let mut message = Vec::new();
-        percent_encode(error.public_message(), &mut message);
+        percent_encode(&error.client_message(), &mut message);
         let mut headers = vec![
             (
                 header::CONTENT_TYPE,

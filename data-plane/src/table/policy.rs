@@ -6,6 +6,7 @@
 pub mod identity;
 pub mod jwt;
 pub mod rate_limit;
+pub mod validation;
 
 use std::{net::IpAddr, sync::Arc};
 
@@ -20,6 +21,7 @@ use self::{
     identity::{ApiKey, Authorization},
     jwt::Jwt,
     rate_limit::RateLimit,
+    validation::RequestValidation,
 };
 use crate::side::SideTables;
 
@@ -33,6 +35,7 @@ pub enum Policy {
     ApiKey(ApiKey),
     Authorization(Authorization),
     RateLimit(RateLimit),
+    Validation(RequestValidation),
 }
 
 /// When a policy runs: a rule's policies are sorted by phase, and keep their listed order
@@ -45,6 +48,7 @@ pub enum Phase {
     Identity,
     Authorization,
     RateLimit,
+    Validation,
     Limits,
 }
 
@@ -100,6 +104,7 @@ impl Policy {
     pub(crate) fn compile(name: &str, spec: &v1::PolicySpec, side: &SideTables) -> Option<Self> {
         Some(match spec.body.as_ref()? {
             Body::Jwt(jwt) => Self::Jwt(Jwt::compile(jwt, side)),
+            Body::RequestValidation(rules) => Self::Validation(RequestValidation::compile(rules)),
             Body::ApiKey(key) => Self::ApiKey(ApiKey::compile(key)),
             Body::Authorization(rules) => Self::Authorization(Authorization::compile(rules)),
             Body::RateLimit(limit) => Self::RateLimit(RateLimit::compile(name, limit, |max| {
@@ -127,6 +132,7 @@ impl Policy {
             Self::Jwt(_) | Self::ApiKey(_) => Phase::Identity,
             Self::Authorization(_) => Phase::Authorization,
             Self::RateLimit(_) => Phase::RateLimit,
+            Self::Validation(_) => Phase::Validation,
             Self::Limits(_) => Phase::Limits,
         }
     }
@@ -162,7 +168,7 @@ impl RulePolicies {
             match &**policy {
                 Policy::Limits(l) => limits = limits.min(l),
                 Policy::IpAccess(_) => needs_client_ip = true,
-                Policy::Cors(_) => {}
+                Policy::Cors(_) | Policy::Validation(_) => {}
                 Policy::Jwt(jwt) => {
                     identity = true;
                     for provider in jwt.providers() {

@@ -116,10 +116,23 @@ kind: Policy
 name: tenant-limit
 spec: { rateLimit: { limits: [{ requests: 1, per: 3600s }], key: Header, header: x-tenant } }
 ---
+kind: Policy
+name: blocker
+spec:
+  requestValidation:
+    block:
+      - { in: Path, pattern: '\.(php|asp)$' }
+      - { in: Query, pattern: '(?i)union.+select' }
+      - { in: Query, name: id, pattern: '[^0-9]' }
+      - { in: Header, name: user-agent, pattern: sqlmap }
+---
 kind: Route
 name: identity
 spec:
   rules:
+    - matches: [{ path: { type: PathPrefix, value: /guarded } }]
+      policies: [blocker]
+      backendRefs: [{ name: public }]
     - matches: [{ path: { type: PathPrefix, value: /jwt } }]
       policies: [tenant-limit, corp-jwt]
       backendRefs: [{ name: public }]

@@ -349,3 +349,53 @@ pub(super) fn check_consumer_keys(report: &mut Report, resources: &[v1::Resource
         }
     }
 }
+
+/// The largest compiled block pattern: a pattern runs on every request of its routes.
+const MAX_PATTERN_BYTES: usize = 64 * 1024;
+
+/// A block rule's pattern, compiled for searching (not anchored).
+pub fn block_pattern(pattern: &str) -> Result<regex::Regex, String> {
+    regex::RegexBuilder::new(pattern)
+        .size_limit(MAX_PATTERN_BYTES)
+        .build()
+        .map_err(|e| format!("invalid regular expression: {e}"))
+}
+
+pub(super) fn check_request_validation(at: &mut At<'_>, policy: &v1::RequestValidationPolicy) {
+    use v1::block_rule::In;
+
+    if !policy.json_schema.is_empty() {
+        at.error(
+            "spec.requestValidation.jsonSchema",
+            "JSON Schemas are not supported by this version yet".into(),
+        );
+    }
+    if policy.json_schema.is_empty() && policy.block.is_empty() {
+        at.error(
+            "spec.requestValidation",
+            "must set jsonSchema or block rules".into(),
+        );
+    }
+    for (i, rule) in policy.block.iter().enumerate() {
+        let field = format!("spec.requestValidation.block[{i}]");
+        if let Err(reason) = block_pattern(&rule.pattern) {
+            at.error(&format!("{field}.pattern"), reason);
+        }
+        match In::try_from(rule.r#in) {
+            Ok(In::Header) => {
+                if let Err(reason) = names::check_header_name(&rule.name) {
+                    at.error(&format!("{field}.name"), reason);
+                }
+            }
+            Ok(In::Path) if !rule.name.is_empty() => at.error(
+                &format!("{field}.name"),
+                "applies to Query and Header only".into(),
+            ),
+            Ok(_) => {}
+            Err(_) => at.error(
+                &format!("{field}.in"),
+                "is not Path, Query or Header".into(),
+            ),
+        }
+    }
+}

@@ -17,12 +17,13 @@ pub(super) fn check_policy(at: &mut At<'_>, spec: &v1::PolicySpec) {
     match &spec.body {
         None => at.error(
             "spec",
-            "must set one policy body (ipAccess, cors, requestLimits, jwt, apiKey, authorization or rateLimit)".into(),
+            "must set one policy body (ipAccess, cors, requestLimits, jwt, apiKey, authorization, rateLimit or requestValidation)".into(),
         ),
         Some(Body::Jwt(jwt)) => identity::check_jwt(at, jwt),
         Some(Body::ApiKey(key)) => identity::check_api_key(at, key),
         Some(Body::Authorization(rules)) => identity::check_authorization(at, rules),
         Some(Body::RateLimit(limit)) => identity::check_rate_limit(at, limit),
+        Some(Body::RequestValidation(rules)) => identity::check_request_validation(at, rules),
         Some(Body::IpAccess(ip)) => check_ip_access(at, ip),
         Some(Body::Cors(cors)) => check_cors(at, cors),
         Some(Body::RequestLimits(limits)) => check_limits(at, limits),

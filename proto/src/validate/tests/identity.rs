@@ -138,3 +138,19 @@ fn remote_keys_need_a_url() {
         ]
     );
 }
+
+#[test]
+fn block_rules_are_checked() {
+    check("kind: Policy\nname: v\nspec:\n  requestValidation: { block: [{ in: Path, pattern: '\\.php$' }, { in: Header, name: user-agent, pattern: sqlmap }] }\n").unwrap();
+    assert_eq!(
+        errors(
+            "kind: Policy\nname: v\nspec:\n  requestValidation: { jsonSchema: '{}', block: [{ in: Path, name: x, pattern: '(' }, { in: Header, pattern: a }] }\n"
+        ),
+        [
+            "Policy/v: spec.requestValidation.jsonSchema: JSON Schemas are not supported by this version yet",
+            "Policy/v: spec.requestValidation.block[0].pattern: invalid regular expression: regex parse error:\n    (\n    ^\nerror: unclosed group",
+            "Policy/v: spec.requestValidation.block[0].name: applies to Query and Header only",
+            "Policy/v: spec.requestValidation.block[1].name: \"\" is not a valid header name",
+        ]
+    );
+}
