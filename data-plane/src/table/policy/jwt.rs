@@ -174,8 +174,14 @@ impl Jwt {
             }
             let keys = match provider.keys() {
                 Ok(keys) => keys,
-                Err(reason) => {
+                // Only a token that could be good waits for keys: one that is not even a JWT
+                // is refused as it would be with keys at hand.
+                Err(reason) if jsonwebtoken::decode_header(&*token).is_ok() => {
                     unavailable = Some(reason);
+                    continue;
+                }
+                Err(_) => {
+                    refusal = Refusal::Invalid("the token's header does not parse".into());
                     continue;
                 }
             };
