@@ -482,7 +482,20 @@ async fn respond<C: ClientIo>(
     local: Local,
     request_id: &RequestId,
     close: bool,
+    outcome: Outcome,
+) -> bool {
+    respond_with(client, conn, bufs, local, (request_id, close), outcome, &[]).await
+}
+
+/// [`respond`], with `extra` headers besides the answer's own.
+async fn respond_with<C: ClientIo>(
+    client: &mut C,
+    conn: &Connection,
+    bufs: &mut Buffers,
+    local: Local,
+    (request_id, close): (&RequestId, bool),
     mut outcome: Outcome,
+    extra: &[(http::HeaderName, http::HeaderValue)],
 ) -> bool {
     if let Some(error) = local.error() {
         record(&conn.state, error, request_id);
@@ -490,12 +503,9 @@ async fn respond<C: ClientIo>(
     outcome.status = local.status().as_u16();
     outcome.error = local.code();
     bufs.out.clear();
-    head::write_local(
-        &mut bufs.out,
-        local.into_response(request_id.as_bytes()),
-        request_id,
-        close,
-    );
+    let mut response = local.into_response(request_id.as_bytes());
+    response.headers.extend_from_slice(extra);
+    head::write_local(&mut bufs.out, response, request_id, close);
     outcome.finish(&conn.state);
     body::write_all(client, &bufs.out, CLIENT_IDLE_TIMEOUT)
         .await

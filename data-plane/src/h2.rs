@@ -259,12 +259,28 @@ fn start(
                         false,
                     );
                     encode_field(&mut block, b"cache-control", b"no-cache", false);
+                    for (name, value) in stream.headers().iter().chain(&routed.response_extra) {
+                        encode_field(
+                            &mut block,
+                            name.as_str().as_bytes(),
+                            value.as_bytes(),
+                            false,
+                        );
+                    }
                     add_request_id(&mut block, &request_id);
                     let body = ReplyBody::Upstream(UpstreamBody::Transcoded(stream));
                     return Reply { block, body };
                 }
             };
-            return local(&conn, answer, Some(request_id), outcome, is_head, false);
+            // The policies' response headers (CORS, RateLimit) go on its answers too.
+            return local_with(
+                &conn,
+                answer,
+                Some(request_id),
+                outcome,
+                (is_head, false),
+                &routed.response_extra,
+            );
         }
         if upstream.is_multiplexed() {
             let sent = multiplexed::exchange(
@@ -393,9 +409,21 @@ fn local(
     conn: &Connection,
     answer: Local,
     request_id: Option<RequestId>,
-    mut outcome: Outcome,
+    outcome: Outcome,
     is_head: bool,
     grpc: bool,
+) -> Reply {
+    local_with(conn, answer, request_id, outcome, (is_head, grpc), &[])
+}
+
+/// [`local`], with `extra` headers besides the answer's own.
+fn local_with(
+    conn: &Connection,
+    answer: Local,
+    request_id: Option<RequestId>,
+    mut outcome: Outcome,
+    (is_head, grpc): (bool, bool),
+    extra: &[(http::HeaderName, http::HeaderValue)],
 ) -> Reply {
     let request_id = request_id.unwrap_or_else(RequestId::new);
     if let Some(error) = answer.error() {
@@ -411,7 +439,7 @@ fn local(
     outcome.finish(&conn.state);
     let mut block = Vec::with_capacity(128);
     hpack::encode_status(&mut block, answer.status.as_u16());
-    for (name, value) in &answer.headers {
+    for (name, value) in answer.headers.iter().chain(extra) {
         encode_field(
             &mut block,
             name.as_str().as_bytes(),

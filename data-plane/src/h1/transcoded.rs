@@ -8,7 +8,7 @@ use super::{
     body::{Body, BodyError, write_all},
     exchange::{Buffers, Failure, READ_SIZE},
     request::Routed,
-    respond,
+    respond, respond_with,
 };
 use crate::{
     h2_client::{self, JsonStream, Refused, Transcoded},
@@ -77,7 +77,7 @@ pub(super) async fn run<C: ClientIo>(
                         return relay(
                             client,
                             bufs,
-                            stream,
+                            (stream, &routed.response_extra),
                             request_id,
                             keep_alive && !http10,
                             http10,
@@ -96,7 +96,19 @@ pub(super) async fn run<C: ClientIo>(
             }
         },
     };
-    respond(client, conn, bufs, answer, request_id, !keep_alive, outcome).await && keep_alive
+    // The policies' response headers (CORS, RateLimit) go on its answers too.
+    let close = !keep_alive;
+    respond_with(
+        client,
+        conn,
+        bufs,
+        answer,
+        (request_id, close),
+        outcome,
+        &routed.response_extra,
+    )
+    .await
+        && keep_alive
 }
 
 /// A stream of JSON replies, in chunks (to an HTTP/1.0 client: as they are, until the
@@ -104,7 +116,7 @@ pub(super) async fn run<C: ClientIo>(
 async fn relay<C: ClientIo>(
     client: &mut C,
     bufs: &mut Buffers,
-    mut stream: JsonStream,
+    (mut stream, extra): (JsonStream, &[(http::HeaderName, http::HeaderValue)]),
     request_id: &RequestId,
     keep_alive: bool,
     http10: bool,
@@ -119,7 +131,7 @@ async fn relay<C: ClientIo>(
     if !http10 {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
-    for (name, value) in stream.headers() {
+    for (name, value) in stream.headers().iter().chain(extra) {
         super::head::write_header(out, name.as_str(), value.as_bytes());
     }
     super::head::write_header(out, "x-request-id", request_id.as_bytes());

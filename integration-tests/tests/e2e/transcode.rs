@@ -578,3 +578,77 @@ async fn h2c_post(addr: std::net::SocketAddr, path: &str, body: &str) -> (u16, V
         .await
         .expect("answered in time")
 }
+
+/// Policies run before the transcoder (nothing reaches the backend when one refuses), and
+/// their response headers (CORS, RateLimit) are on the transcoded answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_run_before_transcoding_and_their_headers_reach_its_answers() {
+    let backend = GrpcBackend::start("guarded").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.yaml");
+    write_file(
+        &file,
+        docs(&[
+            format!(
+                "kind: ProtoSet\nname: echo\nspec:\n  files:\n    echo/v1/echo.proto: {}\n",
+                serde_json::to_string(ECHO).unwrap()
+            ),
+            upstream_with("echo", &[backend.addr()], "  protocol: H2C\n"),
+            "kind: Consumer\nname: acme\nspec:\n  apiKeys: [{ key: acme-key-1 }]\n".to_owned(),
+            "kind: Policy\nname: keys\nspec:\n  apiKey: { from: [{ header: x-api-key }] }\n".to_owned(),
+            "kind: Policy\nname: two\nspec:\n  rateLimit: { limits: [{ requests: 2, per: 3600s }], key: Consumer }\n".to_owned(),
+            "kind: Policy\nname: web\nspec:\n  cors: { allowOrigins: [https://app.test] }\n".to_owned(),
+            "kind: Route\nname: rest\nspec:\n  policies: [two, web, keys]\n  rules:\n    - matches: [{ path: { type: PathPrefix, value: /v1 } }]\n      filters:\n        - type: GrpcTranscode\n          grpcTranscode: { protoSet: echo, services: [echo.v1.Echo] }\n      backendRefs: [{ name: echo }]\n".to_owned(),
+        ]),
+    );
+    let dp = DataPlane::start(DataPlaneOpts::standalone(&file)).await;
+    dp.wait_ready().await;
+    let call = |key: Option<&'static str>| {
+        let url = dp.url("/v1/echo");
+        async move {
+            let mut headers = vec![
+                ("content-type", "application/json"),
+                ("origin", "https://app.test"),
+            ];
+            headers.extend(key.map(|k| ("x-api-key", k)));
+            request(
+                Method::POST,
+                &url,
+                &headers,
+                Bytes::from_static(br#"{"message":"hi"}"#),
+            )
+            .await
+            .unwrap()
+        }
+    };
+
+    let refused = call(None).await;
+    assert_eq!(refused.status, 401, "{}", refused.text());
+    // The gateway's error in the shape the route's clients get from the backend.
+    assert_eq!(refused.json().unwrap()["code"], 16, "{}", refused.text());
+    assert_eq!(
+        backend.unary_calls(),
+        0,
+        "a refused request reached the backend"
+    );
+
+    // Two per hour: one every 1800 s, both at once.
+    for limit in ["\"two\";r=1;t=1800", "\"two\";r=0;t=3600"] {
+        let answered = call(Some("acme-key-1")).await;
+        assert_eq!(answered.status, 200, "{}", answered.text());
+        assert_eq!(answered.json().unwrap()["message"], "hi");
+        assert_eq!(
+            answered.header("ratelimit"),
+            Some(limit),
+            "the RateLimit header on a transcoded answer"
+        );
+        assert_eq!(
+            answered.header("access-control-allow-origin"),
+            Some("https://app.test")
+        );
+    }
+    let limited = call(Some("acme-key-1")).await;
+    assert_eq!(limited.status, 429, "{}", limited.text());
+    assert!(limited.header("retry-after").is_some());
+    assert_eq!(backend.unary_calls(), 2);
+}
