@@ -96,6 +96,17 @@ impl QueryMatcher {
     }
 }
 
+/// The decoded values of query parameter `name` (form-urlencoded names and values).
+pub(crate) fn query_values<'q, 'n>(
+    query: &'q str,
+    name: &'n str,
+) -> impl Iterator<Item = Cow<'q, str>> + use<'q, 'n> {
+    query.split('&').filter_map(move |pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        decoded_eq(key, name).then(|| decode(value))
+    })
+}
+
 /// Whether the form-urlencoded `raw` decodes to `want`, without allocating.
 fn decoded_eq(raw: &str, want: &str) -> bool {
     let mut want = want.bytes();
@@ -123,7 +134,7 @@ fn decoded_eq(raw: &str, want: &str) -> bool {
 }
 
 /// The form-urlencoded `raw`, decoded (borrowed when there is nothing to decode).
-fn decode(raw: &str) -> Cow<'_, str> {
+pub(crate) fn decode(raw: &str) -> Cow<'_, str> {
     if !raw.contains(['%', '+']) {
         return Cow::Borrowed(raw);
     }

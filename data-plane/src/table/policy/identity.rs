@@ -180,19 +180,15 @@ impl Source {
     }
 }
 
-/// The first value of query parameter `name`, percent-decoded.
+/// The first non-empty value of query parameter `name`, decoded.
 fn query_value<'q>(query: &'q str, name: &str) -> Option<std::borrow::Cow<'q, [u8]>> {
-    query.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if key != name || value.is_empty() {
-            return None;
-        }
-        if value.contains('%') {
-            crate::transcode::percent_decode(value.as_bytes(), false).map(std::borrow::Cow::Owned)
-        } else {
-            Some(std::borrow::Cow::Borrowed(value.as_bytes()))
-        }
-    })
+    use std::borrow::Cow;
+    crate::table::matchers::query_values(query, name)
+        .find(|value| !value.is_empty())
+        .map(|value| match value {
+            Cow::Borrowed(text) => Cow::Borrowed(text.as_bytes()),
+            Cow::Owned(text) => Cow::Owned(text.into_bytes()),
+        })
 }
 
 /// An `apiKey` policy: where the key is read from.

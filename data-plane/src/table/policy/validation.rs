@@ -7,7 +7,10 @@ use gateway_proto::v1::{self, block_rule::In};
 use http::HeaderName;
 use regex::Regex;
 
-use crate::table::RequestHeaders;
+use crate::table::{
+    RequestHeaders,
+    matchers::{decode, query_values},
+};
 
 #[derive(Debug)]
 pub struct RequestValidation {
@@ -71,13 +74,7 @@ impl RequestValidation {
                     .filter(|q| block.pattern.is_match(q) || block.pattern.is_match(&decode(q)))
                     .map(|_| Cow::Borrowed("query")),
                 Target::Query(Some(name)) => query
-                    .into_iter()
-                    .flat_map(|q| q.split('&'))
-                    .filter_map(|pair| {
-                        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                        (decode(key) == **name).then(|| decode(value))
-                    })
-                    .any(|value| block.pattern.is_match(&value))
+                    .is_some_and(|q| query_values(q, name).any(|v| block.pattern.is_match(&v)))
                     .then(|| Cow::Owned(format!("query parameter {name:?}"))),
                 Target::Header(name) => {
                     let mut matched = false;
@@ -93,18 +90,6 @@ impl RequestValidation {
             }
         }
         Ok(())
-    }
-}
-
-/// Percent-decoded (and `+` as a space, as forms send it), lossily as UTF-8.
-fn decode(raw: &str) -> Cow<'_, str> {
-    if !raw.contains(['%', '+']) {
-        return Cow::Borrowed(raw);
-    }
-    let spaced = raw.replace('+', " ");
-    match crate::transcode::percent_decode(spaced.as_bytes(), false) {
-        Some(bytes) => Cow::Owned(String::from_utf8_lossy(&bytes).into_owned()),
-        None => Cow::Owned(spaced),
     }
 }
 
