@@ -270,7 +270,7 @@ fn request_phase<'a>(
     let client = policies
         .needs_client_ip
         .then(|| conn.client_ip(head.headers));
-    let consumers = consumers.unwrap_or_else(identity::no_consumers);
+    let consumers = consumers.as_deref().unwrap_or(identity::no_consumers());
     let mut found = crate::table::Identity::default();
     let mut announced = false;
     for policy in policies.list.iter() {
@@ -279,8 +279,8 @@ fn request_phase<'a>(
             announced = true;
         }
         match &**policy {
-            Policy::Jwt(jwt) => identity::jwt(jwt, head, &consumers, &mut found, plan)?,
-            Policy::ApiKey(key) => identity::api_key(key, head, &consumers, &mut found)?,
+            Policy::Jwt(jwt) => identity::jwt(jwt, head, consumers, &mut found, plan)?,
+            Policy::ApiKey(key) => identity::api_key(key, head, consumers, &mut found)?,
             Policy::Authorization(rules) => {
                 if !rules.allows(&found) {
                     return Err(Local::Error(ProxyError::Denied));

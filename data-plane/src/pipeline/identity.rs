@@ -2,8 +2,6 @@
 //! request is (and announce it upstream), `authorization` decides whether that identity may
 //! pass, `rateLimit` counts it. Each failure ends the request with its own answer.
 
-use std::sync::Arc;
-
 use http::{HeaderName, HeaderValue};
 
 use super::{Head, Local, Plan, ProxyError};
@@ -139,9 +137,8 @@ pub(super) fn rate_limit(
     Ok(())
 }
 
-/// The consumers a rule's identity policies look among (none needed: an empty set).
-pub(super) fn no_consumers() -> Arc<Consumers> {
-    static EMPTY: std::sync::LazyLock<Arc<Consumers>> =
-        std::sync::LazyLock::new(|| Arc::new(Consumers::default()));
-    EMPTY.clone()
+/// The consumers of a rule whose policies need none: an empty set, without a count to take.
+pub(super) fn no_consumers() -> &'static Consumers {
+    static EMPTY: std::sync::LazyLock<Consumers> = std::sync::LazyLock::new(Consumers::default);
+    &EMPTY
 }
