@@ -66,10 +66,7 @@ async fn rest_calls_become_grpc_calls_and_grpc_statuses_become_http_errors() {
     write_file(
         &file,
         docs(&[
-            format!(
-                "kind: ProtoSet\nname: echo\nspec:\n  files:\n    echo/v1/echo.proto: {}\n",
-                serde_json::to_string(ECHO).unwrap()
-            ),
+            proto_set(ECHO),
             upstream_with("echo", &[backend.addr()], "  protocol: H2C\n"),
             "kind: Route\nname: rest\nspec:\n  rules:\n    - matches: [{ path: { type: PathPrefix, value: /v1 } }]\n      filters:\n        - type: GrpcTranscode\n          grpcTranscode: { protoSet: echo, services: [echo.v1.Echo], responseHeaders: [x-echo-backend, x-echo-trailer] }\n      backendRefs: [{ name: echo }]\n".to_owned(),
         ]),
@@ -340,13 +337,18 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
+/// The ProtoSet `echo`, holding `proto` as `echo/v1/echo.proto`.
+fn proto_set(proto: &str) -> String {
+    format!(
+        "kind: ProtoSet\nname: echo\nspec:\n  files:\n    echo/v1/echo.proto: {}\n",
+        serde_json::to_string(proto).unwrap()
+    )
+}
+
 /// The configuration of the hot-swap test: the ProtoSet `proto`, an H2C upstream, the route.
 fn swap_config(proto: &str, backend: std::net::SocketAddr) -> String {
     docs(&[
-        format!(
-            "kind: ProtoSet\nname: echo\nspec:\n  files:\n    echo/v1/echo.proto: {}\n",
-            serde_json::to_string(proto).unwrap()
-        ),
+        proto_set(proto),
         upstream_with("echo", &[backend], "  protocol: H2C\n"),
         "kind: Route\nname: rest\nspec:\n  rules:\n    - matches: [{ path: { type: PathPrefix, value: /v1 } }]\n      filters:\n        - type: GrpcTranscode\n          grpcTranscode: { protoSet: echo, services: [echo.v1.Echo] }\n      backendRefs: [{ name: echo }]\n".to_owned(),
     ])
@@ -589,10 +591,7 @@ async fn policies_run_before_transcoding_and_their_headers_reach_its_answers() {
     write_file(
         &file,
         docs(&[
-            format!(
-                "kind: ProtoSet\nname: echo\nspec:\n  files:\n    echo/v1/echo.proto: {}\n",
-                serde_json::to_string(ECHO).unwrap()
-            ),
+            proto_set(ECHO),
             upstream_with("echo", &[backend.addr()], "  protocol: H2C\n"),
             "kind: Consumer\nname: acme\nspec:\n  apiKeys: [{ key: acme-key-1 }]\n".to_owned(),
             "kind: Policy\nname: keys\nspec:\n  apiKey: { from: [{ header: x-api-key }] }\n".to_owned(),
