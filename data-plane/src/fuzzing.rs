@@ -76,12 +76,12 @@ impl HeadParser {
     /// Parses a request head at the front of `bytes`, as the HTTP/1 front end does.
     pub fn parse(&self, bytes: &[u8]) -> Parsed {
         let mut out = Vec::new();
-        match parse_request(bytes, &self.conn, &mut out) {
+        match parse_request(bytes, &self.conn, &mut out, None) {
             Ok(None) => Parsed::Partial,
             Err(error) => Parsed::Refused(error.status().as_u16()),
             Ok(Some(request)) => Parsed::Complete {
                 head_len: request.head_len,
-                upstream_head: request.route.is_ok().then_some(out),
+                upstream_head: matches!(request.route, crate::h1::Route::Forward(_)).then_some(out),
             },
         }
     }

@@ -11,6 +11,7 @@
 //! - [`head`]: head lines and our own responses.
 
 mod body;
+mod consult;
 mod exchange;
 mod head;
 mod over_h2;
@@ -30,13 +31,14 @@ pub(crate) use self::{
     body::{Body, BodyError, Chunked, Framing, write_all},
     exchange::{Failure, may_retry, read_head},
     head::{decimal, parse_length, write_local},
-    request::{BodyFrom, Line, Target, parse as parse_request, prepare},
+    consult::resume,
+    request::{BodyFrom, Line, Request, Route, Target, parse as parse_request, prepare},
     response::{
         Asked, FieldSink, Response as ParsedResponse, Sink, parse_into as parse_response,
         rewrite_parts,
     },
 };
-use self::{exchange::Buffers, request::Request};
+use self::exchange::Buffers;
 use crate::{
     io::ClientIo,
     limits::{self, CLIENT_IDLE_TIMEOUT, HEADER_READ_TIMEOUT},
@@ -186,9 +188,25 @@ async fn read_request<C: ClientIo, S: Future<Output = ()>>(
                     return Next::Http2;
                 }
             } else {
-                match request::parse(&bufs.read, conn, &mut bufs.head) {
+                match request::parse(&bufs.read, conn, &mut bufs.head, None) {
                     Ok(Some(request)) => {
-                        bufs.read.drain(..request.head_len);
+                        let head_len = request.head_len;
+                        let request = match request.route {
+                            Route::Consult(_) => {
+                                let again = |resumed| {
+                                    request::parse(&bufs.read, conn, &mut bufs.head, Some(resumed))?
+                                        .ok_or(ProxyError::Malformed {
+                                            reason: "invalid request head",
+                                        })
+                                };
+                                match resume(request, again).await {
+                                    Ok(request) => request,
+                                    Err(error) => return Next::Refuse(error),
+                                }
+                            }
+                            _ => request,
+                        };
+                        bufs.read.drain(..head_len);
                         return Next::Request(request);
                     }
                     Ok(None) => {}
@@ -263,8 +281,16 @@ async fn exchange<C: ClientIo>(
         return respond(client, conn, bufs, local, &request_id, !keep, outcome).await && keep;
     };
     let routed = match route {
-        Ok(routed) => routed,
-        Err((local, rule)) => {
+        Route::Forward(routed) => routed,
+        // Asked before the request was handed over.
+        Route::Consult(_) => {
+            let local = Local::Error(ProxyError::AuthUnavailable {
+                reason: "the auth service was not asked".into(),
+            });
+            respond(client, conn, bufs, local, &request_id, true, outcome).await;
+            return false;
+        }
+        Route::Respond(local, rule) => {
             // The body was not read: the connection can only carry on if there is none.
             let keep = keep_alive && framing == Framing::Empty;
             let local = local.for_rule(rule.as_deref());

@@ -14,7 +14,7 @@ use self::{
     upstream::UpstreamResponse,
 };
 use crate::{
-    h1::{self, Asked, BodyFrom, Line, Target},
+    h1::{self, Asked, BodyFrom, Line, Request, Route, Target},
     h2_client,
     pipeline::{Connection, Local, Outcome, ProxyError, record, request_id::RequestId},
 };
@@ -126,7 +126,7 @@ fn start(
     too_large: bool,
 ) -> Started {
     let arrived = Instant::now();
-    let mut outcome = Outcome::start(arrived);
+    let outcome = Outcome::start(arrived);
     let (grpc, grpc_timeout) = (fields.grpc, fields.grpc_timeout);
     let Some(admitted) = conn.state.admit_owned() else {
         return Started::Reply(local(
@@ -173,7 +173,7 @@ fn start(
     };
     let is_head = parts.method == "HEAD";
     let mut head = Vec::with_capacity(512);
-    let request = match h1::prepare(conn, line, &mut on_heap, &mut head) {
+    let request = match h1::prepare(conn, line, &mut on_heap, &mut head, None) {
         Ok(request) => request,
         Err(error) => {
             return Started::Reply(local(
@@ -186,10 +186,119 @@ fn start(
             ));
         }
     };
+    let stream = Stream {
+        arrived,
+        outcome,
+        admitted,
+        body,
+        is_head,
+        grpc,
+        grpc_timeout,
+    };
+    if !matches!(request.route, Route::Consult(_)) {
+        return proceed(conn, request, head, stream);
+    }
+    // The auth service is asked first; the request is prepared again from a copy of its
+    // fields, which the connection reuses for the next stream meanwhile.
+    let owned = OwnedHead::of(&parts, &on_heap);
+    let conn = conn.clone();
+    Started::Exchange(Box::pin(async move {
+        let again = |resumed| {
+            let mut lines = owned.lines();
+            h1::prepare(&conn, owned.line(ended), &mut lines, &mut head, Some(resumed))
+        };
+        let request = match h1::resume(request, again).await {
+            Ok(request) => request,
+            Err(error) => {
+                let Stream { outcome, .. } = stream;
+                return local(&conn, Local::Error(error), None, outcome, is_head, grpc);
+            }
+        };
+        match proceed(&conn, request, head, stream) {
+            Started::Reply(reply) => reply,
+            Started::Exchange(exchange) => exchange.await,
+        }
+    }))
+}
+
+/// What a stream brings to its exchange besides the request.
+struct Stream {
+    arrived: Instant,
+    outcome: Outcome,
+    admitted: crate::state::OwnedInFlight,
+    body: Option<RecvBody>,
+    is_head: bool,
+    grpc: bool,
+    grpc_timeout: Option<std::time::Duration>,
+}
+
+/// A request's fields, owned: what preparing it again needs once the stream's own are gone.
+struct OwnedHead {
+    method: Box<str>,
+    path: Box<str>,
+    authority: Option<Box<[u8]>>,
+    lines: Vec<(Box<str>, Box<[u8]>)>,
+}
+
+impl OwnedHead {
+    fn of(parts: &request::Parts<'_>, lines: &[httparse::Header<'_>]) -> Self {
+        Self {
+            method: parts.method.into(),
+            path: parts.path.into(),
+            authority: parts.authority.map(Into::into),
+            lines: lines.iter().map(|h| (h.name.into(), h.value.into())).collect(),
+        }
+    }
+
+    fn line(&self, ended: bool) -> Line<'_> {
+        Line {
+            method: &self.method,
+            target: Target {
+                path_and_query: &self.path,
+                authority: self.authority.as_deref(),
+            },
+            http10: false,
+            body: BodyFrom::Stream { ended },
+        }
+    }
+
+    fn lines(&self) -> Vec<httparse::Header<'_>> {
+        self.lines
+            .iter()
+            .map(|(name, value)| httparse::Header { name, value })
+            .collect()
+    }
+}
+
+/// Runs a prepared request: the gateway's answer, or the exchange with its upstream.
+fn proceed(conn: &Arc<Connection>, request: Request, head: Vec<u8>, stream: Stream) -> Started {
+    let Stream {
+        arrived,
+        mut outcome,
+        admitted,
+        body,
+        is_head,
+        grpc,
+        grpc_timeout,
+    } = stream;
     let request_id = request.request_id;
     let routed = match request.route {
-        Ok(routed) => routed,
-        Err((answer, rule)) => {
+        Route::Forward(routed) => routed,
+        Route::Consult(_) => {
+            let error = ProxyError::AuthUnavailable {
+                reason: "the auth service was not asked".into(),
+            };
+            let answer = Local::Error(error);
+            return Started::Reply(local(
+                conn,
+                answer,
+                Some(request_id),
+                outcome,
+                is_head,
+                grpc,
+            ));
+        }
+        Route::Respond(answer, rule) => {
             let answer = answer.for_rule(rule.as_deref());
             outcome.rule = rule;
             return Started::Reply(local(

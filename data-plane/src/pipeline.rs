@@ -3,10 +3,14 @@
 //! [`decide`] what to do with it, and carries out the answer with its own framing:
 //!
 //! ```text
-//! normalise path → match (route + rule kept) → policies (ipAccess, cors, requestLimits)
+//! normalise path → match (route + rule kept) → policies (in `Phase` order)
 //!   → filters (redirect, rewrite, header edits) → pick endpoint → [front end forwards]
 //!   → response edits (the rule's, and CORS headers) → one [`Outcome`] per request
 //! ```
+//!
+//! The pipeline never waits: a policy that needs another service's answer (`externalAuth`)
+//! stops it with a question the front end asks ([`consult`]), and the front end runs it
+//! again with the answer.
 //!
 //! A rule without filters or policies skips the middle entirely: the HTTP/1 fast path costs a
 //! normalisation scan, a route lookup and an endpoint pick.
@@ -30,6 +34,7 @@ use crate::{
     table::{Cors, Phase, Policy, Redirect, Rule, Upstream},
 };
 
+pub(crate) mod consult;
 mod error;
 pub(crate) mod headers;
 mod identity;
@@ -39,6 +44,7 @@ pub(crate) mod request_id;
 
 pub use self::error::{BoxError, ProxyError};
 pub(crate) use self::{
+    consult::{Consult, Consulted, Heard},
     error::{Chain, record},
     local::{Local, LocalResponse},
     outcome::Outcome,
@@ -94,6 +100,20 @@ pub(crate) enum Decision<'a> {
     Forward(Forward<'a>),
     /// Answer at the gateway; the rule matched, if any, for the outcome record.
     Respond(Local, Option<Arc<Rule>>),
+    /// Ask an auth service, then decide again with its answer.
+    Consult(Box<Consult>),
+}
+
+/// Why the request phase ended before the filters.
+enum Stop {
+    Answer(Local),
+    Consult(Box<Consult>),
+}
+
+impl From<Local> for Stop {
+    fn from(local: Local) -> Self {
+        Self::Answer(local)
+    }
 }
 
 static ACAO: HeaderName = HeaderName::from_static("access-control-allow-origin");
@@ -164,8 +184,13 @@ impl Connection {
     }
 }
 
-/// Runs the request phases: the request is forwarded, or answered here.
-pub(crate) fn decide<'a>(conn: &Connection, head: &Head<'a>) -> Decision<'a> {
+/// Runs the request phases: the request is forwarded, answered here, or waits for an auth
+/// service (`consulted`: its answer, on the second run).
+pub(crate) fn decide<'a>(
+    conn: &Connection,
+    head: &Head<'a>,
+    consulted: Option<&Consulted>,
+) -> Decision<'a> {
     let guard = conn.state.load();
     let Some(table) = guard.as_ref() else {
         return Decision::Respond(Local::Error(ProxyError::NotReady), None);
@@ -217,10 +242,12 @@ pub(crate) fn decide<'a>(conn: &Connection, head: &Head<'a>) -> Decision<'a> {
         response_extra: Vec::new(),
         request_extra: Vec::new(),
     };
-    if !rule.is_plain()
-        && let Err(local) = request_phase(conn, head, &rule, consumers, &mut plan)
-    {
-        return Decision::Respond(local, Some(rule));
+    if !rule.is_plain() {
+        match request_phase(conn, head, &rule, (consumers, consulted), &mut plan) {
+            Ok(()) => {}
+            Err(Stop::Answer(local)) => return Decision::Respond(local, Some(rule)),
+            Err(Stop::Consult(consult)) => return Decision::Consult(consult),
+        }
     }
     // The endpoint is picked after the filters, so that what they decide (and, later, a
     // retry) can change where the request goes.
@@ -263,9 +290,9 @@ fn request_phase<'a>(
     conn: &Connection,
     head: &Head<'a>,
     rule: &Rule,
-    consumers: Option<Arc<crate::table::Consumers>>,
+    (consumers, consulted): (Option<Arc<crate::table::Consumers>>, Option<&Consulted>),
     plan: &mut Plan<'a>,
-) -> Result<(), Local> {
+) -> Result<(), Stop> {
     let policies = rule.policies();
     let client = policies
         .needs_client_ip
@@ -283,7 +310,7 @@ fn request_phase<'a>(
             Policy::ApiKey(key) => identity::api_key(key, head, consumers, &mut found)?,
             Policy::Authorization(rules) => {
                 if !rules.allows(&found) {
-                    return Err(Local::Error(ProxyError::Denied));
+                    return Err(Local::Error(ProxyError::Denied).into());
                 }
             }
             Policy::RateLimit(limit) => {
@@ -292,23 +319,27 @@ fn request_phase<'a>(
             Policy::Validation(rules) => rules
                 .check((head.path, &plan.path), head.query, head.headers)
                 .map_err(|refused| Local::Error(ProxyError::InvalidRequest { field: refused.0 }))?,
+            Policy::ExternalAuth(auth) => {
+                consult::external_auth(conn, head, auth, client.flatten(), consulted, plan)?;
+            }
             Policy::IpAccess(access) => {
                 if !access.allows(client.flatten()) {
-                    return Err(Local::Error(ProxyError::Forbidden));
+                    return Err(Local::Error(ProxyError::Forbidden).into());
                 }
             }
             Policy::Limits(limits) => {
                 let target = head.path.len() + head.query.map_or(0, |q| q.len() + 1);
                 if target as u64 > limits.uri {
-                    return Err(Local::Error(ProxyError::UriTooLong));
+                    return Err(Local::Error(ProxyError::UriTooLong).into());
                 }
                 if limits.header != u64::MAX && head.headers.total_bytes() as u64 > limits.header {
                     return Err(Local::Error(ProxyError::HeadTooLarge {
                         limit: "the route's maxHeaderBytes",
-                    }));
+                    })
+                    .into());
                 }
                 if head.content_length.is_some_and(|n| n > limits.body) {
-                    return Err(Local::Error(ProxyError::BodyTooLarge));
+                    return Err(Local::Error(ProxyError::BodyTooLarge).into());
                 }
             }
             Policy::Cors(cors) => cors_phase(cors, head, plan)?,
@@ -326,7 +357,8 @@ fn request_phase<'a>(
         return Err(Local::Redirect {
             status: redirect.status,
             location,
-        });
+        }
+        .into());
     }
     if let Some(rewrite) = &filters.rewrite {
         if let Some(path) = &rewrite.path {

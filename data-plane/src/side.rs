@@ -1,6 +1,6 @@
 //! State that outlives a table swap: round-robin positions by upstream name (later health and
 //! breaker state), rule split positions by route, connection pools by endpoint address, rate
-//! limit buckets by policy ([`buckets`]), and
+//! limit buckets by policy ([`buckets`]), auth services' answers ([`auth_answers`]), and
 //! compiled regular expressions by pattern, so that a swap recompiles only the expressions that
 //! are new. A compile takes the entries it needs; after a swap, the table prunes the entries it
 //! no longer names (this module knows nothing of tables).
@@ -16,9 +16,10 @@ use std::{
 use gateway_proto::RegexCache;
 use regex::Regex;
 
+pub mod auth_answers;
 pub mod buckets;
 
-use self::buckets::Buckets;
+use self::{auth_answers::AuthAnswers, buckets::Buckets};
 use crate::{
     connect::Connector,
     jwks::{Origin, RemoteKeys},
@@ -39,6 +40,8 @@ pub struct SideTables {
     buckets: Mutex<HashMap<String, Arc<Buckets>>>,
     /// Identity providers' key sets, by where they come from.
     key_sets: Mutex<HashMap<Origin, Arc<RemoteKeys>>>,
+    /// Auth services' answers, by policy name and settings.
+    auth_answers: Mutex<HashMap<String, Arc<AuthAnswers>>>,
 }
 
 /// A weighted rule: its route's name and its index in the route.
@@ -96,6 +99,20 @@ impl SideTables {
             .entry(key)
             .or_insert_with(|| Arc::new(Buckets::new(max_keys)))
             .clone()
+    }
+
+    /// The kept answers of an external auth policy (`key`: its name and settings), created
+    /// on first use with room for `max_entries`.
+    pub fn auth_answers(&self, key: String, max_entries: usize) -> Arc<AuthAnswers> {
+        lock(&self.auth_answers)
+            .entry(key)
+            .or_insert_with(|| Arc::new(AuthAnswers::new(max_entries)))
+            .clone()
+    }
+
+    /// Keeps the auth answers `keep` accepts (those a table's policies hold).
+    pub fn retain_auth_answers(&self, keep: impl Fn(&Arc<AuthAnswers>) -> bool) {
+        lock(&self.auth_answers).retain(|_, answers| keep(answers));
     }
 
     /// The anchored expression for `pattern`, compiled once while some table uses it.

@@ -28,7 +28,7 @@ pub use self::{
     filter::{Filters, HeaderEdits, PathRewrite, Redirect, Rewrite},
     policy::{
         Consumer, Consumers, Cors, Identity, IpAccess, Limits, Phase, Policy, RulePolicies,
-        X_CONSUMER, X_CONSUMER_GROUPS, identity, jwt, rate_limit, validation,
+        X_CONSUMER, X_CONSUMER_GROUPS, external_auth, identity, jwt, rate_limit, validation,
     },
     router::{RequestHeaders, RequestView},
     rule::{Rule, Timeouts},
@@ -355,6 +355,15 @@ impl Table {
             })
             .collect();
         side.retain_buckets(|b| buckets.contains(&Arc::as_ptr(b)));
+        let answers: FxHashSet<*const crate::side::auth_answers::AuthAnswers> = self
+            .policies
+            .values()
+            .filter_map(|policy| match &**policy {
+                Policy::ExternalAuth(auth) => Some(Arc::as_ptr(&auth.answers)),
+                _ => None,
+            })
+            .collect();
+        side.retain_auth_answers(|a| answers.contains(&Arc::as_ptr(a)));
         let origins: FxHashSet<&crate::jwks::Origin> = self
             .policies
             .values()

@@ -17,6 +17,7 @@ use crate::{
 mod certificate;
 mod checked;
 mod filter;
+mod external_auth;
 mod identity;
 mod incremental;
 mod policy;
@@ -35,6 +36,7 @@ pub use incremental::{Graph, Unproven};
 pub use identity::{
     MAX_CLOCK_SKEW_SECS, MAX_KEYS_GRACE_SECS, MAX_LIMITS, MAX_TOKEN_BYTES, block_pattern,
 };
+pub use external_auth::{MAX_AUTH_CACHE_TTL_SECS, MAX_AUTH_TIMEOUT_SECS};
 pub use policy::MAX_HEAD_BYTES;
 pub use proto_set::{
     MAX_BYTES as MAX_PROTO_SET_BYTES, ProtoSetError, compile as compile_proto_set,
@@ -187,7 +189,17 @@ pub fn check<'a>(
                 check_upstream(&mut at, spec);
                 upstream::check_references(&mut at, spec, &certificates);
             }
-            Some(Spec::Policy(spec)) => policy::check_policy(&mut at, spec),
+            Some(Spec::Policy(spec)) => {
+                policy::check_policy(&mut at, spec);
+                if let Some(v1::policy_spec::Body::ExternalAuth(auth)) = &spec.body {
+                    external_auth::check_references(
+                        &mut at,
+                        auth,
+                        &upstreams,
+                        &transcoding.multiplexed,
+                    );
+                }
+            }
             Some(Spec::Route(spec)) => {
                 let rules = route::check_route(
                     &mut at,

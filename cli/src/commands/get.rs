@@ -71,6 +71,7 @@ fn policy_type(spec: &v1::PolicySpec) -> &'static str {
         Some(Body::Authorization(_)) => "authorization",
         Some(Body::RateLimit(_)) => "rateLimit",
         Some(Body::RequestValidation(_)) => "requestValidation",
+        Some(Body::ExternalAuth(_)) => "externalAuth",
         None => "-",
     }
 }

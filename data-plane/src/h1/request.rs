@@ -13,7 +13,8 @@ use super::{
 use crate::{
     limits::{MAX_HEADER_BYTES, MAX_HEADERS},
     pipeline::{
-        self, Connection, Decision, Forward, Head, Local, ProxyError, request_id::RequestId,
+        self, Connection, Consult, Consulted, Decision, Forward, Head, Local, ProxyError,
+        request_id::RequestId,
     },
     state::UnderscoreHeaders,
     table::{HeaderEdits, Rule, Upstream},
@@ -48,8 +49,25 @@ pub(crate) struct Request {
     /// `Upgrade`, and a 101 joins the two connections.
     pub(crate) upgrade: bool,
     pub(crate) request_id: RequestId,
-    /// Where it goes, or the answer the gateway gives instead (with the rule, if one matched).
-    pub(crate) route: Result<Routed, (Local, Option<Arc<Rule>>)>,
+    pub(crate) route: Route,
+}
+
+/// Where a request goes, or the answer the gateway gives instead.
+#[derive(Debug)]
+pub(crate) enum Route {
+    Forward(Routed),
+    /// With the rule, if one matched.
+    Respond(Local, Option<Arc<Rule>>),
+    /// An auth service must be asked first; then the head is prepared again, [`Resumed`].
+    Consult(Box<Consult>),
+}
+
+/// A request head prepared again once its auth service answered.
+#[derive(Debug)]
+pub(crate) struct Resumed {
+    pub(crate) consulted: Consulted,
+    /// The first preparation's id, which the auth service saw.
+    pub(crate) request_id: RequestId,
 }
 
 /// What the header lines say, gathered in one pass.
@@ -76,6 +94,7 @@ pub(crate) fn parse(
     buf: &[u8],
     conn: &Connection,
     out: &mut Vec<u8>,
+    resumed: Option<Resumed>,
 ) -> Result<Option<Request>, ProxyError> {
     let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
@@ -105,7 +124,7 @@ pub(crate) fn parse(
         http10: version == 0,
         body: BodyFrom::Headers,
     };
-    prepare(conn, line, req.headers, out).map(|prepared| {
+    prepare(conn, line, req.headers, out, resumed).map(|prepared| {
         Some(Request {
             head_len,
             ..prepared
@@ -139,6 +158,7 @@ pub(crate) fn prepare<'b>(
     line: Line<'b>,
     headers: &mut [httparse::Header<'b>],
     out: &mut Vec<u8>,
+    resumed: Option<Resumed>,
 ) -> Result<Request, ProxyError> {
     let Line {
         method,
@@ -197,9 +217,12 @@ pub(crate) fn prepare<'b>(
         && facts
             .upgrade
             .is_some_and(|p| !p.is_empty() && !p.trim_ascii().eq_ignore_ascii_case(b"h2c"));
-    let request_id = match facts.request_id {
-        Some(id) if conn.trusted && !id.is_empty() => RequestId::Kept(id.into()),
-        _ => RequestId::new(),
+    let (request_id, consulted) = match resumed {
+        Some(resumed) => (resumed.request_id, Some(resumed.consulted)),
+        None => match facts.request_id {
+            Some(id) if conn.trusted && !id.is_empty() => (RequestId::Kept(id.into()), None),
+            _ => (RequestId::new(), None),
+        },
     };
     // The Host header, or the authority of an absolute-form target (which overrides it).
     let host = target.authority.or(facts.host);
@@ -219,7 +242,7 @@ pub(crate) fn prepare<'b>(
         headers: &headers,
         content_length: facts.length,
     };
-    let route = match pipeline::decide(conn, &head) {
+    let route = match pipeline::decide(conn, &head, consulted.as_ref()) {
         Decision::Forward(forward) => {
             // An HTTP/1.1 upstream needs one Host: the absolute-form target's authority, else
             // the client's Host, else (an HTTP/1.0 client sent none) the endpoint's address.
@@ -239,7 +262,7 @@ pub(crate) fn prepare<'b>(
                 &request_id,
                 &forward,
             );
-            Ok(Routed {
+            Route::Forward(Routed {
                 rule: forward.rule,
                 upstream: forward.upstream,
                 endpoint: forward.endpoint,
@@ -247,7 +270,8 @@ pub(crate) fn prepare<'b>(
                 response_extra: forward.response_extra,
             })
         }
-        Decision::Respond(local, rule) => Err((local, rule)),
+        Decision::Respond(local, rule) => Route::Respond(local, rule),
+        Decision::Consult(consult) => Route::Consult(consult),
     };
     Ok(Request {
         head_len: 0,

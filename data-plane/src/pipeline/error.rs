@@ -93,7 +93,7 @@ pub enum ProxyError {
     },
     /// A token that cannot be checked now: its identity provider's keys were never obtained,
     /// or are stale past their grace period.
-    #[error("the token cannot be checked: {reason}")]
+    #[error("the credentials cannot be checked: {reason}")]
     AuthUnavailable {
         reason: std::borrow::Cow<'static, str>,
     },

@@ -20,6 +20,8 @@ pub(crate) enum Local {
     },
     /// A transcoded gRPC call's answer, as JSON.
     Transcoded(LocalResponse),
+    /// Another service's answer, relayed as it was sent (an auth service's refusal).
+    Relayed(LocalResponse),
     /// The gateway's own error on a transcoding route: the same status, with the body in the
     /// shape the route's clients get from the backend (`google.rpc.Status` JSON).
     TranscodedError(ProxyError),
@@ -41,7 +43,7 @@ impl Local {
             Self::Error(error) => error.status(),
             Self::Redirect { status, .. } => *status,
             Self::Preflight { .. } => StatusCode::NO_CONTENT,
-            Self::Transcoded(response) => response.status,
+            Self::Transcoded(response) | Self::Relayed(response) => response.status,
             Self::TranscodedError(error) => error.status(),
         }
     }
@@ -98,7 +100,7 @@ impl Local {
                 headers,
                 body: Bytes::new(),
             },
-            Self::Transcoded(response) => response,
+            Self::Transcoded(response) | Self::Relayed(response) => response,
             Self::TranscodedError(error) => {
                 let body = serde_json::json!({
                     "code": error.grpc_status(),
@@ -123,30 +125,55 @@ impl Local {
     /// `grpc-status` and `grpc-message` with the fixed public message) that every gRPC client
     /// reads as the call's status; the request id is in the headers as always.
     pub(crate) fn into_grpc_response(self, request_id: &[u8]) -> LocalResponse {
-        let Self::Error(error) = self else {
-            return self.into_response(request_id);
+        let (code, public, mut headers) = match self {
+            Self::Error(error) => {
+                let mut headers = Vec::new();
+                error.response_headers(&mut headers);
+                (error.grpc_status(), error.client_message(), headers)
+            }
+            // An auth service's refusal, as the status gRPC gives that HTTP answer; its
+            // headers (a challenge, say) go with it, its body does not fit a gRPC call.
+            Self::Relayed(refused) => {
+                let headers = refused
+                    .headers
+                    .into_iter()
+                    .filter(|(name, _)| name != header::CONTENT_TYPE)
+                    .collect();
+                let code = grpc_status_of(refused.status);
+                (code, "refused by the auth service".into(), headers)
+            }
+            other => return other.into_response(request_id),
         };
         let mut message = Vec::new();
-        percent_encode(&error.client_message(), &mut message);
-        let mut headers = vec![
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/grpc"),
-            ),
-            (
-                HeaderName::from_static("grpc-status"),
-                HeaderValue::from(u16::from(error.grpc_status())),
-            ),
-        ];
+        percent_encode(&public, &mut message);
+        headers.push((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        ));
+        headers.push((
+            HeaderName::from_static("grpc-status"),
+            HeaderValue::from(u16::from(code)),
+        ));
         if let Ok(message) = HeaderValue::from_bytes(&message) {
             headers.push((HeaderName::from_static("grpc-message"), message));
         }
-        error.response_headers(&mut headers);
         LocalResponse {
             status: StatusCode::OK,
             headers,
             body: Bytes::new(),
         }
+    }
+}
+
+/// The gRPC status a client reads from an HTTP answer (gRPC's HTTP-to-status table).
+fn grpc_status_of(status: StatusCode) -> u8 {
+    match status.as_u16() {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502..=504 => 14,
+        _ => 2,
     }
 }
 

@@ -50,9 +50,10 @@ fn decide_path(conn: &Connection, path: &str, headers: &HeaderMap) -> Result<Str
         headers,
         content_length: None,
     };
-    match decide(conn, &head) {
+    match decide(conn, &head, None) {
         Decision::Forward(forward) => Ok(forward.path.into_owned()),
         Decision::Respond(local, _) => Err(local.status().as_u16()),
+        Decision::Consult(_) => Err(0),
     }
 }
 

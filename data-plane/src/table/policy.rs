@@ -3,6 +3,7 @@
 //! ([`rate_limit`]). A rule holds its policies in the order they run (see [`Phase`]); the
 //! pipeline runs them.
 
+pub mod external_auth;
 pub mod identity;
 pub mod jwt;
 pub mod rate_limit;
@@ -18,6 +19,7 @@ use http::{HeaderName, HeaderValue, Method};
 
 pub use self::identity::{Consumer, Consumers, Identity};
 use self::{
+    external_auth::ExternalAuth,
     identity::{ApiKey, Authorization},
     jwt::Jwt,
     rate_limit::RateLimit,
@@ -36,6 +38,7 @@ pub enum Policy {
     Authorization(Authorization),
     RateLimit(RateLimit),
     Validation(RequestValidation),
+    ExternalAuth(Arc<ExternalAuth>),
 }
 
 /// When a policy runs: a rule's policies are sorted by phase, and keep their listed order
@@ -115,6 +118,7 @@ impl Policy {
                 deny: ip.deny.iter().filter_map(|c| c.parse().ok()).collect(),
             }),
             Body::Cors(cors) => Self::Cors(Cors::compile(cors)),
+            Body::ExternalAuth(auth) => Self::ExternalAuth(Arc::new(ExternalAuth::compile(name, auth, side))),
             Body::RequestLimits(l) => Self::Limits(Limits {
                 body: l.max_body_bytes.unwrap_or(u64::MAX),
                 header: l.max_header_bytes.unwrap_or(u64::MAX),
@@ -129,7 +133,7 @@ impl Policy {
         match self {
             Self::IpAccess(_) => Phase::Network,
             Self::Cors(_) => Phase::Cors,
-            Self::Jwt(_) | Self::ApiKey(_) => Phase::Identity,
+            Self::Jwt(_) | Self::ApiKey(_) | Self::ExternalAuth(_) => Phase::Identity,
             Self::Authorization(_) => Phase::Authorization,
             Self::RateLimit(_) => Phase::RateLimit,
             Self::Validation(_) => Phase::Validation,
@@ -192,6 +196,10 @@ impl RulePolicies {
                     drop_query.extend(key.sources.iter().filter_map(|s| s.query().map(Into::into)));
                 }
                 Policy::Authorization(_) => identity = true,
+                Policy::ExternalAuth(auth) => {
+                    needs_client_ip = true;
+                    drop_headers.extend(auth.from_auth.iter().cloned());
+                }
                 Policy::RateLimit(limit) => match limit.key {
                     rate_limit::Key::ClientIp => needs_client_ip = true,
                     rate_limit::Key::Consumer => identity = true,

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     ResourceKind, names,
-    v1::{self, resource::Spec},
+    v1::{self, policy_spec::Body, resource::Spec},
 };
 
 /// The match keys of every route of a valid configuration: what a changed route's new
@@ -87,6 +87,17 @@ impl Graph {
                     upstreams.insert(resource.name.as_str());
                 }
                 Some(Spec::Policy(spec)) => {
+                    // An auth service is an Upstream a policy refers to: whether it still
+                    // exists, and speaks HTTP/1.1, is for the whole check.
+                    if let Some(Body::ExternalAuth(auth)) = &spec.body
+                        && changed.iter().any(|&(kind, name)| {
+                            (kind == ResourceKind::Policy && name == resource.name)
+                                || (kind == ResourceKind::Upstream
+                                    && auth.backend_ref.as_ref().is_some_and(|b| b.name == name))
+                        })
+                    {
+                        return Err(Unproven);
+                    }
                     policies.insert(resource.name.as_str(), policy::PolicyFacts::of(spec));
                 }
                 Some(Spec::Route(_)) => break,

@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{At, check_duration, identity};
+use super::{At, check_duration, external_auth, identity};
 use crate::{
     names,
     net::Cidr,
@@ -17,7 +17,7 @@ pub(super) fn check_policy(at: &mut At<'_>, spec: &v1::PolicySpec) {
     match &spec.body {
         None => at.error(
             "spec",
-            "must set one policy body (ipAccess, cors, requestLimits, jwt, apiKey, authorization, rateLimit or requestValidation)".into(),
+            "must set one policy body (ipAccess, cors, requestLimits, jwt, apiKey, externalAuth, authorization, rateLimit or requestValidation)".into(),
         ),
         Some(Body::Jwt(jwt)) => identity::check_jwt(at, jwt),
         Some(Body::ApiKey(key)) => identity::check_api_key(at, key),
@@ -27,6 +27,7 @@ pub(super) fn check_policy(at: &mut At<'_>, spec: &v1::PolicySpec) {
         Some(Body::IpAccess(ip)) => check_ip_access(at, ip),
         Some(Body::Cors(cors)) => check_cors(at, cors),
         Some(Body::RequestLimits(limits)) => check_limits(at, limits),
+        Some(Body::ExternalAuth(auth)) => external_auth::check_external_auth(at, auth),
     }
 }
 
@@ -147,6 +148,8 @@ pub(super) struct PolicyFacts {
     pub(super) identity: bool,
     /// What of it needs an identity to mean anything, if anything does.
     pub(super) needs_identity: Option<&'static str>,
+    /// `externalAuth`: a rule asks one auth service at most.
+    pub(super) external_auth: bool,
 }
 
 impl PolicyFacts {
@@ -162,6 +165,7 @@ impl PolicyFacts {
                 }
                 _ => None,
             },
+            external_auth: matches!(spec.body, Some(Body::ExternalAuth(_))),
         }
     }
 }
@@ -188,6 +192,38 @@ pub(super) fn check_references(
             }
             Some(false) => {}
         }
+    }
+}
+
+/// Refuses a rule that would ask more than one auth service (global policies, the route's,
+/// its own): each would need its own round trip before the request could go on.
+pub(super) fn refuse_second_external_auth(
+    at: &mut At<'_>,
+    field: &str,
+    policies: &HashMap<&str, PolicyFacts>,
+    route: &[String],
+    rule: &[String],
+) {
+    let global = policies
+        .iter()
+        .filter(|(_, facts)| facts.global && facts.external_auth)
+        .map(|(name, _)| *name);
+    let listed = route.iter().chain(rule).map(String::as_str).filter(|name| {
+        policies
+            .get(name)
+            .is_some_and(|facts| !facts.global && facts.external_auth)
+    });
+    let mut names: Vec<&str> = global.chain(listed).collect();
+    names.sort_unstable();
+    names.dedup();
+    if names.len() > 1 {
+        at.error(
+            field,
+            format!(
+                "applies more than one externalAuth policy ({}); a rule asks one auth service",
+                names.join(", ")
+            ),
+        );
     }
 }
 

@@ -70,6 +70,13 @@ pub(super) fn check_route<'s>(
         let mut seen = route_policies.clone();
         let rule_field = format!("spec.rules[{r}].policies");
         policy::check_references(at, &rule_field, &rule.policies, known.policies, &mut seen);
+        policy::refuse_second_external_auth(
+            at,
+            &rule_field,
+            known.policies,
+            &spec.policies,
+            &rule.policies,
+        );
         if !policy::finds_identity(known.policies, &spec.policies, &rule.policies) {
             policy::refuse_needing_identity(at, &rule_field, &rule.policies, known.policies);
             // The route's own list once, by the first rule without an identity.
