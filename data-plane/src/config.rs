@@ -25,6 +25,11 @@ pub struct Config {
     pub settings: Settings,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub drain_timeout: Duration,
+    /// Where Cluster rate limits are shared (`--redis-url`), and how often.
+    pub redis: Option<crate::redis_sync::RedisSync>,
+    /// The data planes sharing Cluster rate limits, until Redis has counted them: each one's
+    /// share of a limit while Redis cannot be reached.
+    pub cluster_size: u64,
 }
 
 /// The origin of the routing configuration.

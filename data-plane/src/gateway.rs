@@ -123,6 +123,12 @@ impl Gateway {
             .map_or_else(|_| config.listen.to_string(), |a| a.to_string());
 
         let admin = tokio::spawn(admin::serve(admin, state.clone(), stopped.clone()));
+        let link = &state.side().shared_limits().link;
+        link.set_data_planes(config.cluster_size);
+        // Ends with the runtime: nothing of it needs draining.
+        if let Some(redis) = config.redis.clone() {
+            tokio::spawn(crate::redis_sync::run(state.clone(), redis));
+        }
         let source = match (config.source, watched) {
             (SourceConfig::File(_), Some(watched)) => {
                 tokio::spawn(standalone::watch(watched, state.clone(), stopped.clone()))

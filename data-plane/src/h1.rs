@@ -27,18 +27,18 @@ use tokio::{
     time::{Instant, Sleep},
 };
 
+use self::exchange::Buffers;
 pub(crate) use self::{
     body::{Body, BodyError, Chunked, Framing, write_all},
+    consult::resume,
     exchange::{Failure, may_retry, read_head},
     head::{decimal, parse_length, write_local},
-    consult::resume,
     request::{BodyFrom, Line, Request, Route, Target, parse as parse_request, prepare},
     response::{
         Asked, FieldSink, Response as ParsedResponse, Sink, parse_into as parse_response,
         rewrite_parts,
     },
 };
-use self::exchange::Buffers;
 use crate::{
     io::ClientIo,
     limits::{self, CLIENT_IDLE_TIMEOUT, HEADER_READ_TIMEOUT},

@@ -205,7 +205,13 @@ fn start(
     Started::Exchange(Box::pin(async move {
         let again = |resumed| {
             let mut lines = owned.lines();
-            h1::prepare(&conn, owned.line(ended), &mut lines, &mut head, Some(resumed))
+            h1::prepare(
+                &conn,
+                owned.line(ended),
+                &mut lines,
+                &mut head,
+                Some(resumed),
+            )
         };
         let request = match h1::resume(request, again).await {
             Ok(request) => request,
@@ -246,7 +252,10 @@ impl OwnedHead {
             method: parts.method.into(),
             path: parts.path.into(),
             authority: parts.authority.map(Into::into),
-            lines: lines.iter().map(|h| (h.name.into(), h.value.into())).collect(),
+            lines: lines
+                .iter()
+                .map(|h| (h.name.into(), h.value.into()))
+                .collect(),
         }
     }
 

@@ -39,6 +39,7 @@ pub mod metrics;
 pub mod normalize;
 pub mod pipeline;
 pub mod pool;
+pub mod redis_sync;
 pub mod server;
 pub mod side;
 pub mod standalone;

@@ -82,6 +82,18 @@ struct Args {
     /// Requests in flight at once; more get 503 `overloaded` with Retry-After (0: no limit).
     #[arg(long, default_value_t = 0)]
     max_requests: usize,
+    /// Redis for Cluster rate limits (`redis://host:port/db`); without it each data plane
+    /// enforces its share of them alone.
+    #[arg(long, value_name = "URL")]
+    redis_url: Option<String>,
+    /// How often Cluster rate limits are synced with Redis: the bound on how much the data
+    /// planes together can overshoot.
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    redis_sync_interval: Duration,
+    /// Data planes sharing Cluster rate limits, until Redis counts them: each enforces
+    /// 1/N of a limit while Redis cannot be reached.
+    #[arg(long, default_value_t = 1)]
+    cluster_size: u64,
     /// Log format on stderr (filter from GATEWAY_LOG, default `info,rustls=error`).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -119,6 +131,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if workers == 0 {
         bail!("--workers must be at least 1");
+    }
+    if let Some(url) = &args.redis_url {
+        redis::Client::open(url.as_str()).with_context(|| format!("--redis-url {url:?}"))?;
+    }
+    if args.redis_sync_interval.is_zero() || args.cluster_size == 0 {
+        bail!("--redis-sync-interval and --cluster-size must be above 0");
     }
     let config = config(args)?;
     // One worker: a current-thread runtime (no work-stealing bookkeeping, no cross-thread
@@ -232,6 +250,13 @@ fn config(args: Args) -> anyhow::Result<Config> {
             cache_keys,
         },
         drain_timeout: args.drain_timeout,
+        redis: args
+            .redis_url
+            .map(|url| gateway_data_plane::redis_sync::RedisSync {
+                url,
+                interval: args.redis_sync_interval,
+            }),
+        cluster_size: args.cluster_size,
     })
 }
 

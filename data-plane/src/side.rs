@@ -18,8 +18,9 @@ use regex::Regex;
 
 pub mod auth_answers;
 pub mod buckets;
+pub mod shared_limits;
 
-use self::{auth_answers::AuthAnswers, buckets::Buckets};
+use self::{auth_answers::AuthAnswers, buckets::Buckets, shared_limits::SharedLimits};
 use crate::{
     connect::Connector,
     jwks::{Origin, RemoteKeys},
@@ -42,6 +43,8 @@ pub struct SideTables {
     key_sets: Mutex<HashMap<Origin, Arc<RemoteKeys>>>,
     /// Auth services' answers, by policy name and settings.
     auth_answers: Mutex<HashMap<String, Arc<AuthAnswers>>>,
+    /// Cluster rate limits, and their link to Redis.
+    shared_limits: SharedLimits,
 }
 
 /// A weighted rule: its route's name and its index in the route.
@@ -99,6 +102,11 @@ impl SideTables {
             .entry(key)
             .or_insert_with(|| Arc::new(Buckets::new(max_keys)))
             .clone()
+    }
+
+    /// The Cluster rate limits.
+    pub fn shared_limits(&self) -> &SharedLimits {
+        &self.shared_limits
     }
 
     /// The kept answers of an external auth policy (`key`: its name and settings), created

@@ -355,6 +355,16 @@ impl Table {
             })
             .collect();
         side.retain_buckets(|b| buckets.contains(&Arc::as_ptr(b)));
+        let shared: FxHashSet<*const crate::side::shared_limits::ClusterLimit> = self
+            .policies
+            .values()
+            .filter_map(|policy| match &**policy {
+                Policy::RateLimit(limit) => limit.cluster().map(Arc::as_ptr),
+                _ => None,
+            })
+            .collect();
+        side.shared_limits()
+            .retain(|limit| shared.contains(&Arc::as_ptr(limit)));
         let answers: FxHashSet<*const crate::side::auth_answers::AuthAnswers> = self
             .policies
             .values()

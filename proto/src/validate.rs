@@ -16,8 +16,8 @@ use crate::{
 
 mod certificate;
 mod checked;
-mod filter;
 mod external_auth;
+mod filter;
 mod identity;
 mod incremental;
 mod policy;
@@ -33,10 +33,10 @@ pub use certificate::{
 pub use checked::{Checked, CheckedMatch, CheckedPath, CheckedRoute, CheckedValue};
 pub use incremental::{Graph, Unproven};
 
+pub use external_auth::{MAX_AUTH_CACHE_TTL_SECS, MAX_AUTH_TIMEOUT_SECS};
 pub use identity::{
     MAX_CLOCK_SKEW_SECS, MAX_KEYS_GRACE_SECS, MAX_LIMITS, MAX_TOKEN_BYTES, block_pattern,
 };
-pub use external_auth::{MAX_AUTH_CACHE_TTL_SECS, MAX_AUTH_TIMEOUT_SECS};
 pub use policy::MAX_HEAD_BYTES;
 pub use proto_set::{
     MAX_BYTES as MAX_PROTO_SET_BYTES, ProtoSetError, compile as compile_proto_set,

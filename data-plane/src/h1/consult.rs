@@ -58,7 +58,9 @@ async fn exchange(
             }
             // The service closed the idle connection as we used it: the question has no body
             // and changes nothing, so it is asked again on a new one.
-            Err(Failed { answered: false, .. }) => {}
+            Err(Failed {
+                answered: false, ..
+            }) => {}
             Err(Failed { error, .. }) => return Err(error),
         }
     }
@@ -95,7 +97,11 @@ async fn once(upstream: &mut Upstream, request: &[u8]) -> Result<(Heard, bool), 
         error,
         answered: false,
     };
-    upstream.stream.write_all(request).await.map_err(unanswered)?;
+    upstream
+        .stream
+        .write_all(request)
+        .await
+        .map_err(unanswered)?;
     let buf = &mut upstream.buf;
     buf.clear();
     loop {

@@ -59,7 +59,10 @@ impl AuthAnswers {
 
     /// The answer kept for `key`, unless it has expired.
     pub fn get(&self, key: &[u8; 32], now: Instant) -> Option<Arc<AuthAnswer>> {
-        let mut shard = self.shard(key).lock().unwrap_or_else(PoisonError::into_inner);
+        let mut shard = self
+            .shard(key)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         match shard.get(key) {
             Some(kept) if kept.until > now => Some(kept.answer.clone()),
             Some(_) => {
@@ -116,7 +119,11 @@ mod tests {
         let allow = Arc::new(AuthAnswer::Allow(Box::new([])));
         answers.put([1; 32], allow.clone(), now + Duration::from_secs(5), now);
         assert!(answers.get(&[1; 32], now).is_some());
-        assert!(answers.get(&[1; 32], now + Duration::from_secs(5)).is_none());
+        assert!(
+            answers
+                .get(&[1; 32], now + Duration::from_secs(5))
+                .is_none()
+        );
         assert!(answers.get(&[2; 32], now).is_none());
         for i in 0..=255u8 {
             answers.put([i; 32], allow.clone(), now + Duration::from_secs(5), now);

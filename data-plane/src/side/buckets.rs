@@ -24,6 +24,25 @@ pub struct Limit {
     pub tolerance: u64,
 }
 
+impl Limit {
+    /// The requests the bucket holds when full.
+    pub fn capacity(&self) -> u64 {
+        self.tolerance / self.interval.max(1) + 1
+    }
+
+    /// One of `n` equal shares of this limit: the rate and the capacity divided (a share holds
+    /// at least one request).
+    pub fn share(&self, n: u64) -> Self {
+        let n = n.max(1);
+        let interval = self.interval.saturating_mul(n);
+        let capacity = (self.capacity() / n).max(1);
+        Self {
+            interval,
+            tolerance: interval.saturating_mul(capacity - 1),
+        }
+    }
+}
+
 /// The buckets of one policy.
 #[derive(Debug)]
 pub struct Buckets {
@@ -65,8 +84,35 @@ impl Buckets {
     /// Counts a request of `key`: admitted only if every limit has room, and then taken from
     /// every one.
     pub fn count(&self, key: &[u8], limits: &[Limit]) -> Counted {
-        let now = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let hash = self.hasher.hash_one(key);
+        self.count_hashed(self.hash(key), limits)
+    }
+
+    /// What [`count`](Self::count) finds a key by.
+    pub fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Sets how far ahead of now each limit's arrival time is for the key of `hash` (what a
+    /// shared bucket's owner says), creating it if need be.
+    pub fn set_ahead(&self, hash: u64, ahead: &[u64], limits: usize) {
+        let now = self.now();
+        let mut arrivals = [0; MAX_LIMITS];
+        for (tat, ahead) in arrivals.iter_mut().zip(ahead) {
+            *tat = now.saturating_add(*ahead);
+        }
+        let mut shard = self.shards[(hash as usize) % SHARDS]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        shard.put(hash, arrivals, now, self.per_shard, limits);
+    }
+
+    /// [`count`](Self::count), for a key already hashed.
+    pub fn count_hashed(&self, hash: u64, limits: &[Limit]) -> Counted {
+        let now = self.now();
         let mut shard = self.shards[(hash as usize) % SHARDS]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);

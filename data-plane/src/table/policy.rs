@@ -110,15 +110,24 @@ impl Policy {
             Body::RequestValidation(rules) => Self::Validation(RequestValidation::compile(rules)),
             Body::ApiKey(key) => Self::ApiKey(ApiKey::compile(key)),
             Body::Authorization(rules) => Self::Authorization(Authorization::compile(rules)),
-            Body::RateLimit(limit) => Self::RateLimit(RateLimit::compile(name, limit, |max| {
-                side.buckets(RateLimit::side_key(name, limit), max)
-            })),
+            Body::RateLimit(limit) => {
+                let side_key = RateLimit::side_key(name, limit);
+                let mut compiled =
+                    RateLimit::compile(name, limit, |max| side.buckets(side_key.clone(), max));
+                if limit.scope() == v1::rate_limit_policy::Scope::Cluster {
+                    let max_keys = RateLimit::max_keys(limit);
+                    compiled.share(side.shared_limits(), side_key, max_keys);
+                }
+                Self::RateLimit(compiled)
+            }
             Body::IpAccess(ip) => Self::IpAccess(IpAccess {
                 allow: ip.allow.iter().filter_map(|c| c.parse().ok()).collect(),
                 deny: ip.deny.iter().filter_map(|c| c.parse().ok()).collect(),
             }),
             Body::Cors(cors) => Self::Cors(Cors::compile(cors)),
-            Body::ExternalAuth(auth) => Self::ExternalAuth(Arc::new(ExternalAuth::compile(name, auth, side))),
+            Body::ExternalAuth(auth) => {
+                Self::ExternalAuth(Arc::new(ExternalAuth::compile(name, auth, side)))
+            }
             Body::RequestLimits(l) => Self::Limits(Limits {
                 body: l.max_body_bytes.unwrap_or(u64::MAX),
                 header: l.max_header_bytes.unwrap_or(u64::MAX),

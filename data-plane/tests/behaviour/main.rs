@@ -46,6 +46,8 @@ impl DataPlane {
             source: SourceConfig::File(file),
             settings,
             drain_timeout: Duration::from_secs(1),
+            redis: None,
+            cluster_size: 1,
         })
         .await
         .expect("the data plane starts");

@@ -32,21 +32,28 @@ const RESERVED: &[&str] = &[
 ];
 
 pub(super) fn check_external_auth(at: &mut At<'_>, policy: &v1::ExternalAuthPolicy) {
-    if policy.backend_ref.as_ref().is_none_or(|b| b.name.is_empty()) {
+    if policy
+        .backend_ref
+        .as_ref()
+        .is_none_or(|b| b.name.is_empty())
+    {
         at.error(
             "spec.externalAuth.backendRef.name",
             "must name the auth service's Upstream".into(),
         );
     }
-    if policy.backend_ref.as_ref().is_some_and(|b| b.weight.is_some()) {
+    if policy
+        .backend_ref
+        .as_ref()
+        .is_some_and(|b| b.weight.is_some())
+    {
         at.error(
             "spec.externalAuth.backendRef.weight",
             "has no meaning here (one auth service)".into(),
         );
     }
     if !policy.path.is_empty()
-        && (!policy.path.starts_with('/')
-            || !policy.path.bytes().all(|b| b.is_ascii_graphic()))
+        && (!policy.path.starts_with('/') || !policy.path.bytes().all(|b| b.is_ascii_graphic()))
     {
         at.error(
             "spec.externalAuth.path",

@@ -285,11 +285,7 @@ pub(super) fn check_rate_limit(at: &mut At<'_>, policy: &v1::RateLimitPolicy) {
         Err(_) => at.error("spec.rateLimit.key", "is not a known key".into()),
     }
     match Scope::try_from(policy.scope) {
-        Ok(Scope::Local) => {}
-        Ok(Scope::Cluster) => at.error(
-            "spec.rateLimit.scope",
-            "Cluster (shared through Redis) is not supported by this version yet: use Local".into(),
-        ),
+        Ok(Scope::Local | Scope::Cluster) => {}
         Err(_) => at.error("spec.rateLimit.scope", "is not a known scope".into()),
     }
     if policy.max_keys == Some(0) {

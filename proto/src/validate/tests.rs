@@ -142,8 +142,8 @@ fn rejects_bad_route_fields() {
     );
 }
 
-mod filters_and_policies;
 mod external_auth;
+mod filters_and_policies;
 mod identity;
 mod proto_sets;
 mod protocols_and_timeouts;

@@ -9,7 +9,10 @@ use std::sync::Arc;
 use gateway_proto::{v1, validate::MAX_LIMITS};
 use http::{HeaderName, HeaderValue};
 
-use crate::side::buckets::{Buckets, Limit};
+use crate::side::{
+    buckets::{Buckets, Counted, Limit},
+    shared_limits::{ClusterLimit, SharedLimits},
+};
 
 /// Keys tracked where the policy sets no `maxKeys`.
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
@@ -28,6 +31,8 @@ pub struct RateLimit {
     limits: Box<[Limit]>,
     pub key: Key,
     buckets: Arc<Buckets>,
+    /// `scope: Cluster`: the buckets are estimates of the shared ones.
+    cluster: Option<Arc<ClusterLimit>>,
     /// `RateLimit-Policy`, the same on every response.
     pub policy_header: HeaderValue,
     /// The policy's name in the `RateLimit` header.
@@ -96,11 +101,12 @@ impl RateLimit {
             })
             .collect::<Vec<_>>()
             .join(", ");
-        let max_keys = policy.max_keys.map_or(DEFAULT_MAX_KEYS, |n| n as usize);
+        let max_keys = Self::max_keys(policy);
         Self {
             limits,
             key,
             buckets: buckets(max_keys),
+            cluster: None,
             policy_header: HeaderValue::from_str(&policy_header)
                 .unwrap_or_else(|_| HeaderValue::from_static("")),
             name: name.into(),
@@ -112,9 +118,32 @@ impl RateLimit {
         &self.buckets
     }
 
+    /// Makes the limit one shared by every data plane (`scope: Cluster`), its live state
+    /// found in `shared` by `side_key`.
+    pub(crate) fn share(&mut self, shared: &SharedLimits, side_key: String, max_keys: usize) {
+        // A change of limits starts new shared buckets, as it starts new local ones.
+        let prefix = format!(
+            "gateway:rl:{}:{:08x}:",
+            self.name,
+            crc32fast::hash(side_key.as_bytes())
+        );
+        let (limits, buckets) = (self.limits.clone(), self.buckets.clone());
+        self.cluster = Some(shared.limit(side_key, |link| {
+            ClusterLimit::new(prefix, limits, buckets, max_keys, link)
+        }));
+    }
+
+    /// The shared state of a Cluster limit.
+    pub fn cluster(&self) -> Option<&Arc<ClusterLimit>> {
+        self.cluster.as_ref()
+    }
+
     /// Counts a request of `key` (admitted only if every limit has room).
     pub fn check(&self, key: &[u8]) -> Verdict {
-        let counted = self.buckets.count(key, &self.limits);
+        let counted: Counted = match &self.cluster {
+            None => self.buckets.count(key, &self.limits),
+            Some(cluster) => cluster.count(key),
+        };
         let header = format!(
             "\"{}\";r={};t={}",
             self.name,
@@ -128,14 +157,19 @@ impl RateLimit {
         }
     }
 
+    pub(crate) fn max_keys(policy: &v1::RateLimitPolicy) -> usize {
+        policy.max_keys.map_or(DEFAULT_MAX_KEYS, |n| n as usize)
+    }
+
     /// The buckets' identity in the side table: a change of limits starts new ones.
     pub(crate) fn side_key(name: &str, policy: &v1::RateLimitPolicy) -> String {
         format!(
-            "{name} {:?} {:?} {} {:?}",
+            "{name} {:?} {:?} {} {:?} {:?}",
             policy.limits,
             policy.key,
             policy.header,
-            policy.max_keys.unwrap_or_default()
+            policy.max_keys.unwrap_or_default(),
+            policy.scope
         )
     }
 }

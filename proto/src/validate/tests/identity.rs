@@ -68,7 +68,6 @@ fn bad_limits_and_rules_are_named() {
             "Policy/r: spec.rateLimit.limits[0].requests: must be above 0",
             "Policy/r: spec.rateLimit.limits[0].per: must be positive",
             "Policy/r: spec.rateLimit.header: must name the header to count by (key: Header)",
-            "Policy/r: spec.rateLimit.scope: Cluster (shared through Redis) is not supported by this version yet: use Local",
         ]
     );
     let found = errors("kind: Policy\nname: a\nspec:\n  authorization: { rules: [{}] }\n");
