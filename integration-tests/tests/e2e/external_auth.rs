@@ -34,7 +34,7 @@ const AUTH: &str = "auth-svc";
 const DOWN: &str = "auth-down";
 /// The policies' timeout, and how late `Bearer slow` is answered: far enough apart that a
 /// gateway that waited for the slow answer cannot pass for one that gave up.
-const TIMEOUT: &str = "500ms";
+const TIMEOUT: &str = "0.5s";
 const SLOW: Duration = Duration::from_secs(2);
 const DENIED_BODY: &str = r#"{"denied":"by test"}"#;
 const CHALLENGE: &str = r#"Bearer realm="test""#;
