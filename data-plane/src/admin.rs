@@ -78,7 +78,11 @@ fn respond(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         }
         "/metrics" => with_type(
             StatusCode::OK,
-            state.metrics().render(state.table().as_deref()),
+            {
+                let mut text = state.metrics().render(state.table().as_deref());
+                crate::metrics::render_cluster(&state.side().shared_limits().link, &mut text);
+                text
+            },
             "text/plain; version=0.0.4",
         ),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),

@@ -114,6 +114,29 @@ impl Metrics {
     }
 }
 
+/// The Cluster rate limits' link to Redis.
+pub fn render_cluster(link: &crate::side::shared_limits::ClusterLink, out: &mut String) {
+    let _ = write!(
+        out,
+        "# HELP gateway_redis_up Whether Redis answered the last sync of Cluster rate limits.\n\
+         # TYPE gateway_redis_up gauge\n\
+         gateway_redis_up {}\n\
+         # HELP gateway_redis_sync_failures_total Syncs of Cluster rate limits Redis did not answer.\n\
+         # TYPE gateway_redis_sync_failures_total counter\n\
+         gateway_redis_sync_failures_total {}\n\
+         # HELP gateway_redis_calls_total Script calls made to Redis by the syncs.\n\
+         # TYPE gateway_redis_calls_total counter\n\
+         gateway_redis_calls_total {}\n\
+         # HELP gateway_cluster_data_planes Data planes sharing Cluster rate limits, as last counted.\n\
+         # TYPE gateway_cluster_data_planes gauge\n\
+         gateway_cluster_data_planes {}\n",
+        u8::from(link.is_up()),
+        link.failed_syncs.load(Ordering::Relaxed),
+        link.calls.load(Ordering::Relaxed),
+        link.data_planes(),
+    );
+}
+
 /// The name of a source in `/config` and `/metrics`.
 pub fn source_name(source: Source) -> &'static str {
     match source {
