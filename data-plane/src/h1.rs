@@ -42,7 +42,7 @@ pub(crate) use self::{
 use crate::{
     io::ClientIo,
     limits::{self, CLIENT_IDLE_TIMEOUT, HEADER_READ_TIMEOUT},
-    pipeline::{Connection, Local, Outcome, ProxyError, record, request_id::RequestId},
+    pipeline::{self, Connection, Local, Outcome, ProxyError, record, request_id::RequestId},
 };
 
 /// What a client sends first on a prior-knowledge HTTP/2 connection.
@@ -243,6 +243,17 @@ async fn read_request<C: ClientIo, S: Future<Output = ()>>(
     }
 }
 
+/// A body's payload: `raw` as read, decoded from its chunked framing unless it already was.
+fn payload(raw: &[u8], framing: Framing, decoded: bool) -> std::borrow::Cow<'_, [u8]> {
+    if decoded || framing != Framing::Chunked {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    // Read through the same parser already: it cannot fail here.
+    let _ = Chunked::default().feed(raw, &mut |data| out.extend_from_slice(data));
+    std::borrow::Cow::Owned(out)
+}
+
 /// What a connection waiting for a request head watches besides the socket.
 struct Watch<'a, S> {
     /// Completes when the data plane starts draining.
@@ -320,6 +331,7 @@ async fn exchange<C: ClientIo>(
     // their HTTP/1 framing for an HTTP/2 upstream).
     let multiplexed = upstream.is_multiplexed() || routed.rule.transcoder().is_some();
     let mut req_body = Body::limited(framing, multiplexed, routed.body_limit);
+    let head_len = bufs.head.len();
     if let Err(error) = req_body.take_into(&mut bufs.read, &mut bufs.head) {
         let error = match error {
             body::BodyError::TooLarge => ProxyError::BodyTooLarge,
@@ -338,6 +350,24 @@ async fn exchange<C: ClientIo>(
         )
         .await;
         return false;
+    }
+    // A body a schema checks is read whole before anything is sent (as framed, for an
+    // HTTP/1.1 upstream; decoded, for an HTTP/2 one).
+    if routed.rule.policies().checks_body && framing != Framing::Empty {
+        let max =
+            usize::try_from(routed.rule.policies().checked_body_limit()).unwrap_or(usize::MAX);
+        let checked = transcoded::read_whole(client, bufs, &mut req_body, head_len, max)
+            .await
+            .map_err(Local::Error)
+            .and_then(|()| {
+                let body = payload(&bufs.head[head_len..], framing, multiplexed);
+                pipeline::check_body(&routed.rule, &body)
+            });
+        if let Err(local) = checked {
+            outcome.rule = Some(routed.rule.clone());
+            respond(client, conn, bufs, local, &request_id, true, outcome).await;
+            return false;
+        }
     }
     if let Some(transcoder) = routed.rule.transcoder() {
         let transcoder = transcoder.clone();

@@ -353,6 +353,23 @@ fn proceed(conn: &Arc<Connection>, request: Request, head: Vec<u8>, stream: Stre
             edits: &routed.rule.filters().response,
             extra: &routed.response_extra,
         };
+        let mut body = body;
+        if routed.rule.policies().checks_body
+            && let Some(whole) = body.as_mut()
+        {
+            let max = routed.rule.policies().checked_body_limit();
+            let checked = match whole.read_whole(max).await {
+                Ok(read) => crate::pipeline::check_body(&routed.rule, &read),
+                Err(true) => Err(Local::Error(ProxyError::BodyTooLarge)),
+                Err(false) => Err(Local::Error(ProxyError::Malformed {
+                    reason: "the request body was cut short",
+                })),
+            };
+            if let Err(answer) = checked {
+                let answer = answer.for_rule(Some(&routed.rule));
+                return local(&conn, answer, Some(request_id), outcome, is_head, grpc);
+            }
+        }
         if let Some(transcoder) = routed.rule.transcoder() {
             let answer = match transcode(
                 transcoder,

@@ -473,6 +473,13 @@ fn cors_phase(cors: &Cors, head: &Head<'_>, plan: &mut Plan<'_>) -> Result<(), L
     Ok(())
 }
 
+/// Checks a request body read whole, on a rule whose policies check bodies.
+pub(crate) fn check_body(rule: &Rule, body: &[u8]) -> Result<(), Local> {
+    rule.policies()
+        .check_body(body)
+        .map_err(|refused| Local::Error(ProxyError::InvalidRequest { field: refused.0 }))
+}
+
 // === impl Forward ===
 
 impl Forward<'_> {

@@ -28,6 +28,7 @@ pub mod grpc_backend;
 pub mod http;
 pub mod process;
 pub mod proxy;
+pub mod redis;
 pub mod util;
 
 pub use backend::DemoBackend;
@@ -39,4 +40,5 @@ pub use gatewayctl::{CtlOutput, Gatewayctl, applied_version, gatewayctl, resourc
 pub use grpc_backend::GrpcBackend;
 pub use http::{HttpResponse, get, request};
 pub use proxy::TcpProxy;
+pub use redis::RedisServer;
 pub use util::{free_port, unique_prefix, write_file};

@@ -16,6 +16,8 @@ mod auth;
 mod cache;
 #[path = "e2e/cluster.rs"]
 mod cluster;
+#[path = "e2e/cluster_limits.rs"]
+mod cluster_limits;
 #[path = "e2e/external_auth.rs"]
 mod external_auth;
 #[path = "e2e/grpc.rs"]

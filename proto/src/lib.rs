@@ -36,6 +36,7 @@ mod descriptor;
 pub mod document;
 pub mod duration;
 pub mod http_rule;
+pub mod json_schema;
 pub mod jwt;
 mod kind;
 pub mod names;

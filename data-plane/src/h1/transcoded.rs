@@ -41,7 +41,7 @@ pub(super) async fn run<C: ClientIo>(
         None => Local::TranscodedError(ProxyError::Malformed {
             reason: "the upstream request head is incomplete",
         }),
-        Some(head_len) => match read_body(client, bufs, req_body, head_len).await {
+        Some(head_len) => match read_whole(client, bufs, req_body, head_len, MAX_MESSAGE).await {
             Err(error) => {
                 // The body is not all read: the connection cannot carry on.
                 let _ = respond(
@@ -164,12 +164,14 @@ async fn relay<C: ClientIo>(
     write_all(client, out, CLIENT_IDLE_TIMEOUT).await.is_ok() && keep_alive
 }
 
-/// Reads the rest of the body, decoded, after the head in `bufs.head`.
-async fn read_body<C: ClientIo>(
+/// Reads the rest of the body after the head in `bufs.head` (its first `head_len` bytes):
+/// decoded or as framed, as `req_body` takes it; more than `max` bytes of it is 413.
+pub(super) async fn read_whole<C: ClientIo>(
     client: &mut C,
     bufs: &mut Buffers,
     req_body: &mut Body,
     head_len: usize,
+    max: usize,
 ) -> Result<(), ProxyError> {
     let refused = |error: BodyError| match error {
         BodyError::TooLarge => ProxyError::BodyTooLarge,
@@ -178,7 +180,7 @@ async fn read_body<C: ClientIo>(
         },
     };
     while !req_body.is_done() {
-        if bufs.head.len() - head_len > MAX_MESSAGE {
+        if bufs.head.len() - head_len > max {
             return Err(ProxyError::BodyTooLarge);
         }
         if bufs.read.is_empty() {
@@ -195,10 +197,11 @@ async fn read_body<C: ClientIo>(
                 });
             }
         }
-        let used = req_body.take(&bufs.read, &mut bufs.head).map_err(refused)?;
-        bufs.read.drain(..used);
+        req_body
+            .take_into(&mut bufs.read, &mut bufs.head)
+            .map_err(refused)?;
     }
-    if bufs.head.len() - head_len > MAX_MESSAGE {
+    if bufs.head.len() - head_len > max {
         return Err(ProxyError::BodyTooLarge);
     }
     Ok(())

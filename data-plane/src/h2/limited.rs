@@ -16,6 +16,8 @@ use http_body::{Body, Frame, SizeHint};
 pub(crate) struct Limited {
     inner: RecvBody,
     left: u64,
+    /// The body read ahead whole ([`Limited::read_whole`]), sent before anything else.
+    ahead: Option<Bytes>,
 }
 
 /// The body went past its limit.
@@ -27,7 +29,31 @@ pub(crate) struct TooLarge;
 
 impl Limited {
     pub(crate) fn new(inner: RecvBody, limit: u64) -> Self {
-        Self { inner, left: limit }
+        Self {
+            inner,
+            left: limit,
+            ahead: None,
+        }
+    }
+
+    /// Reads the whole body (at most `max` bytes; `Err(true)` past it, `Err(false)` when it is
+    /// cut short) and keeps it to send as it would have been.
+    pub(crate) async fn read_whole(&mut self, max: u64) -> Result<Bytes, bool> {
+        use http_body_util::BodyExt as _;
+
+        let mut whole = bytes::BytesMut::new();
+        while let Some(frame) = self.frame().await {
+            let frame = frame.map_err(|error| Self::caused(&*error))?;
+            if let Ok(data) = frame.into_data() {
+                if (whole.len() + data.len()) as u64 > max {
+                    return Err(true);
+                }
+                whole.extend_from_slice(&data);
+            }
+        }
+        let whole = whole.freeze();
+        self.ahead = Some(whole.clone());
+        Ok(whole)
     }
 
     /// Whether an upstream client error was this body going over its limit.
@@ -52,6 +78,9 @@ impl Body for Limited {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(ahead) = this.ahead.take() {
+            return Poll::Ready(Some(Ok(Frame::data(ahead))));
+        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -70,10 +99,13 @@ impl Body for Limited {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.ahead.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.ahead {
+            Some(ahead) => SizeHint::with_exact(ahead.len() as u64),
+            None => self.inner.size_hint(),
+        }
     }
 }

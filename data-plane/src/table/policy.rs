@@ -167,6 +167,8 @@ pub struct RulePolicies {
     pub drop_headers: Box<[HeaderName]>,
     /// Query parameters never forwarded: credentials.
     pub drop_query: Box<[Box<str>]>,
+    /// Whether a `requestValidation` policy checks bodies: a front end reads them whole first.
+    pub checks_body: bool,
 }
 
 impl RulePolicies {
@@ -177,11 +179,13 @@ impl RulePolicies {
         let mut identity = false;
         let mut drop_headers = Vec::new();
         let mut drop_query = Vec::new();
+        let mut checks_body = false;
         for policy in &list {
             match &**policy {
                 Policy::Limits(l) => limits = limits.min(l),
                 Policy::IpAccess(_) => needs_client_ip = true,
-                Policy::Cors(_) | Policy::Validation(_) => {}
+                Policy::Cors(_) => {}
+                Policy::Validation(rules) => checks_body |= rules.checks_body(),
                 Policy::Jwt(jwt) => {
                     identity = true;
                     for provider in jwt.providers() {
@@ -231,7 +235,27 @@ impl RulePolicies {
             identity,
             drop_headers: drop_headers.into(),
             drop_query: drop_query.into(),
+            checks_body,
         }
+    }
+
+    /// The largest body read whole to be checked: the rule's limit, or 1 MiB without one.
+    pub fn checked_body_limit(&self) -> u64 {
+        if self.limits.body == u64::MAX {
+            validation::MAX_CHECKED_BODY
+        } else {
+            self.limits.body
+        }
+    }
+
+    /// Checks a whole request body against every schema of the rule.
+    pub fn check_body(&self, body: &[u8]) -> Result<(), validation::Refused> {
+        for policy in self.list.iter() {
+            if let Policy::Validation(rules) = &**policy {
+                rules.check_body(body)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn is_empty(&self) -> bool {

@@ -360,17 +360,34 @@ pub fn block_pattern(pattern: &str) -> Result<regex::Regex, String> {
 pub(super) fn check_request_validation(at: &mut At<'_>, policy: &v1::RequestValidationPolicy) {
     use v1::block_rule::In;
 
-    if !policy.json_schema.is_empty() {
-        at.error(
-            "spec.requestValidation.jsonSchema",
-            "JSON Schemas are not supported by this version yet".into(),
-        );
+    if !policy.json_schema.is_empty()
+        && let Err(reason) = crate::json_schema::compile(&policy.json_schema)
+    {
+        at.error("spec.requestValidation.jsonSchema", reason);
     }
-    if policy.json_schema.is_empty() && policy.block.is_empty() {
+    if policy.json_schema.is_empty() && policy.block.is_empty() && policy.query.is_empty() {
         at.error(
             "spec.requestValidation",
-            "must set jsonSchema or block rules".into(),
+            "must set jsonSchema, query parameters or block rules".into(),
         );
+    }
+    let mut names = HashSet::new();
+    for (i, parameter) in policy.query.iter().enumerate() {
+        let field = format!("spec.requestValidation.query[{i}]");
+        if parameter.name.is_empty() {
+            at.error(&format!("{field}.name"), "must be set".into());
+        } else if !names.insert(parameter.name.as_str()) {
+            at.error(
+                &format!("{field}.name"),
+                format!("{:?} is listed twice", parameter.name),
+            );
+        }
+        if v1::query_parameter::Type::try_from(parameter.r#type).is_err() {
+            at.error(
+                &format!("{field}.type"),
+                "is not String, Integer, Number or Boolean".into(),
+            );
+        }
     }
     for (i, rule) in policy.block.iter().enumerate() {
         let field = format!("spec.requestValidation.block[{i}]");

@@ -1,9 +1,11 @@
 //! The `requestValidation` policy, compiled: block rules whose patterns refuse a request
-//! (APISIX's uri-blocker, and more) before anything reaches a backend.
+//! (APISIX's uri-blocker, and more), typed query parameters, and a JSON Schema for bodies,
+//! before anything reaches a backend. The head is checked with the other policies; a body is
+//! checked once a front end has read it whole ([`RequestValidation::check_body`]).
 
-use std::borrow::Cow;
+use std::{borrow::Cow, sync::Arc};
 
-use gateway_proto::v1::{self, block_rule::In};
+use gateway_proto::v1::{self, block_rule::In, query_parameter::Type};
 use http::HeaderName;
 use regex::Regex;
 
@@ -12,9 +14,22 @@ use crate::table::{
     matchers::{decode, query_values},
 };
 
+/// The largest body read whole to be checked on a rule that sets no `maxBodyBytes`.
+pub const MAX_CHECKED_BODY: u64 = 1 << 20;
+
 #[derive(Debug)]
 pub struct RequestValidation {
     block: Box<[Block]>,
+    query: Box<[Parameter]>,
+    /// Request bodies must be JSON valid against it.
+    pub schema: Option<Arc<jsonschema::Validator>>,
+}
+
+#[derive(Debug)]
+struct Parameter {
+    name: Box<str>,
+    kind: Type,
+    required: bool,
 }
 
 #[derive(Debug)]
@@ -55,6 +70,46 @@ impl RequestValidation {
                     Some(Block { target, pattern })
                 })
                 .collect(),
+            query: policy
+                .query
+                .iter()
+                .map(|p| Parameter {
+                    name: p.name.as_str().into(),
+                    kind: p.r#type(),
+                    required: p.required,
+                })
+                .collect(),
+            // Validation compiled it the same way.
+            schema: (!policy.json_schema.is_empty())
+                .then(|| gateway_proto::json_schema::compile(&policy.json_schema).ok())
+                .flatten()
+                .map(Arc::new),
+        }
+    }
+
+    /// Whether a body must be read whole and checked.
+    pub fn checks_body(&self) -> bool {
+        self.schema.is_some()
+    }
+
+    /// Checks a whole request body against the schema.
+    pub fn check_body(&self, body: &[u8]) -> Result<(), Refused> {
+        let Some(schema) = &self.schema else {
+            return Ok(());
+        };
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|_| Refused(Cow::Borrowed("body (not JSON)")))?;
+        match schema.validate(&value) {
+            Ok(()) => Ok(()),
+            // The message names the schema's words, never the value sent.
+            Err(error) => {
+                let at = error.instance_path().to_string();
+                let at = if at.is_empty() { "/".to_owned() } else { at };
+                Err(Refused(Cow::Owned(format!(
+                    "body at {at} ({})",
+                    error.masked()
+                ))))
+            }
         }
     }
 
@@ -89,7 +144,44 @@ impl RequestValidation {
                 return Err(Refused(field));
             }
         }
+        for parameter in self.query.iter() {
+            let mut found = false;
+            for value in query
+                .into_iter()
+                .flat_map(|q| query_values(q, &parameter.name))
+            {
+                found = true;
+                if !parameter.kind.admits(&value) {
+                    return Err(Refused(Cow::Owned(format!(
+                        "query parameter {:?} (not {})",
+                        &*parameter.name,
+                        parameter.kind.as_str_name().to_ascii_lowercase()
+                    ))));
+                }
+            }
+            if parameter.required && !found {
+                return Err(Refused(Cow::Owned(format!(
+                    "query parameter {:?} (missing)",
+                    &*parameter.name
+                ))));
+            }
+        }
         Ok(())
+    }
+}
+
+trait Admits {
+    fn admits(&self, value: &str) -> bool;
+}
+
+impl Admits for Type {
+    fn admits(&self, value: &str) -> bool {
+        match self {
+            Type::String => true,
+            Type::Integer => value.parse::<i64>().is_ok(),
+            Type::Number => value.parse::<f64>().is_ok_and(f64::is_finite),
+            Type::Boolean => matches!(value, "true" | "false"),
+        }
     }
 }
 
@@ -137,5 +229,60 @@ mod tests {
             p.check(("/a", "/a"), None, &agent).unwrap_err().0,
             "header \"user-agent\""
         );
+    }
+
+    #[test]
+    fn typed_query_parameters_and_bodies_are_checked() {
+        let p = RequestValidation::compile(&v1::RequestValidationPolicy {
+            query: vec![
+                v1::QueryParameter {
+                    name: "page".into(),
+                    r#type: Type::Integer as i32,
+                    required: true,
+                },
+                v1::QueryParameter {
+                    name: "ratio".into(),
+                    r#type: Type::Number as i32,
+                    required: false,
+                },
+            ],
+            json_schema: r#"{"type":"object","required":["name"],"properties":{"name":{"type":"string"},"age":{"type":"integer"}},"additionalProperties":false}"#.into(),
+            ..Default::default()
+        });
+        let headers = http::HeaderMap::new();
+        let check = |query: Option<&str>| p.check(("/a", "/a"), query, &headers);
+        assert!(check(Some("page=2&ratio=0.5")).is_ok());
+        assert_eq!(
+            check(Some("page=two")).unwrap_err().0,
+            "query parameter \"page\" (not integer)"
+        );
+        assert_eq!(
+            check(Some("page=1&ratio=inf")).unwrap_err().0,
+            "query parameter \"ratio\" (not number)"
+        );
+        assert_eq!(
+            check(None).unwrap_err().0,
+            "query parameter \"page\" (missing)"
+        );
+        assert!(p.check_body(br#"{"name":"a","age":3}"#).is_ok());
+        let refused = |body: &[u8]| p.check_body(body).unwrap_err().0.into_owned();
+        assert_eq!(refused(b"{"), "body (not JSON)");
+        assert!(
+            refused(br#"{"name":"a","age":"x"}"#).starts_with("body at /age ("),
+            "{}",
+            refused(br#"{"name":"a","age":"x"}"#)
+        );
+        assert!(
+            refused(br#"{"age":3}"#).contains("name"),
+            "{}",
+            refused(br#"{"age":3}"#)
+        );
+        assert!(
+            refused(br#"{"name":"a","extra":1}"#).contains("extra"),
+            "{}",
+            refused(br#"{"name":"a","extra":1}"#)
+        );
+        // The value sent is never echoed.
+        assert!(!refused(br#"{"name":"a","age":"secret-value"}"#).contains("secret-value"));
     }
 }

@@ -139,14 +139,29 @@ fn remote_keys_need_a_url() {
 }
 
 #[test]
+fn schemas_and_query_parameters_are_checked() {
+    check("kind: Policy\nname: v\nspec:\n  requestValidation:\n    jsonSchema: '{\"type\": \"object\", \"required\": [\"name\"]}'\n    query: [{ name: page, type: Integer, required: true }, { name: q }]\n").unwrap();
+    assert_eq!(
+        errors(
+            "kind: Policy\nname: v\nspec:\n  requestValidation: { jsonSchema: 'not json', query: [{ name: page }, { name: page }, { type: Boolean }] }\n"
+        ),
+        [
+            "Policy/v: spec.requestValidation.jsonSchema: is not JSON: expected ident at line 1 column 2",
+            "Policy/v: spec.requestValidation.query[1].name: \"page\" is listed twice",
+            "Policy/v: spec.requestValidation.query[2].name: must be set",
+        ]
+    );
+}
+
+#[test]
 fn block_rules_are_checked() {
     check("kind: Policy\nname: v\nspec:\n  requestValidation: { block: [{ in: Path, pattern: '\\.php$' }, { in: Header, name: user-agent, pattern: sqlmap }] }\n").unwrap();
     assert_eq!(
         errors(
-            "kind: Policy\nname: v\nspec:\n  requestValidation: { jsonSchema: '{}', block: [{ in: Path, name: x, pattern: '(' }, { in: Header, pattern: a }] }\n"
+            "kind: Policy\nname: v\nspec:\n  requestValidation: { jsonSchema: '{\"type\": 5}', block: [{ in: Path, name: x, pattern: '(' }, { in: Header, pattern: a }] }\n"
         ),
         [
-            "Policy/v: spec.requestValidation.jsonSchema: JSON Schemas are not supported by this version yet",
+            "Policy/v: spec.requestValidation.jsonSchema: is not a valid JSON Schema: 5 is not valid under any of the schemas listed in the 'anyOf' keyword",
             "Policy/v: spec.requestValidation.block[0].pattern: invalid regular expression: regex parse error:\n    (\n    ^\nerror: unclosed group",
             "Policy/v: spec.requestValidation.block[0].name: applies to Query and Header only",
             "Policy/v: spec.requestValidation.block[1].name: \"\" is not a valid header name",
