@@ -126,12 +126,22 @@ spec:
       - { in: Query, name: id, pattern: '[^0-9]' }
       - { in: Header, name: user-agent, pattern: sqlmap }
 ---
+kind: Policy
+name: checked
+spec:
+  requestValidation:
+    jsonSchema: '{"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}, "additionalProperties": false}'
+    query: [{ name: page, type: Integer, required: true }]
+---
 kind: Route
 name: identity
 spec:
   rules:
     - matches: [{ path: { type: PathPrefix, value: /guarded } }]
       policies: [blocker]
+      backendRefs: [{ name: public }]
+    - matches: [{ path: { type: PathPrefix, value: /checked } }]
+      policies: [checked]
       backendRefs: [{ name: public }]
     - matches: [{ path: { type: PathPrefix, value: /jwt } }]
       policies: [tenant-limit, corp-jwt]
@@ -231,6 +241,49 @@ fn policies() -> Vec<Case> {
         case("apiKey: a key of no consumer", "GET", "/keyed/a")
             .header("x-api-key", "nobody-key-1")
             .error(401, "unauthorized"),
+        case(
+            "requestValidation: a body the schema allows",
+            "POST",
+            "/checked/a?page=1",
+        )
+        .body(&[br#"{"name":"a"}"#], true)
+        .to("public", "/checked/a?page=1"),
+        case(
+            "requestValidation: the same, chunked",
+            "POST",
+            "/checked/a?page=1",
+        )
+        .body(&[br#"{"na"#, br#"me":"a"}"#], false)
+        .to("public", "/checked/a?page=1"),
+        case(
+            "requestValidation: a field of the wrong type",
+            "POST",
+            "/checked/a?page=1",
+        )
+        .body(&[br#"{"name":5}"#], true)
+        .error(400, "invalid_request"),
+        case(
+            "requestValidation: an extra field",
+            "POST",
+            "/checked/a?page=1",
+        )
+        .body(&[br#"{"name":"a","#, br#""admin":true}"#], false)
+        .error(400, "invalid_request"),
+        case("requestValidation: not JSON", "POST", "/checked/a?page=1")
+            .body(&[b"name=a"], true)
+            .error(400, "invalid_request"),
+        case(
+            "requestValidation: a query parameter of the wrong type",
+            "GET",
+            "/checked/a?page=two",
+        )
+        .error(400, "invalid_request"),
+        case(
+            "requestValidation: a required query parameter missing",
+            "GET",
+            "/checked/a",
+        )
+        .error(400, "invalid_request"),
         case(
             "authorization: a consumer outside the group",
             "GET",
