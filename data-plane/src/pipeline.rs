@@ -314,7 +314,7 @@ fn request_phase<'a>(
                 }
             }
             Policy::RateLimit(limit) => {
-                identity::rate_limit(limit, head, client.flatten(), &found, plan)?;
+                identity::rate_limit(limit, (head, rule.route()), client.flatten(), &found, plan)?;
             }
             Policy::Validation(rules) => rules
                 .check((head.path, &plan.path), head.query, head.headers)

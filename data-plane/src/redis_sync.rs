@@ -1,6 +1,6 @@
 //! The sync task of Cluster rate limits ([`crate::side::shared_limits`]): every interval, one
-//! pipeline to Redis with one script call per key seen since the last sync (its admissions
-//! added to the shared buckets, how full they are answered) and one that counts the data
+//! pipeline to Redis with one script call per key whose lease needs topping up (tokens taken
+//! from the shared buckets, as many as they have room for) and one that counts the data
 //! planes syncing. Nothing on the request path waits for it. When Redis fails, the data plane
 //! says so once, counts the failed rounds, enforces its share alone, and resumes sharing at
 //! the first round Redis answers again.
@@ -15,20 +15,30 @@ use crate::{
     state::State,
 };
 
-/// Adds ARGV[1] requests to the shared GCRA bucket of each key (ARGV[i + 1]: its interval in
-/// microseconds), on Redis's clock; answers how far ahead of now each bucket's arrival time
-/// is, in microseconds. The keys expire once their buckets are full again.
+/// Leases tokens from the shared GCRA bucket of each key, on Redis's clock: ARGV[1] requests
+/// admitted without a lease are taken first; then for key i (ARGV[3i - 1 .. 3i + 1]: its
+/// interval and tolerance in microseconds, the tokens wanted) as many tokens as the bucket has
+/// room for, up to those wanted. Answers, per key, the tokens granted and how far ahead of now
+/// the bucket's arrival time is (microseconds). Keys expire once their buckets are full again.
 const SYNC: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local n = tonumber(ARGV[1])
+local unleased = tonumber(ARGV[1])
 local out = {}
 for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[3 * i - 1])
+  local tolerance = tonumber(ARGV[3 * i])
+  local want = tonumber(ARGV[3 * i + 1])
   local tat = tonumber(redis.call('GET', key) or '0')
   if tat < now then tat = now end
-  tat = tat + n * tonumber(ARGV[i + 1])
+  tat = tat + unleased * interval
+  local room = math.floor((tolerance + interval - (tat - now)) / interval)
+  if room < 0 then room = 0 end
+  local grant = math.min(want, room)
+  tat = tat + grant * interval
   redis.call('SET', key, string.format('%d', tat), 'PX', math.floor((tat - now) / 1000) + 1000)
-  out[i] = tat - now
+  out[2 * i - 1] = grant
+  out[2 * i] = tat - now
 end
 return out
 ";
@@ -80,7 +90,13 @@ pub async fn run(state: Arc<State>, settings: RedisSync) {
     let mut conn: Option<ConnectionManager> = None;
     let mut loaded = false;
     loop {
-        ticker.tick().await;
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = link.wake.notified() => {
+                // New keys come in bursts: one round for all that arrive meanwhile.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
         let batch: Vec<(Arc<ClusterLimit>, ToSync)> = shared
             .all()
             .into_iter()
@@ -165,9 +181,11 @@ async fn sync(
             name.extend_from_slice(format!(":{i}").as_bytes());
             cmd.arg(name);
         }
-        cmd.arg(key.admitted);
-        for limit in limit.limits.iter() {
-            cmd.arg((limit.interval / 1000).max(1));
+        cmd.arg(key.unleased);
+        for (i, limit) in limit.limits.iter().enumerate() {
+            cmd.arg((limit.interval / 1000).max(1))
+                .arg(limit.tolerance / 1000)
+                .arg(key.want[i]);
         }
     }
     let answers: Vec<Value> = pipe.query_async(conn).await?;
@@ -181,14 +199,15 @@ async fn sync(
         let Value::Array(ahead) = answer else {
             continue;
         };
-        let ahead: Vec<u64> = ahead
-            .iter()
-            .map(|v| match v {
-                Value::Int(us) => u64::try_from(*us).unwrap_or(0).saturating_mul(1000),
-                _ => 0,
-            })
+        let number = |v: &Value| match v {
+            Value::Int(n) => u64::try_from(*n).unwrap_or(0),
+            _ => 0,
+        };
+        let grants: Vec<(u64, u64)> = ahead
+            .chunks_exact(2)
+            .map(|pair| (number(&pair[0]), number(&pair[1]).saturating_mul(1000)))
             .collect();
-        limit.synced(key.hash, &ahead);
+        limit.granted(key.hash, &grants);
     }
     Ok(())
 }

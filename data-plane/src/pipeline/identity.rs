@@ -99,7 +99,7 @@ pub(super) fn announce(identity: &Identity, plan: &mut Plan<'_>) {
 /// way.
 pub(super) fn rate_limit(
     policy: &RateLimit,
-    head: &Head<'_>,
+    (head, route): (&Head<'_>, &str),
     client: Option<std::net::IpAddr>,
     identity: &Identity,
     plan: &mut Plan<'_>,
@@ -122,7 +122,8 @@ pub(super) fn rate_limit(
             .as_ref()
             .map_or(&b""[..], |c| c.name.as_bytes()),
         Key::Header(name) => head.headers.first(name).unwrap_or_default(),
-        Key::Route => b"",
+        // One bucket per route, whichever routes share the policy.
+        Key::Route => route.as_bytes(),
     };
     let verdict = policy.check(key);
     if !verdict.allowed {

@@ -42,7 +42,7 @@ const MEMBERS_KEY: &str = "gateway:rl:data-planes";
 async fn three_data_planes_share_one_limit() {
     let redis = RedisServer::start().await;
     let limit = json!({ "requests": 60, "per": "10s", "burst": 240 });
-    let gw = Gateway::start("share", limit, Some(&redis), 3, 3).await;
+    let gw = Gateway::start("share", limit, Some(&redis), 3, 3, &[]).await;
     wait_counted(&redis, &gw.dps, 3).await;
 
     let load = gw.load(&gw.all(), 3, 1000).await;
@@ -83,7 +83,7 @@ async fn three_data_planes_share_one_limit() {
 async fn redis_down_each_data_plane_enforces_its_share_then_sharing_resumes() {
     let mut redis = RedisServer::start().await;
     let limit = json!({ "requests": 30, "per": "60s", "burst": 60 });
-    let gw = Gateway::start("outage", limit, Some(&redis), 3, 3).await;
+    let gw = Gateway::start("outage", limit, Some(&redis), 3, 3, &[]).await;
     wait_counted(&redis, &gw.dps, 3).await;
     // A few requests while Redis is up, so that the shared bucket is seen in it.
     for dp in &gw.dps {
@@ -144,7 +144,7 @@ async fn redis_down_each_data_plane_enforces_its_share_then_sharing_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_limit_without_redis_is_each_data_planes_share() {
     let limit = json!({ "requests": 30, "per": "60s", "burst": 60 });
-    let gw = Gateway::start("alone", limit, None, 2, 1).await;
+    let gw = Gateway::start("alone", limit, None, 2, 1, &[]).await;
     let dp = &gw.dps[0];
     assert_eq!(metric(dp, "gateway_redis_up").await.unwrap(), 0);
     assert_eq!(metric(dp, "gateway_cluster_data_planes").await.unwrap(), 2);
@@ -162,10 +162,49 @@ async fn a_cluster_limit_without_redis_is_each_data_planes_share() {
     assert_eq!(metric(dp, "gateway_redis_calls_total").await.unwrap(), 0);
 }
 
+// === the bounds ===
+
+/// Data planes admit only tokens Redis leased them, except up to `max(1, capacity / (10 ×
+/// data planes))` each for a key before its first grant: together at most capacity + refill
+/// + that allowance per data plane (here 3 × 10), however long the sync interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_planes_overshoot_by_at_most_their_first_allowance() {
+    let redis = RedisServer::start().await;
+    let limit = json!({ "requests": 60, "per": "10s", "burst": 240 });
+    let args = ["--redis-sync-interval", "200ms"];
+    let gw = Gateway::start("overshoot", limit, Some(&redis), 3, 3, &args).await;
+    wait_counted(&redis, &gw.dps, 3).await;
+    let load = gw.load(&gw.all(), 3, 1500).await;
+    load.print("three data planes, 200 ms syncs");
+    load.assert_only_200_and_429();
+    let allowed = 300.0 + 6.0 * load.elapsed.as_secs_f64() + 3.0 * 10.0;
+    assert!(
+        load.admitted() as f64 <= allowed,
+        "admitted {}, at most {allowed:.1} by the documented bound",
+        load.admitted()
+    );
+}
+
+/// `key: Route` is one bucket per route, even when routes share the policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_routes_with_one_route_keyed_policy_have_a_bucket_each() {
+    let redis = RedisServer::start().await;
+    let limit = json!({ "requests": 5, "per": "60s", "burst": 0 });
+    let gw = Gateway::start("routes", limit, Some(&redis), 1, 1, &[]).await;
+    wait_counted(&redis, &gw.dps, 1).await;
+    let first = gw.load_path("/limited/x", &gw.all(), 1, 10).await;
+    first.print("/limited");
+    let second = gw.load_path("/other/x", &gw.all(), 1, 10).await;
+    second.print("/other, after /limited used its bucket");
+    eprintln!("redis keys: {:?}", shared_keys(&redis).await);
+    assert_eq!(first.admitted(), 5, "/limited: 5 per 60 s");
+    assert_eq!(second.admitted(), 5, "/other has a bucket of its own");
+}
+
 // === the gateway under test ===
 
 /// An echo backend and `count` standalone data planes reading one file: the `echo` upstream,
-/// an open route `/open`, and `/limited` behind the Cluster policy `shared`.
+/// an open route `/open`, and `/limited` and `/other` behind the Cluster policy `shared`.
 struct Gateway {
     dps: Vec<DataPlane>,
     backend: DemoBackend,
@@ -179,6 +218,7 @@ impl Gateway {
         redis: Option<&RedisServer>,
         cluster_size: u64,
         count: usize,
+        args: &[&str],
     ) -> Gateway {
         let backend = DemoBackend::start(&format!("echo-rl-{name}")).await;
         let dir = tempfile::tempdir().unwrap();
@@ -191,6 +231,7 @@ impl Gateway {
                 route("open", "/open", "echo"),
                 policy("shared", json!({ "rateLimit": spec })),
                 guarded("limited", "/limited", &["shared"]),
+                guarded("other", "/other", &["shared"]),
             ]),
         );
         let mut dps = Vec::new();
@@ -198,6 +239,9 @@ impl Gateway {
             let mut opts = DataPlaneOpts::standalone(&file)
                 .arg("--cluster-size")
                 .arg(cluster_size.to_string());
+            for arg in args {
+                opts = opts.arg(*arg);
+            }
             if let Some(redis) = redis {
                 opts = opts.arg("--redis-url").arg(redis.url());
             }
@@ -219,12 +263,16 @@ impl Gateway {
     /// `total` GETs of [`LIMITED`], split evenly over `dps`, each data plane's share sent by
     /// `tasks` concurrent keep-alive connections as fast as they are answered.
     async fn load(&self, dps: &[&DataPlane], tasks: usize, total: usize) -> Load {
-        let per_dp = total / dps.len();
+        self.load_path(LIMITED, dps, tasks, total).await
+    }
+
+    async fn load_path(&self, path: &str, dps: &[&DataPlane], tasks: usize, total: usize) -> Load {
         let started = Instant::now();
         let mut handles = Vec::new();
-        for dp in dps {
-            let budget = Arc::new(AtomicUsize::new(per_dp));
-            let url = dp.url(LIMITED);
+        for (i, dp) in dps.iter().enumerate() {
+            let share = total / dps.len() + usize::from(i < total % dps.len());
+            let budget = Arc::new(AtomicUsize::new(share));
+            let url = dp.url(path);
             let mut mine = Vec::new();
             for _ in 0..tasks {
                 let (budget, url) = (budget.clone(), url.clone());

@@ -127,9 +127,9 @@ impl RateLimit {
             self.name,
             crc32fast::hash(side_key.as_bytes())
         );
-        let (limits, buckets) = (self.limits.clone(), self.buckets.clone());
+        let limits = self.limits.clone();
         self.cluster = Some(shared.limit(side_key, |link| {
-            ClusterLimit::new(prefix, limits, buckets, max_keys, link)
+            ClusterLimit::new(prefix, limits, max_keys, link)
         }));
     }
 
