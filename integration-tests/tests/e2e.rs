@@ -30,6 +30,8 @@ mod jwks;
 mod mtls;
 #[path = "e2e/protoset.rs"]
 mod protoset;
+#[path = "e2e/request_validation.rs"]
+mod request_validation;
 #[path = "e2e/standalone.rs"]
 mod standalone;
 #[path = "e2e/store.rs"]
