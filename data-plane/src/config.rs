@@ -26,10 +26,17 @@ pub struct Config {
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub drain_timeout: Duration,
     /// Where Cluster rate limits are shared (`--redis-url`), and how often.
-    pub redis: Option<crate::redis_sync::RedisSync>,
+    pub redis: Option<RedisSync>,
     /// The data planes sharing Cluster rate limits, until Redis has counted them: each one's
     /// share of a limit while Redis cannot be reached.
     pub cluster_size: u64,
+}
+
+/// Where Cluster rate limits are shared, and how often they are synced.
+#[derive(Clone, Debug)]
+pub struct RedisSync {
+    pub url: String,
+    pub interval: Duration,
 }
 
 /// The origin of the routing configuration.

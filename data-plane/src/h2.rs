@@ -293,22 +293,15 @@ fn proceed(conn: &Arc<Connection>, request: Request, head: Vec<u8>, stream: Stre
     let request_id = request.request_id;
     let routed = match request.route {
         Route::Forward(routed) => routed,
-        Route::Consult(_) => {
-            let error = ProxyError::AuthUnavailable {
-                reason: "the auth service was not asked".into(),
+        other => {
+            let (answer, rule) = match other {
+                Route::Respond(answer, rule) => (answer.for_rule(rule.as_deref()), rule),
+                // `resume` asked the auth service before the request came here.
+                _ => {
+                    let reason = "the auth service was not asked".into();
+                    (Local::Error(ProxyError::AuthUnavailable { reason }), None)
+                }
             };
-            let answer = Local::Error(error);
-            return Started::Reply(local(
-                conn,
-                answer,
-                Some(request_id),
-                outcome,
-                is_head,
-                grpc,
-            ));
-        }
-        Route::Respond(answer, rule) => {
-            let answer = answer.for_rule(rule.as_deref());
             outcome.rule = rule;
             return Started::Reply(local(
                 conn,

@@ -10,6 +10,7 @@ use std::{sync::Arc, time::Duration};
 use redis::{Value, aio::ConnectionManager};
 use tokio::time::MissedTickBehavior;
 
+pub use crate::config::RedisSync;
 use crate::{
     side::shared_limits::{ClusterLimit, ClusterLink, ToSync},
     state::State,
@@ -56,13 +57,6 @@ return redis.call('ZCARD', KEYS[1])
 ";
 
 const MEMBERS_KEY: &str = "gateway:rl:data-planes";
-
-/// Settings of the sync.
-#[derive(Clone, Debug)]
-pub struct RedisSync {
-    pub url: String,
-    pub interval: Duration,
-}
 
 /// Syncs the Cluster limits of `state` with Redis until the process ends.
 pub async fn run(state: Arc<State>, settings: RedisSync) {

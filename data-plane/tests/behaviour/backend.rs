@@ -130,8 +130,35 @@ async fn serve(listener: TcpListener, shared: Shared) {
     }
 }
 
+/// The auth service of `externalAuth` rows: `Bearer ok` is allowed (as user u1), anything else
+/// refused with a challenge. Its requests are not the table's to see: not recorded.
+fn auth_answer(parts: &http::request::Parts) -> Response<Full<Bytes>> {
+    let allowed = parts
+        .headers
+        .get("authorization")
+        .is_some_and(|v| v.as_bytes() == b"Bearer ok");
+    let mut response = if allowed {
+        Response::new(Full::new(Bytes::new()))
+    } else {
+        let mut refused = Response::new(Full::new(Bytes::from_static(b"{\"denied\":true}")));
+        *refused.status_mut() = http::StatusCode::UNAUTHORIZED;
+        refused
+    };
+    let headers = response.headers_mut();
+    if allowed {
+        headers.insert("x-auth-user", "u1".parse().expect("value"));
+    } else {
+        let challenge = "Bearer realm=\"table\"".parse().expect("value");
+        headers.insert("www-authenticate", challenge);
+    }
+    response
+}
+
 async fn answer(shared: Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
+    if shared.name == "auth" {
+        return auth_answer(&parts);
+    }
     let hold = parts.uri.path().ends_with("/hold");
     // A request whose body was cut off never arrived as a request: not recorded.
     let Ok(body) = body.collect().await.map(|b| b.to_bytes().to_vec()) else {

@@ -133,10 +133,27 @@ spec:
     jsonSchema: '{"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}, "additionalProperties": false}'
     query: [{ name: page, type: Integer, required: true }]
 ---
+kind: Upstream
+name: auth-service
+spec:
+  endpoints: [{ address: '{auth}' }]
+---
+kind: Policy
+name: sso
+spec:
+  externalAuth:
+    backendRef: { name: auth-service }
+    path: /check
+    headersToAuth: [authorization]
+    headersFromAuth: [x-auth-user]
+---
 kind: Route
 name: identity
 spec:
   rules:
+    - matches: [{ path: { type: PathPrefix, value: /authed } }]
+      policies: [sso]
+      backendRefs: [{ name: public }]
     - matches: [{ path: { type: PathPrefix, value: /guarded } }]
       policies: [blocker]
       backendRefs: [{ name: public }]
