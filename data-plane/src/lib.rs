@@ -32,6 +32,7 @@ pub mod gateway;
 mod h1;
 mod h2;
 mod h2_client;
+pub mod health;
 mod io;
 pub mod jwks;
 pub mod limits;

@@ -31,7 +31,10 @@ use http::{HeaderName, HeaderValue, Method, header};
 use crate::{
     normalize::{self, PathError},
     state::State,
-    table::{Cors, Phase, Policy, Redirect, Rule, Upstream},
+    table::{
+        Cors, Phase, Policy, Redirect, Rule, Upstream,
+        balance::{Dispatch, HashOn, Refused},
+    },
 };
 
 pub(crate) mod consult;
@@ -92,6 +95,8 @@ pub(crate) struct Forward<'a> {
     pub(crate) response_extra: Vec<(HeaderName, HeaderValue)>,
     /// Headers the policies add to the upstream request (the consumer, forwarded claims).
     pub(crate) request_extra: Vec<(HeaderName, HeaderValue)>,
+    /// The request counted in flight at its endpoint, while it lasts (none for plain upstreams).
+    pub(crate) dispatch: Option<Dispatch>,
 }
 
 /// What to do with a request.
@@ -258,11 +263,20 @@ pub(crate) fn decide<'a>(
         };
         return Decision::Respond(Local::Error(error), Some(rule));
     };
-    let Some(endpoint) = upstream.pick() else {
-        let error = ProxyError::NoHealthyUpstream {
-            upstream: upstream.name().clone(),
-        };
-        return Decision::Respond(Local::Error(error), Some(rule));
+    let mut ip = [0u8; 16];
+    let key = upstream
+        .hash_on()
+        .and_then(|on| balance_key(on, conn, head, &mut ip));
+    let (endpoint, dispatch) = match upstream.choose(key.as_deref()) {
+        Ok(picked) => picked,
+        Err(refused) => {
+            let upstream = upstream.name().clone();
+            let error = match refused {
+                Refused::NoHealthy => ProxyError::NoHealthyUpstream { upstream },
+                Refused::Overloaded => ProxyError::UpstreamOverloaded { upstream },
+            };
+            return Decision::Respond(Local::Error(error), Some(rule));
+        }
     };
     Decision::Forward(Forward {
         rule,
@@ -273,7 +287,32 @@ pub(crate) fn decide<'a>(
         body_limit: plan.body_limit,
         response_extra: plan.response_extra,
         request_extra: plan.request_extra,
+        dispatch,
     })
+}
+
+/// What a consistent hash is taken of, in this request: a header's value, a cookie's, or the
+/// client's address (into `ip`).
+fn balance_key<'r>(
+    on: &HashOn,
+    conn: &Connection,
+    head: &Head<'r>,
+    ip: &'r mut [u8; 16],
+) -> Option<Cow<'r, [u8]>> {
+    match on {
+        HashOn::Header(name) => head.headers.first(name).map(Cow::Borrowed),
+        HashOn::Cookie(name) => crate::table::identity::cookie(head.headers, name).map(Cow::Owned),
+        HashOn::SourceIp => match conn.client_ip(head.headers)? {
+            IpAddr::V4(v4) => {
+                ip[..4].copy_from_slice(&v4.octets());
+                Some(Cow::Borrowed(&ip[..4]))
+            }
+            IpAddr::V6(v6) => {
+                *ip = v6.octets();
+                Some(Cow::Borrowed(&ip[..]))
+            }
+        },
+    }
 }
 
 /// What the request phase decides about a request it lets through.

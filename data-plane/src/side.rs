@@ -45,6 +45,8 @@ pub struct SideTables {
     auth_answers: Mutex<HashMap<String, Arc<AuthAnswers>>>,
     /// Cluster rate limits, and their link to Redis.
     shared_limits: SharedLimits,
+    /// Active health checkers, by upstream, address and settings, while an upstream holds them.
+    checkers: Mutex<HashMap<String, std::sync::Weak<crate::health::Checker>>>,
 }
 
 /// A weighted rule: its route's name and its index in the route.
@@ -54,6 +56,25 @@ type SplitKey = (Arc<str>, usize);
 #[derive(Debug, Default)]
 pub struct UpstreamSide {
     next: AtomicUsize,
+    /// Requests in flight to the upstream (the circuit breaker's count).
+    pub in_flight: std::sync::atomic::AtomicU32,
+    /// Its endpoints' live state, by address.
+    endpoints: Mutex<HashMap<Box<str>, Arc<crate::health::EndpointState>>>,
+}
+
+impl UpstreamSide {
+    /// The live state of the endpoint at `address`, created on first use.
+    pub fn endpoint(&self, address: &str) -> Arc<crate::health::EndpointState> {
+        lock(&self.endpoints)
+            .entry(address.into())
+            .or_default()
+            .clone()
+    }
+
+    /// Keeps the endpoints whose address `keep` accepts.
+    pub fn retain_endpoints(&self, keep: impl Fn(&str) -> bool) {
+        lock(&self.endpoints).retain(|address, _| keep(address));
+    }
 }
 
 // === impl SideTables ===
@@ -102,6 +123,26 @@ impl SideTables {
             .entry(key)
             .or_insert_with(|| Arc::new(Buckets::new(max_keys)))
             .clone()
+    }
+
+    /// The active checker of `address` in upstream `upstream` with these settings: the one
+    /// running, or a new one from `start`.
+    pub fn checker(
+        &self,
+        upstream: &str,
+        address: &str,
+        settings: &crate::health::Settings,
+        start: impl FnOnce() -> Arc<crate::health::Checker>,
+    ) -> Arc<crate::health::Checker> {
+        let key = format!("{upstream} {}", settings.key(address));
+        let mut checkers = lock(&self.checkers);
+        if let Some(running) = checkers.get(&key).and_then(std::sync::Weak::upgrade) {
+            return running;
+        }
+        checkers.retain(|_, checker| checker.strong_count() > 0);
+        let checker = start();
+        checkers.insert(key, Arc::downgrade(&checker));
+        checker
     }
 
     /// The Cluster rate limits.

@@ -32,7 +32,7 @@ pub use self::{
     },
     router::{RequestHeaders, RequestView},
     rule::{Rule, Timeouts},
-    upstream::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Endpoint, Upstream},
+    upstream::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Endpoint, Upstream, balance},
 };
 use self::{
     hash::{FxHashMap, FxHashSet},

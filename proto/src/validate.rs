@@ -22,6 +22,7 @@ mod identity;
 mod incremental;
 mod policy;
 mod proto_set;
+mod resilience;
 mod route;
 mod transcode;
 mod upstream;

@@ -85,6 +85,9 @@ pub enum ProxyError {
     /// Over `--max-requests` in flight, or `--max-connections`.
     #[error("the data plane is at its request or connection limit")]
     Overloaded,
+    /// The upstream's circuit breaker: its `maxRequests` are in flight.
+    #[error("upstream {upstream:?} has its circuit breaker's requests in flight")]
+    UpstreamOverloaded { upstream: Arc<str> },
     /// An identity policy found no acceptable credential (`challenge`: `WWW-Authenticate`).
     #[error("unauthorized: {reason}")]
     Unauthorized {
@@ -125,6 +128,7 @@ impl ProxyError {
             Self::NotReady
             | Self::NoHealthyUpstream { .. }
             | Self::Overloaded
+            | Self::UpstreamOverloaded { .. }
             | Self::AuthUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadPath(_) | Self::UnderscoreHeader | Self::InvalidRequest { .. } => {
                 StatusCode::BAD_REQUEST
@@ -163,6 +167,7 @@ impl ProxyError {
             Self::UriTooLong => "uri_too_long",
             Self::NoBackend { .. } => "internal_error",
             Self::Overloaded => "overloaded",
+            Self::UpstreamOverloaded { .. } => "upstream_overloaded",
             Self::RouteNotFound => "route_not_found",
             Self::NoHealthyUpstream { .. } => "no_healthy_upstream",
             Self::UpstreamUnavailable { .. } => "upstream_unavailable",
@@ -190,6 +195,7 @@ impl ProxyError {
             Self::UriTooLong => "the request target is too long",
             Self::NoBackend { .. } => "the gateway failed to handle the request",
             Self::Overloaded => "the gateway is overloaded; retry later",
+            Self::UpstreamOverloaded { .. } => "the service is overloaded; retry later",
             Self::RouteNotFound => "no route matches the request",
             Self::NoHealthyUpstream { .. } => "no healthy upstream is available",
             Self::UpstreamUnavailable { .. } => "the upstream service is unavailable",
@@ -221,6 +227,7 @@ impl ProxyError {
             Self::NotReady
             | Self::NoHealthyUpstream { .. }
             | Self::Overloaded
+            | Self::UpstreamOverloaded { .. }
             | Self::AuthUnavailable { .. }
             | Self::UpstreamUnavailable { .. } => UNAVAILABLE,
             Self::InvalidRequest { .. } => 3, // INVALID_ARGUMENT
@@ -262,7 +269,9 @@ impl ProxyError {
     /// The headers an answer with this error carries besides its body's.
     pub(crate) fn response_headers(&self, headers: &mut Vec<(HeaderName, HeaderValue)>) {
         match self {
-            Self::Overloaded => headers.push((header::RETRY_AFTER, HeaderValue::from_static("1"))),
+            Self::Overloaded | Self::UpstreamOverloaded { .. } => {
+                headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            }
             Self::Unauthorized { challenge, .. } => {
                 headers.push((header::WWW_AUTHENTICATE, challenge.clone()));
             }

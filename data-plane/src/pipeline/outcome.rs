@@ -58,6 +58,17 @@ impl Outcome {
         if self.status != 0 {
             state.metrics().response_status(self.status);
         }
+        if let Some((upstream, endpoint)) = &self.upstream
+            && upstream.detects_outliers()
+        {
+            // The endpoint's own 5xx, or the gateway's failure to reach it in time.
+            let failed = self.status >= 500
+                && matches!(
+                    self.error,
+                    None | Some("upstream_unavailable" | "upstream_timeout")
+                );
+            upstream.record(*endpoint, failed);
+        }
         if tracing::enabled!(tracing::Level::TRACE) {
             tracing::trace!(
                 route = self.rule.as_ref().map(|r| &**r.route()),

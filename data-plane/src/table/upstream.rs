@@ -1,5 +1,9 @@
 //! Compiled upstreams: endpoints parsed once, a precomputed smooth weighted round-robin
-//! sequence, timeouts, and the pooled client to reach them.
+//! sequence (and the other balancers' tables, [`balance`]), health settings, timeouts, and the
+//! pooled client to reach them. Live state (positions, requests in flight, health) is in the
+//! side tables.
+
+pub mod balance;
 
 use std::{
     hash::{Hash, Hasher},
@@ -8,9 +12,12 @@ use std::{
 };
 
 use gateway_proto::v1::{self, upstream_spec::Protocol};
+use http::HeaderName;
 
+use self::balance::{Balancer, HashOn, Maglev};
 use crate::{
     connect::{Connector, TlsClient},
+    health::{EndpointState, Passive},
     pool::EndpointPool,
     side::{SideTables, UpstreamSide},
 };
@@ -36,12 +43,27 @@ pub struct Upstream {
     connect_timeout: Duration,
     /// Spoken to over HTTP/2 (H2C or H2).
     multiplexed: bool,
+    weights: Box<[u32]>,
+    /// Running sums of the weights, for picks at random by weight.
+    cumulative: Box<[u64]>,
+    balancer: Balancer,
+    passive: Option<Passive>,
+    /// The circuit breaker's requests in flight (`u32::MAX`: none).
+    max_in_flight: u32,
+    /// Round robin, no health settings, no breaker: the pick is one position and nothing is
+    /// counted.
+    plain: bool,
+    /// The active checks of the endpoints, running while this upstream (or a later table's
+    /// same one) holds them.
+    _checkers: Box<[Arc<crate::health::Checker>]>,
 }
 
-/// One endpoint (`host:port`, as the validator checked it) with its pool of idle connections.
+/// One endpoint (`host:port`, as the validator checked it) with its pool of idle connections
+/// and its live state.
 #[derive(Debug)]
 pub struct Endpoint {
     pool: Arc<EndpointPool>,
+    state: Arc<EndpointState>,
 }
 
 // === impl Upstream ===
@@ -73,11 +95,15 @@ impl Upstream {
             );
         }
         let key = pool_key(protocol, spec.tls.as_ref(), client_certificate);
+        let upstream_side = side.upstream(name);
+        upstream_side
+            .retain_endpoints(|address| spec.endpoints.iter().any(|e| e.address == address));
         let endpoints: Vec<Endpoint> = spec
             .endpoints
             .iter()
             .map(|endpoint| Endpoint {
                 pool: side.pool(&endpoint.address, key.as_deref(), &connector),
+                state: upstream_side.endpoint(&endpoint.address),
             })
             .collect();
         let weights: Vec<u32> = spec
@@ -85,16 +111,80 @@ impl Upstream {
             .iter()
             .map(|e| e.weight.unwrap_or(1))
             .collect();
+        let balancer = compile_balancer(spec, &weights);
+        let passive = spec
+            .health_check
+            .as_ref()
+            .and_then(|h| h.passive.as_ref())
+            .map(|p| Passive {
+                consecutive_errors: p.consecutive_errors.unwrap_or(5),
+                base_ejection: p
+                    .base_ejection_time
+                    .as_ref()
+                    .and_then(to_duration)
+                    .unwrap_or(Duration::from_secs(30)),
+                max_ejection_percent: p.max_ejection_percent.unwrap_or(50),
+            });
+        let checkers: Box<[_]> = match spec.health_check.as_ref().and_then(|h| h.active.as_ref()) {
+            Some(active) => {
+                let settings = crate::health::Settings::of(active);
+                endpoints
+                    .iter()
+                    .map(|endpoint| {
+                        side.checker(name, endpoint.address(), &settings, || {
+                            crate::health::Checker::start(
+                                endpoint.address(),
+                                endpoint.pool.connector().clone(),
+                                endpoint.state.clone(),
+                                settings.clone(),
+                            )
+                        })
+                    })
+                    .collect()
+            }
+            None => Box::new([]),
+        };
+        let max_in_flight = spec.circuit_breaker.as_ref().map_or(u32::MAX, |b| {
+            // One HTTP/1.1 connection per request in flight: for them `maxConnections` bounds
+            // the same count.
+            let connections = b
+                .max_connections
+                .filter(|_| !matches!(protocol, Protocol::H2c | Protocol::H2));
+            b.max_requests
+                .into_iter()
+                .chain(connections)
+                .min()
+                .unwrap_or(u32::MAX)
+        });
+        let mut total = 0u64;
+        let cumulative: Box<[u64]> = weights
+            .iter()
+            .map(|&w| {
+                total += u64::from(w);
+                total
+            })
+            .collect();
+        let plain = matches!(balancer, Balancer::RoundRobin)
+            && passive.is_none()
+            && checkers.is_empty()
+            && max_in_flight == u32::MAX;
         let connect_timeout = spec
             .connect_timeout
             .as_ref()
             .and_then(to_duration)
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         Self {
-            side: side.upstream(name),
+            side: upstream_side,
             name: name.into(),
             endpoints: endpoints.into(),
             sequence: smooth_wrr(&weights).into(),
+            weights: weights.into(),
+            cumulative,
+            balancer,
+            passive,
+            max_in_flight,
+            plain,
+            _checkers: checkers,
             timeout: spec
                 .timeout
                 .as_ref()
@@ -140,6 +230,46 @@ impl Upstream {
     pub fn is_multiplexed(&self) -> bool {
         self.multiplexed
     }
+
+    /// What its consistent hash is taken of, if it has one.
+    pub fn hash_on(&self) -> Option<&HashOn> {
+        match &self.balancer {
+            Balancer::ConsistentHash { on, .. } => Some(on),
+            _ => None,
+        }
+    }
+
+    /// Whether requests' ends are recorded for outlier detection.
+    #[inline]
+    pub fn detects_outliers(&self) -> bool {
+        self.passive.is_some()
+    }
+}
+
+fn compile_balancer(spec: &v1::UpstreamSpec, weights: &[u32]) -> Balancer {
+    use v1::load_balancer::Type;
+    let Some(balancer) = &spec.load_balancer else {
+        return Balancer::RoundRobin;
+    };
+    match balancer.r#type() {
+        Type::RoundRobin => Balancer::RoundRobin,
+        Type::LeastRequest => Balancer::LeastRequest,
+        Type::Random => Balancer::Random,
+        Type::ConsistentHash => {
+            let on = balancer.hash_on.as_ref();
+            let on = match on {
+                Some(on) if !on.header.is_empty() => HeaderName::from_bytes(on.header.as_bytes())
+                    .map_or(HashOn::SourceIp, HashOn::Header),
+                Some(on) if !on.cookie.is_empty() => HashOn::Cookie(on.cookie.as_str().into()),
+                _ => HashOn::SourceIp,
+            };
+            let addresses: Vec<&str> = spec.endpoints.iter().map(|e| e.address.as_str()).collect();
+            Balancer::ConsistentHash {
+                table: Maglev::build(&addresses, weights),
+                on,
+            }
+        }
+    }
 }
 
 /// What sets an endpoint's connections apart besides its address: none for plain HTTP/1.1;
@@ -179,6 +309,11 @@ impl Endpoint {
     /// The side tables' key of its pool.
     pub fn pool_key(&self) -> &str {
         self.pool.key()
+    }
+
+    /// Its live state: requests in flight, health.
+    pub fn state(&self) -> &EndpointState {
+        &self.state
     }
 
     /// Idle connections to this endpoint, for both front ends.

@@ -43,6 +43,7 @@ pub(super) fn check_upstream(at: &mut At<'_>, spec: &v1::UpstreamSpec) {
         }
         check_tls(at, tls);
     }
+    super::resilience::check_resilience(at, spec);
 }
 
 fn check_tls(at: &mut At<'_>, tls: &v1::UpstreamTls) {

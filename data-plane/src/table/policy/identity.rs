@@ -92,6 +92,21 @@ fn parse_hash(hex: &str) -> Option<[u8; 32]> {
 }
 
 /// Where a credential is read from.
+/// The value of cookie `name` in the request's `Cookie` headers, if it has one.
+pub fn cookie(headers: &dyn RequestHeaders, name: &str) -> Option<Vec<u8>> {
+    let mut found = None;
+    headers.any_value(&header::COOKIE, &mut |value| {
+        found = value
+            .split(|&b| b == b';')
+            .map(<[u8]>::trim_ascii)
+            .find_map(|pair| pair.strip_prefix(name.as_bytes())?.strip_prefix(b"="))
+            .filter(|v| !v.is_empty())
+            .map(<[u8]>::to_vec);
+        found.is_some()
+    });
+    found
+}
+
 #[derive(Debug)]
 pub enum Source {
     Header { name: HeaderName, prefix: Box<str> },
@@ -143,22 +158,7 @@ impl Source {
                 let rest = rest.trim_ascii();
                 (!rest.is_empty()).then_some(std::borrow::Cow::Borrowed(rest))
             }
-            Self::Cookie(name) => {
-                let mut found = None;
-                headers.any_value(&header::COOKIE, &mut |value| {
-                    found = value
-                        .split(|&b| b == b';')
-                        .map(<[u8]>::trim_ascii)
-                        .find_map(|pair| {
-                            let rest = pair.strip_prefix(name.as_bytes())?;
-                            rest.strip_prefix(b"=")
-                        })
-                        .filter(|v| !v.is_empty())
-                        .map(<[u8]>::to_vec);
-                    found.is_some()
-                });
-                found.map(std::borrow::Cow::Owned)
-            }
+            Self::Cookie(name) => cookie(headers, name).map(std::borrow::Cow::Owned),
             Self::Query(name) => query_value(query?, name),
         }
     }

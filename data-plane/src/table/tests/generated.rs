@@ -217,6 +217,32 @@ impl Gen {
                     connect_timeout: self.some(Self::duration),
                     protocol: self.choose(&[0, 1, 2, 3], &[7]),
                     tls: None,
+                    load_balancer: self.some(|g| {
+                        let kind = g.choose(&[0, 1, 2, 3], &[9]);
+                        Box::new(v1::LoadBalancer {
+                            r#type: kind,
+                            hash_on: (kind == 3).then(|| v1::HashOn {
+                                header: g.choose(&["x-user"], &["bad header"]).into(),
+                                ..Default::default()
+                            }),
+                        })
+                    }),
+                    health_check: self.some(|g| {
+                        Box::new(v1::HealthCheck {
+                            passive: g.some(|g| v1::PassiveHealthCheck {
+                                consecutive_errors: g.some(|g| g.choose(&[1, 5], &[0])),
+                                base_ejection_time: g.some(Self::duration),
+                                max_ejection_percent: g.some(|g| g.choose(&[10, 100], &[0, 101])),
+                            }),
+                            active: None,
+                        })
+                    }),
+                    circuit_breaker: self.some(|g| {
+                        Box::new(v1::CircuitBreaker {
+                            max_requests: g.some(|g| g.choose(&[1, 1000], &[0])),
+                            ..Default::default()
+                        })
+                    }),
                 })),
             });
         }
