@@ -32,6 +32,8 @@ mod mtls;
 mod protoset;
 #[path = "e2e/request_validation.rs"]
 mod request_validation;
+#[path = "e2e/resilience.rs"]
+mod resilience;
 #[path = "e2e/standalone.rs"]
 mod standalone;
 #[path = "e2e/store.rs"]

@@ -1,0 +1,90 @@
+//! The circuit breaker: `maxRequests` in flight, then 503 `upstream_overloaded` at once.
+
+use integration_tests::{HttpResponse, eventually, get};
+
+use super::{Gateway, backend::TestBackend};
+use crate::support::{check_echo, docs, route, upstream, upstream_with};
+
+/// Checks that `response` is the breaker's refusal.
+fn refused(response: &HttpResponse) -> anyhow::Result<()> {
+    let json = response.json()?;
+    anyhow::ensure!(
+        response.status == 503
+            && json["error"]["code"] == "upstream_overloaded"
+            && response.header("retry-after") == Some("1"),
+        "expected 503 upstream_overloaded with Retry-After: 1, got {} {:?}: {json}",
+        response.status,
+        response.headers
+    );
+    Ok(())
+}
+
+/// Two requests held at the backend fill `maxRequests: 2`: a third to the same upstream is
+/// refused while they are still held (so it did not queue), another upstream on the same data
+/// plane is not affected, and once they are answered the breaker lets requests through again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_circuit_breaker_refuses_at_once_past_max_requests() {
+    let slow = TestBackend::start("breaker-slow").await;
+    let other = TestBackend::start("breaker-other").await;
+    let gw = Gateway::start(
+        &docs(&[
+            upstream_with(
+                "slow",
+                &[slow.addr()],
+                "  circuitBreaker: { maxRequests: 2 }\n",
+            ),
+            upstream("other", &[other.addr()]),
+            route("slow", "/s", "slow"),
+            route("other", "/o", "other"),
+        ]),
+        1,
+    )
+    .await;
+    let dp = gw.dp();
+    check_echo(&dp.get("/s/x").await.unwrap(), slow.name(), "/s/x").unwrap();
+    check_echo(&dp.get("/o/x").await.unwrap(), other.name(), "/o/x").unwrap();
+
+    for round in 1..=2 {
+        let held: Vec<_> = (0..2)
+            .map(|_| {
+                let url = dp.url("/s/slow");
+                tokio::spawn(async move { get(&url, &[]).await })
+            })
+            .collect();
+        slow.wait_held(2).await;
+        let arrivals = slow.slow_arrivals();
+
+        let third = dp.get("/s/slow").await.unwrap();
+        refused(&third).unwrap();
+        refused(&dp.get("/s/x").await.unwrap()).unwrap();
+        // Answered while the two are still held, and never sent to the backend.
+        assert!(held.iter().all(|h| !h.is_finished()), "a held request ended");
+        assert_eq!(slow.held(), 2);
+        assert_eq!(slow.slow_arrivals(), arrivals, "the third reached the backend");
+        check_echo(&dp.get("/o/x").await.unwrap(), other.name(), "/o/x").unwrap();
+
+        slow.release();
+        for h in held {
+            let response = h.await.unwrap().unwrap();
+            check_echo(&response, slow.name(), "/s/slow").unwrap();
+        }
+        // The two leave the count as their answers end, a moment after the client has them.
+        eventually("the breaker to let requests through", || async {
+            check_echo(&dp.get("/s/x").await?, slow.name(), "/s/x")
+        })
+        .await;
+        let statuses: Vec<u16> = {
+            let mut statuses = Vec::new();
+            for _ in 0..10 {
+                statuses.push(dp.get("/s/x").await.unwrap().status);
+            }
+            statuses
+        };
+        eprintln!(
+            "round {round}: third {} {}; after the release: {statuses:?}",
+            third.status,
+            third.header("retry-after").unwrap_or_default()
+        );
+        assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    }
+}

@@ -1,0 +1,259 @@
+//! Passive ejection, active checks and panic mode on a round-robin upstream of three.
+
+use std::time::{Duration, Instant};
+
+use integration_tests::{DemoBackend, holds_for};
+
+use super::{ACTIVE, Gateway, Load, Sample, backend::TestBackend, streak, tally};
+use crate::support::{docs, route, upstream_with};
+
+/// The `users` upstream (round robin, `health` lines under `healthCheck:`) behind `/users`.
+fn config(endpoints: &[std::net::SocketAddr], health: &str) -> String {
+    let spec = format!("  loadBalancer: {{ type: RoundRobin }}\n  healthCheck:\n{health}");
+    docs(&[
+        upstream_with("users", endpoints, &spec),
+        route("users", "/users", "users"),
+    ])
+}
+
+/// Three demo backends behind passive (3 errors in a row) and active checks, with load
+/// running and spread over all three.
+struct Killable {
+    backends: Vec<DemoBackend>,
+    gw: Gateway,
+    load: Load,
+}
+
+impl Killable {
+    async fn start(prefix: &str, base_ejection: &str) -> Killable {
+        let mut backends = Vec::new();
+        for n in ["a", "b", "c"] {
+            backends.push(DemoBackend::start(&format!("{prefix}-{n}")).await);
+        }
+        let addrs: Vec<_> = backends.iter().map(DemoBackend::addr).collect();
+        let passive = format!(
+            "    passive: {{ consecutiveErrors: 3, baseEjectionTime: {base_ejection}, maxEjectionPercent: 50 }}\n"
+        );
+        let gw = Gateway::start(&config(&addrs, &format!("{ACTIVE}{passive}")), 1).await;
+        let load = Load::start(gw.dp().url("/users/x"));
+        let names: Vec<&str> = backends.iter().map(DemoBackend::name).collect();
+        load.wait_spread("load over all three backends", 0, 30, &names)
+            .await;
+        Killable { backends, gw, load }
+    }
+
+    /// Kills the third backend and waits until 50 answers in a row are 200s from the others;
+    /// returns what came before them.
+    async fn kill_third(&mut self) -> Vec<Sample> {
+        let killed = self.backends[2].name().to_owned();
+        let mark = self.load.mark();
+        self.backends[2].kill().await;
+        let what = format!("50 answers in a row, all 200 and none from {killed}");
+        let start = self
+            .load
+            .wait(&what, mark, |samples| {
+                streak(samples, 50, |s| s.ok() && s.from != killed)
+                    .ok_or_else(|| anyhow::anyhow!("since the kill: {:?}", tally(samples)))
+            })
+            .await;
+        self.load.since(mark)[..start].to_vec()
+    }
+
+    /// Which of the data plane's health verdicts its log shows.
+    fn logged(&self) -> (bool, bool) {
+        let log = self.gw.dp().process().stderr();
+        (
+            log.contains("endpoint ejected after errors in a row"),
+            log.contains("endpoint unhealthy"),
+        )
+    }
+}
+
+/// A killed backend costs at most `consecutiveErrors` (3) + the one request in flight, then
+/// gets no traffic; once restarted the active check gives it its share again. The ejection is
+/// 1 s so that it has ended by then: past it only the active check keeps the dead backend out
+/// (an active pass does not end an ejection: see the ignored test below).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_backend_is_ejected_and_traffic_returns_when_it_is_back() {
+    let mut k = Killable::start("kill", "1s").await;
+    let killed = k.backends[2].name().to_owned();
+    let window = k.kill_third().await;
+    let failed: Vec<&Sample> = window.iter().filter(|s| !s.ok()).collect();
+    let (ejected, unhealthy) = k.logged();
+    eprintln!(
+        "after the kill, before 50 good in a row: {} answers, {} failed: {:?}; \
+         logged ejected {ejected}, unhealthy {unhealthy}",
+        window.len(),
+        failed.len(),
+        tally(&window)
+    );
+    assert!(
+        failed.len() <= 3 + 1,
+        "{} failures before the dead backend was out (consecutiveErrors 3 + 1 in flight): {:?}",
+        failed.len(),
+        tally(&window)
+    );
+    for s in &failed {
+        assert!(
+            (s.status, s.from.as_str()) == (502, "upstream_unavailable")
+                || (s.status, s.from.as_str()) == (504, "upstream_timeout"),
+            "a failure that is not the gateway's 502/504: {s:?}"
+        );
+    }
+
+    // Twice the ejection: the active check alone keeps the dead backend out.
+    let settled = k.load.mark();
+    holds_for(
+        "no failure and nothing from the dead backend",
+        Duration::from_secs(2),
+        || {
+            let since = k.load.since(settled);
+            let bad = since.iter().any(|s| !s.ok() || s.from == killed);
+            async move {
+                anyhow::ensure!(!bad, "since it was out: {:?}", tally(&since));
+                Ok(())
+            }
+        },
+    )
+    .await;
+    eprintln!("while dead: {:?}", tally(&k.load.since(settled)));
+
+    let back = k.load.mark();
+    let restarted = Instant::now();
+    k.backends[2].restart().await;
+    k.load
+        .wait(&format!("{killed} to take traffic again"), back, |s| {
+            let n = s.iter().filter(|s| s.is(&killed)).count();
+            anyhow::ensure!(n >= 10, "{n} answers from it");
+            Ok(())
+        })
+        .await;
+    let after = k.load.since(back);
+    eprintln!(
+        "restarted: back in traffic within {:?}; since the restart {:?}",
+        restarted.elapsed(),
+        tally(&after)
+    );
+    assert!(
+        after.iter().all(Sample::ok),
+        "failures after the restart: {:?}",
+        tally(&after)
+    );
+    k.load.stop().await;
+}
+
+/// The same with the ejection outlasting the test: the restarted backend passes its checks
+/// every 0.2 s but gets no traffic until its ejection ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "gateway bug: a passing active check does not end a passive ejection, so a restarted \
+            backend stays out for all of baseEjectionTime (30 s by default) although it is healthy"]
+async fn an_active_check_pass_ends_a_passive_ejection() {
+    let mut k = Killable::start("eject", "120s").await;
+    let killed = k.backends[2].name().to_owned();
+    let window = k.kill_third().await;
+    let (ejected, unhealthy) = k.logged();
+    eprintln!(
+        "after the kill: {:?}; logged ejected {ejected}, unhealthy {unhealthy}",
+        tally(&window)
+    );
+    assert!(ejected, "precondition: the passive check ejected it");
+    let back = k.load.mark();
+    k.backends[2].restart().await;
+    k.load
+        .wait(&format!("{killed} to take traffic again"), back, |s| {
+            let n = s.iter().filter(|s| s.is(&killed)).count();
+            let healthy = k
+                .gw
+                .dp()
+                .process()
+                .stderr()
+                .contains("endpoint healthy again");
+            anyhow::ensure!(
+                n >= 1,
+                "no answer from it; active check logged it healthy again: {healthy}; {:?}",
+                tally(s)
+            );
+            Ok(())
+        })
+        .await;
+    k.load.stop().await;
+}
+
+/// With active checks alone: a backend whose `/healthz` answers 503 is taken out (it still
+/// answers its requests, so nothing else could), and comes back when it answers 200 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_checks_take_a_failing_endpoint_out_and_bring_it_back() {
+    let mut backends = Vec::new();
+    for n in ["a", "b", "c"] {
+        backends.push(TestBackend::start(&format!("active-{n}")).await);
+    }
+    let addrs: Vec<_> = backends.iter().map(TestBackend::addr).collect();
+    let gw = Gateway::start(&config(&addrs, ACTIVE), 1).await;
+    let load = Load::start(gw.dp().url("/users/x"));
+    let names: Vec<&str> = backends.iter().map(TestBackend::name).collect();
+    load.wait_spread("load over all three backends", 0, 30, &names)
+        .await;
+    let sick = &backends[2];
+    sick.wait_checked().await;
+
+    let mark = load.mark();
+    let checks = sick.checks();
+    sick.set_healthy(false);
+    let what = format!("50 answers in a row, none from {}", sick.name());
+    let start = load
+        .wait(&what, mark, |samples| {
+            streak(samples, 50, |s| s.ok() && s.from != sick.name())
+                .ok_or_else(|| anyhow::anyhow!("since /healthz failed: {:?}", tally(samples)))
+        })
+        .await;
+    let window = load.since(mark);
+    eprintln!(
+        "/healthz 503: out after {start} answers ({:?}) and {} checks",
+        tally(&window[..start]),
+        sick.checks() - checks
+    );
+    assert!(window.iter().all(Sample::ok), "{:?}", tally(&window));
+
+    let mark = load.mark();
+    sick.set_healthy(true);
+    load.wait_spread("load over all three again", mark, 30, &names)
+        .await;
+    let window = load.since(mark);
+    eprintln!("/healthz 200 again: {:?}", tally(&window));
+    let checks: Vec<usize> = backends.iter().map(TestBackend::checks).collect();
+    eprintln!("health checks per backend: {checks:?}");
+    load.stop().await;
+}
+
+/// Two of three endpoints down by their checks is fewer than half usable: panic mode sends
+/// traffic to all three, the down ones included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panic_mode_sends_to_every_endpoint_when_most_are_down() {
+    let mut backends = Vec::new();
+    for n in ["a", "b", "c"] {
+        backends.push(TestBackend::start(&format!("panic-{n}")).await);
+    }
+    let addrs: Vec<_> = backends.iter().map(TestBackend::addr).collect();
+    let gw = Gateway::start(&config(&addrs, ACTIVE), 1).await;
+    let load = Load::start(gw.dp().url("/users/x"));
+    let names: Vec<&str> = backends.iter().map(TestBackend::name).collect();
+    load.wait_spread("load over all three backends", 0, 30, &names)
+        .await;
+
+    // One down: two of three usable, so it is out.
+    let mark = load.mark();
+    backends[0].set_healthy(false);
+    load.wait_spread("load over b and c", mark, 50, &names[1..])
+        .await;
+    // Two down: one of three usable, so health is set aside.
+    let mark = load.mark();
+    backends[1].set_healthy(false);
+    load.wait_spread("panic mode: load over all three", mark, 30, &names)
+        .await;
+    eprintln!(
+        "two of three down: {:?}; checks {:?}",
+        tally(&load.since(mark)),
+        backends.iter().map(TestBackend::checks).collect::<Vec<_>>()
+    );
+    load.stop().await;
+}
