@@ -90,6 +90,9 @@ pub(crate) enum Command {
     /// Show every connected data plane and the config version it runs.
     #[command(visible_alias = "data-planes")]
     Dataplanes(DataplanesArgs),
+    /// Show one data plane's upstream endpoints: up, ejected, requests in flight (read from
+    /// its admin listener).
+    Health(HealthArgs),
     /// Print a ProtoSet resource made from the .proto files under directories (import paths
     /// relative to each), compiled first; pipe it to `apply -f -`.
     #[command(name = "protoset")]
@@ -176,6 +179,15 @@ pub(crate) struct DiffArgs {
 pub(crate) struct ValidateArgs {
     #[command(flatten)]
     pub(crate) input: FileArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct HealthArgs {
+    /// The data plane's admin listener, e.g. http://127.0.0.1:9901.
+    #[arg(long, value_name = "URL")]
+    pub(crate) data_plane: String,
+    #[arg(short = 'o', long, value_enum, default_value_t = ListFormat::Table)]
+    pub(crate) output: ListFormat,
 }
 
 #[derive(Debug, Args)]

@@ -13,6 +13,7 @@ mod dataplanes;
 mod delete;
 mod diff;
 mod get;
+mod health;
 mod protoset;
 mod validate;
 
@@ -26,6 +27,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Diff(args) => diff::run(global, args).await,
         Command::Validate(args) => validate::run(args),
         Command::Dataplanes(args) => dataplanes::run(global, args).await,
+        Command::Health(args) => health::run(args).await,
         Command::ProtoSet(args) => protoset::run(args),
     }
 }

@@ -66,7 +66,9 @@ fn main() {
         let side = SideTables::default();
         let table = Table::compile(1, &resources, Source::File, &side).expect("compiles");
         let upstream = table.upstream("u").expect("the upstream").clone();
-        let keys: Vec<Vec<u8>> = (0..1024).map(|k| format!("user-{k}").into_bytes()).collect();
+        let keys: Vec<Vec<u8>> = (0..1024)
+            .map(|k| format!("user-{k}").into_bytes())
+            .collect();
         let started = Instant::now();
         let mut sum = 0usize;
         for i in 0..iterations {

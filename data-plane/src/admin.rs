@@ -64,6 +64,7 @@ fn respond(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                     "upstreams": t.upstreams().count(),
                     "loaded_at": rfc3339(t.loaded_at()),
                     "cached_version": state.cached_version(),
+                    "health": health(&t),
                 }),
                 None => serde_json::json!({
                     "version": 0,
@@ -87,6 +88,41 @@ fn respond(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         ),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// The endpoints of upstreams that track health (checks, outlier detection, a breaker or a
+/// balancer that counts): each one's state, and a summary per upstream.
+fn health(table: &crate::table::Table) -> serde_json::Value {
+    let now = crate::health::now_ms();
+    let mut upstreams: Vec<_> = table
+        .upstreams()
+        .filter(|u| u.tracks_health())
+        .map(|upstream| {
+            let endpoints: Vec<_> = upstream
+                .endpoints()
+                .iter()
+                .map(|e| {
+                    let state = e.state();
+                    serde_json::json!({
+                        "address": e.address(),
+                        "up": state.is_up(),
+                        "ejected": state.is_ejected(now),
+                        "usable": state.usable(now),
+                        "in_flight": state.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+                    })
+                })
+                .collect();
+            let usable = endpoints.iter().filter(|e| e["usable"] == true).count();
+            serde_json::json!({
+                "name": &**upstream.name(),
+                "endpoints": endpoints.len(),
+                "usable": usable,
+                "state": endpoints,
+            })
+        })
+        .collect();
+    upstreams.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    serde_json::Value::Array(upstreams)
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

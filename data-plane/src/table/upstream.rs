@@ -239,6 +239,11 @@ impl Upstream {
         }
     }
 
+    /// Whether its endpoints' health or load is tracked (any setting beyond round robin).
+    pub fn tracks_health(&self) -> bool {
+        !self.plain
+    }
+
     /// Whether requests' ends are recorded for outlier detection.
     #[inline]
     pub fn detects_outliers(&self) -> bool {

@@ -104,7 +104,9 @@ impl Sample {
 fn tally(samples: &[Sample]) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for s in samples {
-        *counts.entry(format!("{} {}", s.status, s.from)).or_default() += 1;
+        *counts
+            .entry(format!("{} {}", s.status, s.from))
+            .or_default() += 1;
     }
     counts
 }

@@ -145,7 +145,7 @@ fn rejects_bad_route_fields() {
 mod external_auth;
 mod filters_and_policies;
 mod identity;
-mod resilience;
 mod proto_sets;
 mod protocols_and_timeouts;
+mod resilience;
 mod transcode;

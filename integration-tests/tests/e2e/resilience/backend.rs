@@ -1,7 +1,7 @@
 //! A small HTTP/1.1 backend in the test process, for what demo-backend cannot do: `/healthz`
 //! answers 200 or 503 as the test says, a path ending in `/slow` is held until released (or
-//! answered at once if the backend does not hold), and anything else gets 200 with
-//! `{"backend": NAME, "path": PATH}`, like demo-backend's echo.
+//! answered at once if the backend does not hold), and anything else gets 200 (503 while it
+//! is set failing) with `{"backend": NAME, "path": PATH}`, like demo-backend's echo.
 
 use std::{
     convert::Infallible,
@@ -32,6 +32,7 @@ struct Shared {
     name: String,
     healthy: AtomicBool,
     holds: AtomicBool,
+    failing: AtomicBool,
     /// `/healthz` requests seen.
     checks: AtomicUsize,
     /// `/slow` requests waiting now, and all that arrived.
@@ -49,6 +50,7 @@ impl TestBackend {
             name: name.to_owned(),
             healthy: AtomicBool::new(true),
             holds: AtomicBool::new(true),
+            failing: AtomicBool::new(false),
             checks: AtomicUsize::new(0),
             held: AtomicUsize::new(0),
             slow_arrivals: AtomicUsize::new(0),
@@ -80,6 +82,11 @@ impl TestBackend {
         self.shared.holds.store(holds, Ordering::Relaxed);
     }
 
+    /// Whether requests other than `/healthz` get 503 from now on.
+    pub(super) fn set_failing(&self, failing: bool) {
+        self.shared.failing.store(failing, Ordering::Relaxed);
+    }
+
     pub(super) fn checks(&self) -> usize {
         self.shared.checks.load(Ordering::Relaxed)
     }
@@ -94,7 +101,9 @@ impl TestBackend {
 
     /// Lets every held request answer.
     pub(super) fn release(&self) {
-        self.shared.release.send_modify(|generation| *generation += 1);
+        self.shared
+            .release
+            .send_modify(|generation| *generation += 1);
     }
 
     pub(super) async fn wait_held(&self, n: usize) {
@@ -170,7 +179,11 @@ async fn handle(
                 let _ = release.changed().await;
             }
         }
-        StatusCode::OK
+        if shared.failing.load(Ordering::Relaxed) {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::OK
+        }
     };
     let body = serde_json::json!({ "backend": shared.name, "path": path });
     let response = Response::builder()

@@ -90,14 +90,17 @@ async fn consistent_hashing_keeps_a_key_on_one_endpoint_across_data_planes() {
         spread(&after),
         50 - kept - to_new
     );
-    assert!(kept >= 30, "only {kept} of 50 keys stayed (expected about 3/4)");
+    assert!(
+        kept >= 30,
+        "only {kept} of 50 keys stayed (expected about 3/4)"
+    );
     assert!(to_new > 0, "the new endpoint took no key");
 }
 
 /// LeastRequest over two endpoints with requests held at A: new requests mostly go to B.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_request_prefers_the_idle_endpoint() {
-    let (share, a, b) = least_request_share(4, 200).await;
+    let (share, a, b) = least_request_share(4, 300).await;
     eprintln!("{share:.2} of new requests to the idle endpoint");
     // Load-blind balancers give 0.5; two random picks with replacement give 0.75.
     assert!(
@@ -111,7 +114,8 @@ async fn least_request_prefers_the_idle_endpoint() {
 #[ignore = "gateway bug: LeastRequest's two random picks may be the same endpoint, so a busy \
             endpoint of two still gets 1/4 of new requests (≈ 75 % to the idle one, not ≥ 80 %)"]
 async fn least_request_sends_at_least_80_percent_to_the_idle_endpoint() {
-    let (share, a, b) = least_request_share(4, 200).await;
+    // 400: the expected 0.75 is then 2.3 standard deviations below the bar.
+    let (share, a, b) = least_request_share(4, 400).await;
     assert!(
         share >= 0.8,
         "{share:.2} to the idle endpoint ({a} to the busy one, {b} to the idle one)"
@@ -144,7 +148,11 @@ async fn least_request_share(holds: usize, fast: usize) -> (f64, usize, usize) {
     let mut sent = 0;
     while a.held() < holds {
         sent += 1;
-        assert!(sent <= 50 * holds, "{sent} tries and {} held at A", a.held());
+        assert!(
+            sent <= 50 * holds,
+            "{sent} tries and {} held at A",
+            a.held()
+        );
         let before = a.held();
         let url = dp.url("/lr/slow");
         let request = tokio::spawn(async move { get(&url, &[]).await });

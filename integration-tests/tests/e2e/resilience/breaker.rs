@@ -58,9 +58,16 @@ async fn the_circuit_breaker_refuses_at_once_past_max_requests() {
         refused(&third).unwrap();
         refused(&dp.get("/s/x").await.unwrap()).unwrap();
         // Answered while the two are still held, and never sent to the backend.
-        assert!(held.iter().all(|h| !h.is_finished()), "a held request ended");
+        assert!(
+            held.iter().all(|h| !h.is_finished()),
+            "a held request ended"
+        );
         assert_eq!(slow.held(), 2);
-        assert_eq!(slow.slow_arrivals(), arrivals, "the third reached the backend");
+        assert_eq!(
+            slow.slow_arrivals(),
+            arrivals,
+            "the third reached the backend"
+        );
         check_echo(&dp.get("/o/x").await.unwrap(), other.name(), "/o/x").unwrap();
 
         slow.release();

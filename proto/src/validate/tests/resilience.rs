@@ -4,7 +4,9 @@
 use super::{check, errors};
 
 fn upstream(extra: &str) -> String {
-    format!("kind: Upstream\nname: u\nspec:\n  endpoints: [{{ address: '127.0.0.1:9001' }}]\n{extra}")
+    format!(
+        "kind: Upstream\nname: u\nspec:\n  endpoints: [{{ address: '127.0.0.1:9001' }}]\n{extra}"
+    )
 }
 
 #[test]
@@ -42,7 +44,9 @@ fn bad_settings_are_named() {
         ["Upstream/u: spec.loadBalancer.hashOn: must set exactly one of header, cookie, sourceIP"]
     );
     assert_eq!(
-        errors(&upstream("  protocol: H2C\n  healthCheck: { active: { path: /h } }\n")),
+        errors(&upstream(
+            "  protocol: H2C\n  healthCheck: { active: { path: /h } }\n"
+        )),
         [
             "Upstream/u: spec.healthCheck.active: active checks speak HTTP/1.1: not supported yet for H2C and H2 upstreams (passive checks are)"
         ]
