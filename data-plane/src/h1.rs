@@ -243,6 +243,28 @@ async fn read_request<C: ClientIo, S: Future<Output = ()>>(
     }
 }
 
+/// The endpoint of a retry, after a try at `at` failed: the failure counts against that
+/// endpoint whatever the retry gets, and the retry goes to another one if the balancer offers
+/// one within a few picks (its count in flight replacing the last).
+pub(crate) fn next_try(
+    upstream: &Arc<crate::table::Upstream>,
+    at: usize,
+    dispatch: &mut Option<crate::table::balance::Dispatch>,
+) -> usize {
+    upstream.record(at, true);
+    let mut next = at;
+    for _ in 0..3 {
+        let Ok((picked, counted)) = upstream.choose(None) else {
+            break;
+        };
+        (next, *dispatch) = (picked, counted);
+        if next != at {
+            break;
+        }
+    }
+    next
+}
+
 /// A body's payload: `raw` as read, decoded from its chunked framing unless it already was.
 fn payload(raw: &[u8], framing: Framing, decoded: bool) -> std::borrow::Cow<'_, [u8]> {
     if decoded || framing != Framing::Chunked {
@@ -291,7 +313,7 @@ async fn exchange<C: ClientIo>(
         let local = Local::Error(ProxyError::Overloaded);
         return respond(client, conn, bufs, local, &request_id, !keep, outcome).await && keep;
     };
-    let routed = match route {
+    let mut routed = match route {
         Route::Forward(routed) => routed,
         // Asked before the request was handed over.
         Route::Consult(_) => {
@@ -310,7 +332,8 @@ async fn exchange<C: ClientIo>(
         }
     };
     let upstream = &routed.upstream;
-    let endpoint = &upstream.endpoints()[routed.endpoint];
+    let mut at = routed.endpoint;
+    let endpoint = &upstream.endpoints()[at];
     let timeouts = *routed.rule.timeouts();
     let head_deadline = limits::deadline(now, upstream.timeout());
     timer.as_mut().reset(
@@ -394,6 +417,7 @@ async fn exchange<C: ClientIo>(
         request_id: &request_id,
         edits: &routed.rule.filters().response,
         extra: &routed.response_extra,
+        retry_on: &[],
     };
 
     let failure = if multiplexed {
@@ -421,62 +445,106 @@ async fn exchange<C: ClientIo>(
             Err(failure) => failure,
         }
     } else {
-        loop {
-            let mut up = match endpoint.pool().checkout() {
-                Some(up) => up,
-                None => match endpoint.pool().connect(upstream.connect_timeout()).await {
-                    Ok(up) => up,
-                    Err(error) => break Failure::Connect(error),
+        // Tries, the first and each retry, each on an endpoint of its own where there is one.
+        let retry = routed.rule.retry();
+        let retries_body =
+            framing == Framing::Empty && (replayable || retry.is_some_and(|r| r.non_idempotent));
+        let mut tries_left = if retries_body {
+            retry.map_or(0, |r| r.attempts)
+        } else {
+            0
+        };
+        if retry.is_some() {
+            upstream.side().deposit();
+        }
+        let mut dispatch = routed.dispatch.take();
+        // Whether this request's response has started (the last request's may have).
+        bufs.started
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        'tries: loop {
+            let endpoint = &upstream.endpoints()[at];
+            let permit = (tries_left > 0).then(|| upstream.side().retry()).flatten();
+            let asked = Asked {
+                retry_on: match (&permit, retry) {
+                    (Some(_), Some(retry)) => &retry.codes,
+                    _ => &[],
                 },
+                ..asked
             };
-            let try_start = Instant::now();
-            let deadline = timeouts.deadline(now, try_start);
-            if let Some(deadline) = deadline {
-                // A retry's head waits no longer than the rule allows either.
-                timer
-                    .as_mut()
-                    .reset(deadline.min(limits::deadline(try_start, upstream.timeout())));
-            }
-            let run = exchange::run(
-                client,
-                &mut up,
-                bufs,
-                &mut req_body,
-                asked,
-                timer.as_mut(),
-                upstream.timeout(),
-            );
-            match within(deadline, run)
-                .await
-                .unwrap_or_else(|| Err(cut_off(&timeouts, &bufs.started)))
-            {
-                Ok(done) => {
-                    if done.reusable && req_body.is_done() {
-                        endpoint.pool().checkin(up);
-                    } else if done.upgraded {
+            let failure = loop {
+                let mut up = match endpoint.pool().checkout() {
+                    Some(up) => up,
+                    None => match endpoint.pool().connect(upstream.connect_timeout()).await {
+                        Ok(up) => up,
+                        Err(error) => break Failure::Connect(error),
+                    },
+                };
+                let try_start = Instant::now();
+                let deadline = timeouts.deadline(now, try_start);
+                if let Some(deadline) = deadline {
+                    // A retry's head waits no longer than the rule allows either.
+                    timer
+                        .as_mut()
+                        .reset(deadline.min(limits::deadline(try_start, upstream.timeout())));
+                }
+                let run = exchange::run(
+                    client,
+                    &mut up,
+                    bufs,
+                    &mut req_body,
+                    asked,
+                    timer.as_mut(),
+                    upstream.timeout(),
+                );
+                match within(deadline, run)
+                    .await
+                    .unwrap_or_else(|| Err(cut_off(&timeouts, &bufs.started)))
+                {
+                    Ok(done) => {
+                        if let Some(permit) = permit {
+                            permit.refund();
+                        }
+                        if done.reusable && req_body.is_done() {
+                            endpoint.pool().checkin(up);
+                        } else if done.upgraded {
+                            outcome.status = done.status;
+                            outcome.rule = Some(routed.rule);
+                            outcome.upstream = Some((routed.upstream, at));
+                            outcome.finish(&conn.state);
+                            // The upstream connection is the client's now: never pooled again.
+                            exchange::tunnel(client, &mut up, &mut bufs.read, CLIENT_IDLE_TIMEOUT)
+                                .await;
+                            return false;
+                        }
                         outcome.status = done.status;
                         outcome.rule = Some(routed.rule);
-                        outcome.upstream = Some((routed.upstream, routed.endpoint));
+                        outcome.upstream = Some((routed.upstream, at));
                         outcome.finish(&conn.state);
-                        // The upstream connection is the client's now: never pooled again.
-                        exchange::tunnel(client, &mut up, &mut bufs.read, CLIENT_IDLE_TIMEOUT)
-                            .await;
-                        return false;
+                        drop(dispatch);
+                        return done.keep_alive && req_body.is_done();
                     }
-                    outcome.status = done.status;
-                    outcome.rule = Some(routed.rule);
-                    outcome.upstream = Some((routed.upstream, routed.endpoint));
-                    outcome.finish(&conn.state);
-                    return done.keep_alive && req_body.is_done();
+                    Err(failure)
+                        if exchange::may_retry(&failure, &up, replayable, &mut outcome) => {}
+                    Err(failure) => break failure,
                 }
-                Err(failure) if exchange::may_retry(&failure, &up, replayable, &mut outcome) => {}
-                Err(failure) => break failure,
+            };
+            let started = bufs.started.load(std::sync::atomic::Ordering::Relaxed);
+            match permit {
+                Some(_permit) if failure.is_retryable() && !started => {
+                    tries_left -= 1;
+                    outcome.retried = true;
+                    tokio::time::sleep(retry.map_or(Duration::ZERO, |r| r.wait())).await;
+                    at = next_try(upstream, at, &mut dispatch);
+                    continue 'tries;
+                }
+                _ => break 'tries failure,
             }
         }
     };
+    let endpoint = &upstream.endpoints()[at];
     let error = failure.into_error(upstream, endpoint);
     outcome.rule = Some(routed.rule);
-    outcome.upstream = Some((routed.upstream, routed.endpoint));
+    outcome.upstream = Some((routed.upstream, at));
     let error = match error {
         Ok(error) => error,
         Err(cut) => {

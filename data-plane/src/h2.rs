@@ -325,6 +325,7 @@ fn proceed(conn: &Arc<Connection>, request: Request, head: Vec<u8>, stream: Stre
     let body = body.map(|body| Limited::new(body, limit));
     let (framing, replayable) = (request.framing, request.replayable);
     let conn = conn.clone();
+    let mut routed = routed;
     Started::Exchange(Box::pin(async move {
         let _admitted = admitted;
         let upstream = &routed.upstream;
@@ -345,6 +346,7 @@ fn proceed(conn: &Arc<Connection>, request: Request, head: Vec<u8>, stream: Stre
             request_id: &request_id,
             edits: &routed.rule.filters().response,
             extra: &routed.response_extra,
+            retry_on: &[],
         };
         let mut body = body;
         if routed.rule.policies().checks_body
@@ -444,17 +446,56 @@ fn proceed(conn: &Arc<Connection>, request: Request, head: Vec<u8>, stream: Stre
                 grpc,
             );
         }
-        let sent = upstream::exchange(
-            endpoint,
-            upstream,
-            &head,
-            (body, framing),
-            replayable,
-            asked,
-            deadline,
-            &mut outcome,
-        )
-        .await;
+        // Tries, as on the HTTP/1 front end: a request without a body, on another endpoint.
+        let retry = routed.rule.retry();
+        let mut tries_left = match retry {
+            Some(retry) if body.is_none() && (replayable || retry.non_idempotent) => retry.attempts,
+            _ => 0,
+        };
+        if retry.is_some() {
+            upstream.side().deposit();
+        }
+        let mut at = routed.endpoint;
+        let mut dispatch = routed.dispatch.take();
+        let mut body = body;
+        let sent = loop {
+            let permit = (tries_left > 0).then(|| upstream.side().retry()).flatten();
+            let asked = Asked {
+                retry_on: match (&permit, retry) {
+                    (Some(_), Some(retry)) => &retry.codes,
+                    _ => &[],
+                },
+                ..asked
+            };
+            let sent = upstream::exchange(
+                &upstream.endpoints()[at],
+                upstream,
+                &head,
+                (body.take(), framing),
+                replayable,
+                asked,
+                deadline,
+                &mut outcome,
+            )
+            .await;
+            match (sent, permit) {
+                (Err(failure), Some(_permit)) if failure.is_retryable() => {
+                    tries_left -= 1;
+                    outcome.retried = true;
+                    tokio::time::sleep(retry.map_or(std::time::Duration::ZERO, |r| r.wait())).await;
+                    at = h1::next_try(upstream, at, &mut dispatch);
+                }
+                (sent, permit) => {
+                    if let (Ok(_), Some(permit)) = (&sent, permit) {
+                        permit.refund();
+                    }
+                    break sent;
+                }
+            }
+        };
+        let endpoint = &upstream.endpoints()[at];
+        outcome.upstream = Some((upstream.clone(), at));
+        let _dispatch = dispatch;
         let error = match sent {
             Ok((mut block, parsed, body)) => {
                 outcome.status = parsed.status;

@@ -58,11 +58,77 @@ pub struct UpstreamSide {
     next: AtomicUsize,
     /// Requests in flight to the upstream (the circuit breaker's count).
     pub in_flight: std::sync::atomic::AtomicU32,
+    /// The retry budget: a token for every request on a retrying rule, five per retry.
+    retry_tokens: std::sync::atomic::AtomicU32,
+    /// Retries in flight, three of which the budget always allows.
+    retries_in_flight: std::sync::atomic::AtomicU32,
     /// Its endpoints' live state, by address.
     endpoints: Mutex<HashMap<Box<str>, Arc<crate::health::EndpointState>>>,
 }
 
+/// Tokens a retry costs: retries are at most a fifth of the requests.
+const RETRY_COST: u32 = 5;
+/// The most tokens kept, so that a quiet period does not bank a storm's worth of retries.
+const RETRY_TOKENS_MAX: u32 = 100 * RETRY_COST;
+/// Retries allowed at once whatever the budget (Envoy's `min_retry_concurrency`).
+const MIN_RETRY_CONCURRENCY: u32 = 3;
+
+/// A retry the budget allows, held for a try that may need one, in flight until dropped.
+#[derive(Debug)]
+pub struct RetryPermit {
+    side: Arc<UpstreamSide>,
+    paid: bool,
+}
+
+impl RetryPermit {
+    /// The try needed no retry: its tokens go back.
+    pub fn refund(self) {
+        if self.paid {
+            let _ =
+                self.side
+                    .retry_tokens
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                        Some(t.saturating_add(RETRY_COST).min(RETRY_TOKENS_MAX))
+                    });
+        }
+    }
+}
+
+impl Drop for RetryPermit {
+    fn drop(&mut self) {
+        self.side.retries_in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl UpstreamSide {
+    /// A request on a rule that retries: the budget grows.
+    pub fn deposit(&self) {
+        let _ = self
+            .retry_tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                (t < RETRY_TOKENS_MAX).then_some(t + 1)
+            });
+    }
+
+    /// A retry, if the budget allows one.
+    pub fn retry(self: &Arc<Self>) -> Option<RetryPermit> {
+        let paid = self
+            .retry_tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                t.checked_sub(RETRY_COST)
+            })
+            .is_ok();
+        let running = self.retries_in_flight.fetch_add(1, Ordering::Relaxed);
+        if paid || running < MIN_RETRY_CONCURRENCY {
+            return Some(RetryPermit {
+                side: self.clone(),
+                paid,
+            });
+        }
+        self.retries_in_flight.fetch_sub(1, Ordering::Relaxed);
+        None
+    }
+
     /// The live state of the endpoint at `address`, created on first use.
     pub fn endpoint(&self, address: &str) -> Arc<crate::health::EndpointState> {
         lock(&self.endpoints)

@@ -31,7 +31,7 @@ pub use self::{
         X_CONSUMER, X_CONSUMER_GROUPS, external_auth, identity, jwt, rate_limit, validation,
     },
     router::{RequestHeaders, RequestView},
-    rule::{Rule, Timeouts},
+    rule::{Retry, Rule, Timeouts},
     upstream::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Endpoint, Upstream, balance},
 };
 use self::{

@@ -90,9 +90,23 @@ pub(crate) enum Failure {
     TooLarge,
     /// The response had started, or the client went away: the connection can only close.
     Cut(BodyError),
+    /// The upstream answered a status the rule retries (nothing was sent to the client).
+    Status(u16),
 }
 
 // === impl Failure ===
+
+impl Failure {
+    /// Whether a rule's retry may try again after this: the try could not connect, was reset
+    /// or broken off before an answer, or answered a status the rule retries. Timeouts are
+    /// not retried: a slow endpoint would get the load again.
+    pub(crate) fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect(_) | Self::Closed(_) | Self::Unavailable(_) | Self::Status(_)
+        )
+    }
+}
 
 impl From<crate::h2_client::Error> for Failure {
     fn from(error: crate::h2_client::Error) -> Self {
@@ -131,6 +145,12 @@ impl Failure {
                 upstream: name,
                 endpoint: address,
                 source,
+            },
+            // Retried, so never the last try's answer; were it, this says what it was.
+            Self::Status(status) => ProxyError::UpstreamUnavailable {
+                upstream: name,
+                endpoint: address,
+                source: format!("answered {status}").into(),
             },
             Self::TimedOut => ProxyError::UpstreamTimeout {
                 upstream: name,
@@ -328,6 +348,9 @@ where
         Ok(response::parse(buf, asked, out)?.map(|head| (head, ())))
     })
     .await?;
+    if asked.retry_on.contains(&head.status) {
+        return Err(Failure::Status(head.status));
+    }
     let mut body = Body::new(head.framing, head.decode);
     body.take_into(buf, out)
         .map_err(|error| Failure::Unavailable(error.into()))?;

@@ -29,7 +29,7 @@ pub(crate) struct Routed {
     pub(crate) body_limit: u64,
     pub(crate) response_extra: Vec<(HeaderName, HeaderValue)>,
     /// Counted in flight at the endpoint until dropped, with the exchange.
-    pub(crate) _dispatch: Option<crate::table::balance::Dispatch>,
+    pub(crate) dispatch: Option<crate::table::balance::Dispatch>,
 }
 
 /// A parsed request, its head already written upstream-ready into the caller's buffer.
@@ -270,7 +270,7 @@ pub(crate) fn prepare<'b>(
                 endpoint: forward.endpoint,
                 body_limit: forward.body_limit,
                 response_extra: forward.response_extra,
-                _dispatch: forward.dispatch,
+                dispatch: forward.dispatch,
             })
         }
         Decision::Respond(local, rule) => Route::Respond(local, rule),

@@ -31,6 +31,8 @@ pub(crate) struct Asked<'a> {
     /// The rule's response header edits, and headers a policy adds (CORS).
     pub(crate) edits: &'a HeaderEdits,
     pub(crate) extra: &'a [(HeaderName, HeaderValue)],
+    /// Statuses this try gives up on rather than relay (a retry will follow).
+    pub(crate) retry_on: &'a [u16],
 }
 
 /// A parsed response head.

@@ -126,6 +126,9 @@ async fn try_once(
             biased;
             received = &mut receive => {
                 let (parsed, block) = received?;
+                if asked.retry_on.contains(&parsed.status) {
+                    return Err(Failure::Status(parsed.status));
+                }
                 return Ok((block, parsed, sent));
             }
             result = &mut send, if !sent => match result {

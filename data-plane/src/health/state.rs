@@ -65,8 +65,15 @@ impl EndpointState {
         self.up.load(Ordering::Relaxed)
     }
 
+    /// The active checks' verdict; whether it changed. Coming back up also ends an ejection:
+    /// the endpoint was restarted or repaired, and the checks say it works.
     pub fn set_up(&self, up: bool) -> bool {
-        self.up.swap(up, Ordering::Relaxed) != up
+        let changed = self.up.swap(up, Ordering::Relaxed) != up;
+        if changed && up {
+            self.ejected_until.store(0, Ordering::Relaxed);
+            self.errors.store(0, Ordering::Relaxed);
+        }
+        changed
     }
 
     pub fn is_ejected(&self, now_ms: u64) -> bool {

@@ -40,8 +40,42 @@ pub struct Rule {
     /// No filters and no policies: the pipeline has nothing to run.
     plain: bool,
     timeouts: Timeouts,
+    retry: Option<Retry>,
     /// A GrpcTranscode filter: REST/JSON requests become gRPC calls.
     transcoder: Option<Arc<Transcoder>>,
+}
+
+/// A rule's `retry`, resolved.
+#[derive(Clone, Debug)]
+pub struct Retry {
+    pub attempts: u32,
+    pub backoff: Duration,
+    pub codes: Box<[u16]>,
+    pub non_idempotent: bool,
+}
+
+impl Retry {
+    fn compile(retry: &v1::RouteRetry) -> Self {
+        Self {
+            attempts: retry.attempts,
+            backoff: retry
+                .backoff
+                .as_ref()
+                .and_then(gateway_proto::duration::from_proto)
+                .unwrap_or(Duration::from_millis(25)),
+            codes: retry
+                .codes
+                .iter()
+                .filter_map(|&c| u16::try_from(c).ok())
+                .collect(),
+            non_idempotent: retry.non_idempotent,
+        }
+    }
+
+    /// The wait before a retry: the backoff, ±50 %.
+    pub fn wait(&self) -> Duration {
+        self.backoff.mul_f64(0.5 + fastrand::f64())
+    }
 }
 
 /// A rule's `timeouts`: how long a request, and each try with a backend, may take to the end
@@ -174,6 +208,7 @@ impl Rule {
             normalize: spec.normalize_path.unwrap_or(true),
             prefixes: prefixes.into(),
             timeouts: Timeouts::compile(rule.timeouts.as_ref()),
+            retry: rule.retry.as_ref().map(Retry::compile),
             transcoder: rule
                 .filters
                 .iter()
@@ -195,6 +230,12 @@ impl Rule {
     #[inline]
     pub fn timeouts(&self) -> &Timeouts {
         &self.timeouts
+    }
+
+    /// The rule's retries, if it retries.
+    #[inline]
+    pub fn retry(&self) -> Option<&Retry> {
+        self.retry.as_ref()
     }
 
     /// Its position in its route's rules.

@@ -239,6 +239,11 @@ impl Upstream {
         }
     }
 
+    /// Its live state (the retry budget).
+    pub fn side(&self) -> &Arc<UpstreamSide> {
+        &self.side
+    }
+
     /// Whether its endpoints' health or load is tracked (any setting beyond round robin).
     pub fn tracks_health(&self) -> bool {
         !self.plain

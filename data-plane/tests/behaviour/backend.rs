@@ -159,6 +159,12 @@ async fn answer(shared: Shared, req: Request<Incoming>) -> Response<Full<Bytes>>
     if shared.name == "auth" {
         return auth_answer(&parts);
     }
+    // A backend that always fails, behind rules that retry: not the table's to see either.
+    if shared.name == "failing" {
+        let mut failed = Response::new(Full::new(Bytes::from_static(b"failing")));
+        *failed.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+        return failed;
+    }
     let hold = parts.uri.path().ends_with("/hold");
     // A request whose body was cut off never arrived as a request: not recorded.
     let Ok(body) = body.collect().await.map(|b| b.to_bytes().to_vec()) else {

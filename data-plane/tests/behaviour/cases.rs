@@ -134,6 +134,20 @@ spec:
     query: [{ name: page, type: Integer, required: true }]
 ---
 kind: Upstream
+name: flaky
+# HTTP/1.1 in both tables: retries are not made over HTTP/2 upstreams yet.
+spec:
+  endpoints: [{ address: "{failing}" }, { address: "{public}" }]
+---
+kind: Route
+name: retried
+spec:
+  rules:
+    - matches: [{ path: { type: PathPrefix, value: /retried } }]
+      backendRefs: [{ name: flaky }]
+      retry: { attempts: 2, backoff: 0.001s, codes: [503] }
+---
+kind: Upstream
 name: auth-service
 spec:
   endpoints: [{ address: '{auth}' }]

@@ -78,7 +78,7 @@ impl Drop for DataPlane {
 
 /// Runs every case of `cases` over every protocol against one data plane.
 async fn run_table(yaml: &str, settings: Settings, cases: &[Case]) {
-    let backends = Backends::start(&["public", "admin", "other", "auth"]).await;
+    let backends = Backends::start(&["public", "admin", "other", "auth", "failing"]).await;
     let yaml = backends.render(yaml);
     let gateway = DataPlane::start(&yaml, settings).await;
     let mut failures = Vec::new();
@@ -146,7 +146,7 @@ async fn underscore_headers_can_be_refused_or_allowed() {
 
 #[tokio::test]
 async fn requests_over_max_requests_get_503_with_retry_after() {
-    let backends = Backends::start(&["public", "admin", "other", "auth"]).await;
+    let backends = Backends::start(&["public", "admin", "other", "auth", "failing"]).await;
     let settings = Settings {
         max_requests: 1,
         ..Settings::default()

@@ -31,6 +31,8 @@ mod balance;
 mod breaker;
 #[path = "resilience/health.rs"]
 mod health;
+#[path = "resilience/retry.rs"]
+mod retry;
 
 /// Active checks every 0.2 s (the validator's floor is 0.1 s), one verdict enough each way.
 const ACTIVE: &str = "    active: { path: /healthz, interval: 0.2s, timeout: 0.1s, healthyThreshold: 1, unhealthyThreshold: 1 }\n";

@@ -92,6 +92,9 @@ pub(super) fn check_route<'s>(
         if let Some(timeouts) = &rule.timeouts {
             check_timeouts(at, &format!("spec.rules[{r}].timeouts"), timeouts);
         }
+        if let Some(retry) = &rule.retry {
+            check_retry(at, &format!("spec.rules[{r}].retry"), retry);
+        }
         if rule.backend_refs.is_empty() && !filter::redirects(rule) {
             at.error(
                 &format!("spec.rules[{r}].backendRefs"),
@@ -116,6 +119,27 @@ pub(super) fn check_route<'s>(
         }
     }
     checked
+}
+
+fn check_retry(at: &mut At<'_>, field: &str, retry: &v1::RouteRetry) {
+    if !(1..=10).contains(&retry.attempts) {
+        at.error(
+            &format!("{field}.attempts"),
+            "must be between 1 and 10".into(),
+        );
+    }
+    super::check_duration(at, &format!("{field}.backoff"), retry.backoff.as_ref());
+    if retry.backoff.as_ref().is_some_and(|b| b.seconds >= 10) {
+        at.error(&format!("{field}.backoff"), "must be under 10s".into());
+    }
+    for (i, code) in retry.codes.iter().enumerate() {
+        if !(400..=599).contains(code) {
+            at.error(
+                &format!("{field}.codes[{i}]"),
+                format!("{code} is not an error status (400 to 599)"),
+            );
+        }
+    }
 }
 
 fn check_timeouts(at: &mut At<'_>, field: &str, timeouts: &v1::RouteTimeouts) {

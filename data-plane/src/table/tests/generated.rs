@@ -161,6 +161,12 @@ impl Gen {
                 request: g.some(Self::duration),
                 backend_request: g.some(Self::duration),
             }),
+            retry: self.some(|g| v1::RouteRetry {
+                attempts: g.choose(&[1, 3], &[0, 11]),
+                backoff: None,
+                codes: g.list(1, |g| g.choose(&[503], &[200])),
+                non_idempotent: false,
+            }),
         }
     }
 

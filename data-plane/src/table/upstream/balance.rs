@@ -180,7 +180,16 @@ impl Upstream {
             Balancer::RoundRobin => self.pick()?,
             Balancer::Random => self.random()?,
             Balancer::LeastRequest => {
-                let (a, b) = (self.random()?, self.random()?);
+                let a = self.random()?;
+                // Two different endpoints where there are two: the busy one must not be
+                // compared with itself.
+                let mut b = self.random()?;
+                for _ in 0..3 {
+                    if b != a {
+                        break;
+                    }
+                    b = self.random()?;
+                }
                 let load = |i: usize| {
                     // Requests in flight per unit of weight, compared without division.
                     u64::from(self.endpoints[i].state.in_flight.load(Ordering::Relaxed))
@@ -222,12 +231,11 @@ impl Upstream {
             // Panic mode: health is set aside.
             return Some(candidate);
         }
-        // The next usable one after the candidate, so that its share spreads.
-        healthy
-            .iter()
-            .copied()
-            .find(|&i| i > candidate)
-            .or_else(|| healthy.first().copied())
+        // One of the usable ones at random, so that the candidate's share spreads over all.
+        if healthy.is_empty() {
+            return None;
+        }
+        Some(healthy[fastrand::usize(..healthy.len())])
     }
 
     /// An endpoint at random, by weight.

@@ -33,8 +33,9 @@ struct Shared {
     healthy: AtomicBool,
     holds: AtomicBool,
     failing: AtomicBool,
-    /// `/healthz` requests seen.
+    /// `/healthz` requests seen, and all others.
     checks: AtomicUsize,
+    requests: AtomicUsize,
     /// `/slow` requests waiting now, and all that arrived.
     held: AtomicUsize,
     slow_arrivals: AtomicUsize,
@@ -52,6 +53,7 @@ impl TestBackend {
             holds: AtomicBool::new(true),
             failing: AtomicBool::new(false),
             checks: AtomicUsize::new(0),
+            requests: AtomicUsize::new(0),
             held: AtomicUsize::new(0),
             slow_arrivals: AtomicUsize::new(0),
             release: watch::channel(0).0,
@@ -85,6 +87,11 @@ impl TestBackend {
     /// Whether requests other than `/healthz` get 503 from now on.
     pub(super) fn set_failing(&self, failing: bool) {
         self.shared.failing.store(failing, Ordering::Relaxed);
+    }
+
+    /// Requests other than `/healthz` seen.
+    pub(super) fn requests(&self) -> usize {
+        self.shared.requests.load(Ordering::Relaxed)
     }
 
     pub(super) fn checks(&self) -> usize {
@@ -169,6 +176,7 @@ async fn handle(
             StatusCode::SERVICE_UNAVAILABLE
         }
     } else {
+        shared.requests.fetch_add(1, Ordering::Relaxed);
         if path.ends_with("/slow") {
             shared.slow_arrivals.fetch_add(1, Ordering::Relaxed);
             if shared.holds.load(Ordering::Relaxed) {
