@@ -14,6 +14,7 @@ mod body;
 mod consult;
 mod exchange;
 mod head;
+mod mirror;
 mod over_h2;
 mod request;
 mod response;
@@ -33,6 +34,7 @@ pub(crate) use self::{
     consult::resume,
     exchange::{Failure, may_retry, read_head},
     head::{decimal, parse_length, write_local},
+    mirror::send as mirror,
     request::{BodyFrom, Line, Request, Route, Target, parse as parse_request, prepare},
     response::{
         Asked, FieldSink, Response as ParsedResponse, Sink, parse_into as parse_response,
@@ -391,6 +393,13 @@ async fn exchange<C: ClientIo>(
             respond(client, conn, bufs, local, &request_id, true, outcome).await;
             return false;
         }
+    }
+    // A copy for the shadow upstream: the head as written, and a body only if it is all here.
+    if let Some(shadow) = routed.rule.mirror()
+        && (framing == Framing::Empty
+            || (matches!(framing, Framing::Length(_)) && req_body.is_done()))
+    {
+        mirror::send(shadow, &bufs.head);
     }
     if let Some(transcoder) = routed.rule.transcoder() {
         let transcoder = transcoder.clone();

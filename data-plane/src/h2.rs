@@ -348,6 +348,11 @@ fn proceed(conn: &Arc<Connection>, request: Request, head: Vec<u8>, stream: Stre
             extra: &routed.response_extra,
             retry_on: &[],
         };
+        if body.is_none()
+            && let Some(shadow) = routed.rule.mirror()
+        {
+            h1::mirror(shadow, &head);
+        }
         let mut body = body;
         if routed.rule.policies().checks_body
             && let Some(whole) = body.as_mut()

@@ -41,6 +41,8 @@ pub struct Rule {
     plain: bool,
     timeouts: Timeouts,
     retry: Option<Retry>,
+    /// A RequestMirror filter's shadow upstream, and the share of requests copied to it.
+    mirror: Option<(Arc<Upstream>, u32)>,
     /// A GrpcTranscode filter: REST/JSON requests become gRPC calls.
     transcoder: Option<Arc<Transcoder>>,
 }
@@ -209,6 +211,15 @@ impl Rule {
             prefixes: prefixes.into(),
             timeouts: Timeouts::compile(rule.timeouts.as_ref()),
             retry: rule.retry.as_ref().map(Retry::compile),
+            mirror: rule
+                .filters
+                .iter()
+                .filter_map(|f| f.request_mirror.as_ref())
+                .find_map(|mirror| {
+                    let name = mirror.backend_ref.as_ref()?.name.as_str();
+                    let upstream = cx.upstreams.get(name)?.clone();
+                    Some((upstream, mirror.percent.unwrap_or(100)))
+                }),
             transcoder: rule
                 .filters
                 .iter()
@@ -230,6 +241,14 @@ impl Rule {
     #[inline]
     pub fn timeouts(&self) -> &Timeouts {
         &self.timeouts
+    }
+
+    /// The shadow upstream of this request, when the rule mirrors and the request is among
+    /// the share it copies.
+    #[inline]
+    pub fn mirror(&self) -> Option<&Arc<Upstream>> {
+        let (upstream, percent) = self.mirror.as_ref()?;
+        (*percent >= 100 || fastrand::u32(..100) < *percent).then_some(upstream)
     }
 
     /// The rule's retries, if it retries.

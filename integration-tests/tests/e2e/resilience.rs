@@ -31,6 +31,8 @@ mod balance;
 mod breaker;
 #[path = "resilience/health.rs"]
 mod health;
+#[path = "resilience/mirror.rs"]
+mod mirror;
 #[path = "resilience/retry.rs"]
 mod retry;
 

@@ -101,11 +101,36 @@ pub(super) fn check_filters(
                 continue;
             }
             Type::RequestMirror => {
-                at.error(
-                    &format!("{field}.type"),
-                    format!("{} is not supported yet", kind.as_str_name()),
-                );
-                continue;
+                if let Some(mirror) = &filter.request_mirror {
+                    if mirror
+                        .backend_ref
+                        .as_ref()
+                        .is_none_or(|b| b.name.is_empty())
+                    {
+                        at.error(
+                            &format!("{field}.requestMirror.backendRef.name"),
+                            "must name the shadow Upstream".into(),
+                        );
+                    }
+                    if mirror.percent.is_some_and(|p| p == 0 || p > 100) {
+                        at.error(
+                            &format!("{field}.requestMirror.percent"),
+                            "must be between 1 and 100".into(),
+                        );
+                    }
+                    if let (Some(transcoding), Some(name)) = (
+                        transcoding,
+                        mirror.backend_ref.as_ref().map(|b| b.name.as_str()),
+                    ) && transcoding.multiplexed.contains(name)
+                    {
+                        at.error(
+                            &format!("{field}.requestMirror.backendRef.name"),
+                            format!(
+                                "upstream {name:?} speaks HTTP/2; mirrors are sent over HTTP/1.1"
+                            ),
+                        );
+                    }
+                }
             }
             _ => {}
         }

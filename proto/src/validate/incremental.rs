@@ -236,6 +236,11 @@ fn refers_to_any(spec: &v1::RouteSpec, names: &HashSet<(ResourceKind, &str)>) ->
                 || rule
                     .backend_refs
                     .iter()
+                    .chain(
+                        rule.filters
+                            .iter()
+                            .filter_map(|f| f.request_mirror.as_ref()?.backend_ref.as_ref()),
+                    )
                     .any(|b| names.contains(&(ResourceKind::Upstream, b.name.as_str())))
         })
 }

@@ -101,6 +101,20 @@ pub(super) fn check_route<'s>(
                 "must name at least one upstream".into(),
             );
         }
+        for (f, filter) in rule.filters.iter().enumerate() {
+            if let Some(name) = filter
+                .request_mirror
+                .as_ref()
+                .and_then(|m| m.backend_ref.as_ref())
+                .map(|b| b.name.as_str())
+                .filter(|name| !name.is_empty() && !known.upstreams.contains(name))
+            {
+                at.error(
+                    &format!("spec.rules[{r}].filters[{f}].requestMirror.backendRef.name"),
+                    format!("upstream {name:?} does not exist"),
+                );
+            }
+        }
         for (b, backend) in rule.backend_refs.iter().enumerate() {
             let field = format!("spec.rules[{r}].backendRefs[{b}]");
             if !known.upstreams.contains(backend.name.as_str()) {

@@ -71,8 +71,16 @@ fn refuses_bad_filters() {
             "spec.rules[0].filters[0].type: is required",
         ),
         (
-            "        - type: RequestMirror\n          requestMirror: { backendRef: { name: users } }\n",
-            "spec.rules[0].filters[0].type: RequestMirror is not supported yet",
+            "        - type: RequestMirror\n          requestMirror: { backendRef: { name: shadow } }\n",
+            "spec.rules[0].filters[0].requestMirror.backendRef.name: upstream \"shadow\" does not exist",
+        ),
+        (
+            "        - type: RequestMirror\n          requestMirror: { backendRef: { name: users }, percent: 0 }\n",
+            "spec.rules[0].filters[0].requestMirror.percent: must be between 1 and 100",
+        ),
+        (
+            "        - type: RequestMirror\n",
+            "spec.rules[0].filters[0].requestMirror: is required for type RequestMirror",
         ),
         (
             "        - type: GrpcTranscode\n",
