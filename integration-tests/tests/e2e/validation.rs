@@ -75,14 +75,14 @@ async fn bad_config_is_refused_and_nothing_is_stored() {
             vec!["Route/r", "spec.policies[0]", "ghost"],
         ),
         (
-            "reserved filter",
+            "mirror to nowhere",
             format!(
-                "{extra}---\nkind: Route\nname: r\nspec:\n  rules:\n    - filters: [{{ type: RequestMirror, requestMirror: {{ backendRef: {{ name: extra }} }} }}]\n      backendRefs: [{{ name: extra }}]\n"
+                "{extra}---\nkind: Route\nname: r\nspec:\n  rules:\n    - filters: [{{ type: RequestMirror, requestMirror: {{ backendRef: {{ name: ghost }} }} }}]\n      backendRefs: [{{ name: extra }}]\n"
             ),
             vec![
                 "Route/r",
-                "spec.rules[0].filters[0].type",
-                "not supported yet",
+                "spec.rules[0].filters[0].requestMirror.backendRef.name",
+                "does not exist",
             ],
         ),
         (
