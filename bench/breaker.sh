@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# A slow backend behind a circuit breaker must not slow another route of the same data plane:
+# the fast route's latency alone, then while 64 clients send 2,000 requests/s in all (h2load
+# --rps, HTTP/1.1) to a route whose backend takes 2 s to answer (its upstream's circuitBreaker
+# holds 16 requests in flight; the rest get 503 `upstream_overloaded` at once). A closed-loop
+# client (wrk) on the slow route would measure something else: answered at once, it sends
+# the next request at once, and the data plane's one core goes to refusing them. The data plane has CPU 0 (one worker); wrk, the shared
+# harness's fast backend and the demo backend (slow) share CPU 1.
+#
+#   bench/breaker.sh [--seconds N]     (GATEWAY_BIN: a saved binary instead of the release build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds=10
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --seconds) seconds=$2; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+for tool in wrk h2load taskset curl; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install wrk nghttp2-client util-linux curl)" >&2; exit 1; }
+done
+backend=${BENCH_BACKEND:-$HOME/.cache/proxy-bench/target/release/bench-backend}
+[[ -x $backend ]] || { echo "missing $backend: run bench/proxy-compare.sh once (it builds it)" >&2; exit 1; }
+bin=${GATEWAY_BIN:-target/release/gateway-data-plane}
+[[ -n ${GATEWAY_BIN:-} ]] || cargo build --release --bin gateway-data-plane
+slow=target/release/demo-backend
+[[ -x $slow ]] || cargo build --release -p integration-tests --bin demo-backend
+
+run=$(mktemp -d /tmp/breaker-bench.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+cat >"$run/gateway.yaml" <<YAML
+kind: Upstream
+name: fast
+spec:
+  endpoints: [{ address: 127.0.0.1:18581 }]
+---
+kind: Upstream
+name: slow
+spec:
+  endpoints: [{ address: 127.0.0.1:18582 }]
+  circuitBreaker: { maxRequests: 16 }
+---
+kind: Route
+name: all
+spec:
+  rules:
+    - matches: [{ path: { type: PathPrefix, value: /slow } }]
+      backendRefs: [{ name: slow }]
+    - matches: [{ path: { type: PathPrefix, value: / } }]
+      backendRefs: [{ name: fast }]
+YAML
+
+taskset -c 1 "$backend" 127.0.0.1:18581 >/dev/null 2>&1 &
+pids+=($!)
+taskset -c 1 "$slow" --listen 127.0.0.1:18582 --name slow >/dev/null 2>&1 &
+pids+=($!)
+taskset -c 0 "$bin" --config "$run/gateway.yaml" --listen 127.0.0.1:18590 \
+  --admin-listen 127.0.0.1:18591 --cache-dir "$run/cache" --workers 1 >"$run/dp.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do curl -fs http://127.0.0.1:18591/ready >/dev/null && break; sleep 0.1; done
+
+p99() { sed -n 's/^ *99% *\(.*\)$/\1/p' <<<"$1"; }
+rate() { sed -n 's/^Requests\/sec: *\(.*\)$/\1/p' <<<"$1"; }
+
+echo "loadavg: $(cat /proc/loadavg)"
+taskset -c 1 wrk -t1 -c16 -d2s http://127.0.0.1:18590/ >/dev/null
+alone=$(taskset -c 1 wrk -t1 -c16 -d"${seconds}s" --latency http://127.0.0.1:18590/)
+echo "fast route alone:            $(rate "$alone") req/s, p99 $(p99 "$alone")"
+
+taskset -c 1 h2load --h1 -c64 --rps 31 -D "$((seconds + 4))" "http://127.0.0.1:18590/slow/slow?ms=2000" >"$run/slow.txt" 2>&1 &
+hammer=$!
+sleep 2
+beside=$(taskset -c 1 wrk -t1 -c16 -d"${seconds}s" --latency http://127.0.0.1:18590/)
+wait "$hammer" || true
+echo "fast route beside the slow:  $(rate "$beside") req/s, p99 $(p99 "$beside")"
+echo "the slow route (h2load):     $(grep -E '^requests:|^status codes:' "$run/slow.txt" | tr '\n' ' ')"
+echo "loadavg: $(cat /proc/loadavg)"
