@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use gateway_data_plane::{
     side::SideTables,
-    table::{Source, Table},
+    table::{Source, Table, balance::stable_hash},
 };
 use gateway_proto::v1::{self, resource::Spec};
 
@@ -72,7 +72,7 @@ fn main() {
         let started = Instant::now();
         let mut sum = 0usize;
         for i in 0..iterations {
-            let key = (kind == 3).then(|| keys[i as usize % keys.len()].as_slice());
+            let key = (kind == 3).then(|| stable_hash(&keys[i as usize % keys.len()]));
             let (endpoint, dispatch) = upstream.choose(key).expect("an endpoint");
             sum = sum.wrapping_add(endpoint);
             drop(dispatch);

@@ -33,7 +33,7 @@ use crate::{
     state::State,
     table::{
         Cors, Phase, Policy, Redirect, Rule, Upstream,
-        balance::{Dispatch, HashOn, Refused},
+        balance::{Dispatch, HashOn, Refused, stable_hash},
     },
 };
 
@@ -263,11 +263,10 @@ pub(crate) fn decide<'a>(
         };
         return Decision::Respond(Local::Error(error), Some(rule));
     };
-    let mut ip = [0u8; 16];
     let key = upstream
         .hash_on()
-        .and_then(|on| balance_key(on, conn, head, &mut ip));
-    let (endpoint, dispatch) = match upstream.choose(key.as_deref()) {
+        .and_then(|on| balance_key(on, conn, head));
+    let (endpoint, dispatch) = match upstream.choose(key) {
         Ok(picked) => picked,
         Err(refused) => {
             let upstream = upstream.name().clone();
@@ -291,27 +290,18 @@ pub(crate) fn decide<'a>(
     })
 }
 
-/// What a consistent hash is taken of, in this request: a header's value, a cookie's, or the
-/// client's address (into `ip`).
-fn balance_key<'r>(
-    on: &HashOn,
-    conn: &Connection,
-    head: &Head<'r>,
-    ip: &'r mut [u8; 16],
-) -> Option<Cow<'r, [u8]>> {
+/// The consistent hash of this request: of a header's value, a cookie's, or the client's
+/// address; `None` when it has none.
+fn balance_key(on: &HashOn, conn: &Connection, head: &Head<'_>) -> Option<u64> {
     match on {
-        HashOn::Header(name) => head.headers.first(name).map(Cow::Borrowed),
-        HashOn::Cookie(name) => crate::table::identity::cookie(head.headers, name).map(Cow::Owned),
-        HashOn::SourceIp => match conn.client_ip(head.headers)? {
-            IpAddr::V4(v4) => {
-                ip[..4].copy_from_slice(&v4.octets());
-                Some(Cow::Borrowed(&ip[..4]))
-            }
-            IpAddr::V6(v6) => {
-                *ip = v6.octets();
-                Some(Cow::Borrowed(&ip[..]))
-            }
-        },
+        HashOn::Header(name) => head.headers.first(name).map(stable_hash),
+        HashOn::Cookie(name) => {
+            crate::table::identity::cookie(head.headers, name).map(|v| stable_hash(&v))
+        }
+        HashOn::SourceIp => Some(match conn.client_ip(head.headers)? {
+            IpAddr::V4(v4) => stable_hash(&v4.octets()),
+            IpAddr::V6(v6) => stable_hash(&v6.octets()),
+        }),
     }
 }
 

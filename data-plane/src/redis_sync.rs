@@ -83,6 +83,9 @@ pub async fn run(state: Arc<State>, settings: RedisSync) {
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut conn: Option<ConnectionManager> = None;
     let mut loaded = false;
+    // SHA-1 of each script, what EVALSHA names them by.
+    let sync_hash = redis::Script::new(SYNC).get_hash().to_owned();
+    let members_hash = redis::Script::new(MEMBERS).get_hash().to_owned();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -122,7 +125,15 @@ pub async fn run(state: Arc<State>, settings: RedisSync) {
                 }
                 loaded = true;
             }
-            sync(conn, &id, window, &batch, &link).await
+            sync(
+                conn,
+                (&sync_hash, &members_hash),
+                &id,
+                window,
+                &batch,
+                &link,
+            )
+            .await
         };
         match tokio::time::timeout(timeout, round).await {
             Ok(Ok(())) => {
@@ -152,22 +163,22 @@ pub async fn run(state: Arc<State>, settings: RedisSync) {
 /// One round: the pipeline, and the answers applied.
 async fn sync(
     conn: &mut ConnectionManager,
+    hashes: (&str, &str),
     id: &str,
     window: Duration,
     batch: &[(Arc<ClusterLimit>, ToSync)],
     link: &ClusterLink,
 ) -> redis::RedisResult<()> {
-    let sync_hash = redis::Script::new(SYNC).get_hash().to_owned();
-    let members_hash = redis::Script::new(MEMBERS).get_hash().to_owned();
+    let (sync_hash, members_hash) = hashes;
     let mut pipe = redis::pipe();
     pipe.cmd("EVALSHA")
-        .arg(&members_hash)
+        .arg(members_hash)
         .arg(1)
         .arg(MEMBERS_KEY)
         .arg(id)
         .arg(u64::try_from(window.as_millis()).unwrap_or(u64::MAX));
     for (limit, key) in batch {
-        let cmd = pipe.cmd("EVALSHA").arg(&sync_hash).arg(limit.limits.len());
+        let cmd = pipe.cmd("EVALSHA").arg(sync_hash).arg(limit.limits.len());
         for i in 0..limit.limits.len() {
             let mut name = Vec::with_capacity(limit.prefix.len() + key.key.len() + 2);
             name.extend_from_slice(limit.prefix.as_bytes());

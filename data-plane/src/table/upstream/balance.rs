@@ -140,11 +140,11 @@ impl Maglev {
 }
 
 impl Upstream {
-    /// Picks the endpoint of a request (`key`: what a consistent hash is taken of, if the
-    /// balancer hashes and the request has it) and counts it in flight.
+    /// Picks the endpoint of a request (`key`: its [`stable_hash`] for a balancer that hashes,
+    /// when the request has what it hashes) and counts it in flight.
     pub fn choose(
         self: &Arc<Self>,
-        key: Option<&[u8]>,
+        key: Option<u64>,
     ) -> Result<(usize, Option<Dispatch>), Refused> {
         if self.plain {
             return self.pick().map(|i| (i, None)).ok_or(Refused::NoHealthy);
@@ -173,7 +173,7 @@ impl Upstream {
         Ok((endpoint, Some(dispatch)))
     }
 
-    fn balance(&self, key: Option<&[u8]>) -> Option<usize> {
+    fn balance(&self, key: Option<u64>) -> Option<usize> {
         let now = now_ms();
         let usable = |i: usize| self.weights[i] > 0 && self.endpoints[i].state.usable(now);
         let candidate = match &self.balancer {
@@ -203,10 +203,7 @@ impl Upstream {
                 }
             }
             Balancer::ConsistentHash { table, .. } => {
-                let hash = match key {
-                    Some(key) => stable_hash(key),
-                    None => fastrand::u64(..),
-                };
+                let hash = key.unwrap_or_else(|| fastrand::u64(..));
                 let first = table.get(hash)?;
                 // An unusable endpoint's keys go elsewhere, each to its own next choice, and
                 // come back when it does.
