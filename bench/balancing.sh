@@ -9,25 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-seconds=10
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --seconds) seconds=$2; shift 2 ;;
-    *) echo "unknown argument $1" >&2; exit 2 ;;
-  esac
-done
-for tool in wrk taskset curl; do
-  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install wrk util-linux curl)" >&2; exit 1; }
-done
-backend=${BENCH_BACKEND:-$HOME/.cache/proxy-bench/target/release/bench-backend}
-[[ -x $backend ]] || { echo "missing $backend: run bench/proxy-compare.sh once (it builds it)" >&2; exit 1; }
-bin=${GATEWAY_BIN:-target/release/gateway-data-plane}
-[[ -n ${GATEWAY_BIN:-} ]] || cargo build --release --bin gateway-data-plane
-
-run=$(mktemp -d /tmp/balancing-bench.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
+# shellcheck source=per-core.sh
+source bench/per-core.sh
+need wrk taskset curl
+setup balancing "$@"
 
 cat >"$run/gateway.yaml" <<YAML
 kind: Upstream
@@ -67,9 +52,6 @@ for path in / /checked; do
   code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:18290$path")
   [[ $code == 200 ]] || { echo "$path answered $code (log: $run/dp.log)" >&2; exit 1; }
 done
-
-# shellcheck source=per-core.sh
-source bench/per-core.sh
 
 echo "loadavg: $(cat /proc/loadavg)"
 measure "round robin, 3 endpoints" http://127.0.0.1:18290/

@@ -11,27 +11,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-seconds=10
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --seconds) seconds=$2; shift 2 ;;
-    *) echo "unknown argument $1" >&2; exit 2 ;;
-  esac
-done
-for tool in wrk h2load taskset curl; do
-  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install wrk nghttp2-client util-linux curl)" >&2; exit 1; }
-done
-backend=${BENCH_BACKEND:-$HOME/.cache/proxy-bench/target/release/bench-backend}
-[[ -x $backend ]] || { echo "missing $backend: run bench/proxy-compare.sh once (it builds it)" >&2; exit 1; }
-bin=${GATEWAY_BIN:-target/release/gateway-data-plane}
-[[ -n ${GATEWAY_BIN:-} ]] || cargo build --release --bin gateway-data-plane
+# shellcheck source=per-core.sh
+source bench/per-core.sh
+need wrk h2load taskset curl
+setup breaker "$@"
 slow=target/release/demo-backend
 [[ -x $slow ]] || cargo build --release -p integration-tests --bin demo-backend
-
-run=$(mktemp -d /tmp/breaker-bench.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
 
 cat >"$run/gateway.yaml" <<YAML
 kind: Upstream

@@ -11,25 +11,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-seconds=10
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --seconds) seconds=$2; shift 2 ;;
-    *) echo "unknown argument $1" >&2; exit 2 ;;
-  esac
-done
-for tool in wrk taskset curl python3 openssl redis-server; do
-  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install wrk util-linux curl python3 openssl redis-server)" >&2; exit 1; }
-done
-backend=${BENCH_BACKEND:-$HOME/.cache/proxy-bench/target/release/bench-backend}
-[[ -x $backend ]] || { echo "missing $backend: run bench/proxy-compare.sh once (it builds it)" >&2; exit 1; }
-bin=${GATEWAY_BIN:-target/release/gateway-data-plane}
-[[ -n ${GATEWAY_BIN:-} ]] || cargo build --release --bin gateway-data-plane
-
-run=$(mktemp -d /tmp/identity-bench.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
+# shellcheck source=per-core.sh
+source bench/per-core.sh
+need wrk taskset curl python3 openssl redis-server
+setup identity "$@"
 
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$run/key.pem" 2>/dev/null
 openssl pkey -in "$run/key.pem" -pubout -out "$run/pub.pem"
@@ -107,9 +92,6 @@ for path in / /jwt /jwt-limited /jwt-cluster; do
 done
 code=$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:18190/jwt)
 [[ $code == 401 ]] || { echo "/jwt without a token answered $code" >&2; exit 1; }
-
-# shellcheck source=per-core.sh
-source bench/per-core.sh
 
 echo "loadavg: $(cat /proc/loadavg)"
 measure "plain GET /" http://127.0.0.1:18190/

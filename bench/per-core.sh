@@ -1,6 +1,41 @@
-# Sourced by the per-core benchmarks (transcode.sh, identity.sh): `measure NAME WRK-ARGS...`
-# warms up for 2 s, then runs wrk (one thread, 64 connections, on CPU 1) for $seconds and
-# prints requests/s and the data plane's CPU (utime + stime of pid $dp) per request.
+# Sourced by the per-core benchmarks (transcode.sh, identity.sh, balancing.sh, breaker.sh):
+# - `setup NAME "$@"` reads `--seconds N` (default 10), finds the shared harness's backend
+#   ($backend) and the data plane ($bin: GATEWAY_BIN, else the release build), and makes a run
+#   directory ($run) whose processes ($pids) are killed on exit;
+# - `need TOOL...` fails, naming the package, when a tool is missing;
+# - `measure NAME WRK-ARGS...` warms up for 2 s, then runs wrk (one thread, 64 connections, on
+#   CPU 1) for $seconds and prints requests/s and the data plane's CPU (utime + stime of pid
+#   $dp) per request.
+
+setup() {
+  local name=$1; shift
+  seconds=10
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      --seconds) seconds=$2; shift 2 ;;
+      *) echo "unknown argument $1" >&2; exit 2 ;;
+    esac
+  done
+  backend=${BENCH_BACKEND:-$HOME/.cache/proxy-bench/target/release/bench-backend}
+  [[ -x $backend ]] || { echo "missing $backend: run bench/proxy-compare.sh once (it builds it)" >&2; exit 1; }
+  bin=${GATEWAY_BIN:-target/release/gateway-data-plane}
+  [[ -n ${GATEWAY_BIN:-} ]] || cargo build --release --bin gateway-data-plane
+  run=$(mktemp -d "/tmp/$name-bench.XXXXXX")
+  pids=()
+  trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
+}
+
+need() {
+  local tool package
+  for tool in "$@"; do
+    case "$tool" in
+      taskset) package=util-linux ;;
+      h2load) package=nghttp2-client ;;
+      *) package=$tool ;;
+    esac
+    command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install $package)" >&2; exit 1; }
+  done
+}
 
 ticks=$(getconf CLK_TCK)
 cpu() { awk '{print $14 + $15}' "/proc/$dp/stat"; }

@@ -11,26 +11,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-seconds=10
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --seconds) seconds=$2; shift 2 ;;
-    *) echo "unknown argument $1" >&2; exit 2 ;;
-  esac
-done
-for tool in wrk taskset curl python3; do
-  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install wrk util-linux curl python3)" >&2; exit 1; }
-done
-backend=${BENCH_BACKEND:-$HOME/.cache/proxy-bench/target/release/bench-backend}
-[[ -x $backend ]] || { echo "missing $backend: run bench/proxy-compare.sh once (it builds it)" >&2; exit 1; }
-bin=${GATEWAY_BIN:-target/release/gateway-data-plane}
-[[ -n ${GATEWAY_BIN:-} ]] || cargo build --release --bin gateway-data-plane
+# shellcheck source=per-core.sh
+source bench/per-core.sh
+need wrk taskset curl python3
+setup transcode "$@"
 cargo build --release -p integration-tests --bin grpc-backend
-
-run=$(mktemp -d /tmp/transcode-bench.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
 
 cat >"$run/echo.proto" <<'PROTO'
 syntax = "proto3";
@@ -110,9 +95,6 @@ for _ in $(seq 100); do
 done
 curl -fs -X POST -H 'content-type: application/json' -d '{"message":"hi"}' http://127.0.0.1:18190/v1/echo \
   | grep -q '"message":"hi"' || { echo "no transcoded answer (log: $run/dp.log)" >&2; exit 1; }
-
-# shellcheck source=per-core.sh
-source bench/per-core.sh
 
 echo "loadavg: $(cat /proc/loadavg)"
 measure "plain GET /" http://127.0.0.1:18190/
