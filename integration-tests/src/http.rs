@@ -1,7 +1,7 @@
 //! A small HTTP/1.1 client for requests through a data plane or to admin endpoints.
 //!
-//! Every call opens a new connection, so that a restarted server is never reached through a
-//! stale pooled one.
+//! Every call of [`request`] opens a new connection, so that a restarted server is never
+//! reached through a stale pooled one; [`KeepAlive`] keeps its connections, as steady load does.
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request};
@@ -65,7 +65,40 @@ pub async fn request(
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
-    let request = builder.body(Full::new(body))?;
+    send(&client, builder.body(Full::new(body))?, &method, url).await
+}
+
+/// A client that keeps its connections open between requests.
+#[derive(Clone, Debug)]
+pub struct KeepAlive {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for KeepAlive {
+    fn default() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Self {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+}
+
+impl KeepAlive {
+    /// `GET url`, on a kept connection when there is one.
+    pub async fn get(&self, url: &str) -> anyhow::Result<HttpResponse> {
+        let request = Request::get(url).body(Full::new(Bytes::new()))?;
+        send(&self.client, request, &Method::GET, url).await
+    }
+}
+
+/// One exchange, whole, within [`patience`].
+async fn send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+    method: &Method,
+    url: &str,
+) -> anyhow::Result<HttpResponse> {
     let exchange = async {
         let response = client.request(request).await?;
         let (parts, body) = response.into_parts();

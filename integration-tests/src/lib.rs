@@ -38,7 +38,7 @@ pub use etcd::Etcd;
 pub use eventually::{eventually, holds_for, patience, try_eventually};
 pub use gatewayctl::{CtlOutput, Gatewayctl, applied_version, gatewayctl, resource_list};
 pub use grpc_backend::GrpcBackend;
-pub use http::{HttpResponse, get, request};
+pub use http::{HttpResponse, KeepAlive, get, request};
 pub use proxy::TcpProxy;
 pub use redis::RedisServer;
 pub use util::{free_port, unique_prefix, write_file};

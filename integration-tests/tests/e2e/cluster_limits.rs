@@ -14,14 +14,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
 use integration_tests::{
-    DataPlane, DataPlaneOpts, DemoBackend, RedisServer, eventually, get, patience, write_file,
+    DataPlane, DataPlaneOpts, DemoBackend, HttpResponse, KeepAlive, RedisServer, eventually, get,
+    write_file,
 };
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -298,28 +293,15 @@ impl Gateway {
 
 /// Sends GETs of `url` over one keep-alive connection while `budget` lasts.
 async fn send(url: String, backend: String, budget: Arc<AtomicUsize>) -> Tally {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(connector);
+    let client = KeepAlive::default();
     let mut tally = Tally::default();
     while budget
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
         .is_ok()
     {
-        let request = http::Request::get(url.as_str())
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let exchange = async {
-            let response = client.request(request).await?;
-            let (parts, body) = response.into_parts();
-            let body = body.collect().await?.to_bytes();
-            anyhow::Ok((parts, body))
-        };
-        match tokio::time::timeout(patience(), exchange).await {
-            Ok(Ok((parts, body))) => tally.record(&parts, &body, &backend),
-            Ok(Err(error)) => tally.fail(format!("GET {url}: {error:#}")),
-            Err(_) => tally.fail(format!("GET {url}: no response within {:?}", patience())),
+        match client.get(&url).await {
+            Ok(response) => tally.record(&response, &backend),
+            Err(error) => tally.fail(format!("{error:#}")),
         }
     }
     tally
@@ -342,16 +324,16 @@ impl Tally {
 
     /// A 200 must be the backend's echo with a `RateLimit` header; a 429 the gateway's
     /// `rate_limited` error with `Retry-After`; nothing else is expected.
-    fn record(&mut self, parts: &http::response::Parts, body: &[u8], backend: &str) {
-        let json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-        let text = String::from_utf8_lossy(body);
-        let has = |name: &str| parts.headers.contains_key(name);
-        match parts.status.as_u16() {
+    fn record(&mut self, response: &HttpResponse, backend: &str) {
+        let json: Value = response.json().unwrap_or(Value::Null);
+        let text = response.text();
+        let has = |name: &str| response.headers.contains_key(name);
+        match response.status {
             200 if json["backend"] == backend && has("ratelimit") => self.admitted += 1,
             429 if json["error"]["code"] == "rate_limited" && has("retry-after") => {
                 self.limited += 1;
             }
-            status => self.fail(format!("{status} {:?}: {text}", parts.headers)),
+            status => self.fail(format!("{status} {:?}: {text}", response.headers)),
         }
     }
 

@@ -14,13 +14,9 @@ use std::{
     },
 };
 
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
+use integration_tests::{
+    DataPlane, DataPlaneOpts, HttpResponse, KeepAlive, eventually, write_file,
 };
-use integration_tests::{DataPlane, DataPlaneOpts, HttpResponse, eventually, patience, write_file};
 use tempfile::TempDir;
 
 #[path = "resilience/backend.rs"]
@@ -196,33 +192,13 @@ impl Load {
 }
 
 async fn send(url: String, samples: Arc<Mutex<Vec<Sample>>>, stop: Arc<AtomicBool>) {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(connector);
+    let client = KeepAlive::default();
     while !stop.load(Ordering::Relaxed) {
-        let request = http::Request::get(url.as_str())
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let exchange = async {
-            let response = client.request(request).await?;
-            let (parts, body) = response.into_parts();
-            let body = body.collect().await?.to_bytes();
-            anyhow::Ok(HttpResponse {
-                status: parts.status.as_u16(),
-                headers: parts.headers,
-                body,
-            })
-        };
-        let sample = match tokio::time::timeout(patience(), exchange).await {
-            Ok(Ok(response)) => Sample::of(&response),
-            Ok(Err(error)) => Sample {
+        let sample = match client.get(&url).await {
+            Ok(response) => Sample::of(&response),
+            Err(error) => Sample {
                 status: 0,
                 from: format!("{error:#}"),
-            },
-            Err(_) => Sample {
-                status: 0,
-                from: "no answer in time".to_owned(),
             },
         };
         samples.lock().unwrap().push(sample);

@@ -252,13 +252,12 @@ async fn a_dead_endpoints_share_is_spread_over_the_others() {
     k.load.stop().await;
 }
 
-/// With active checks alone: a backend whose `/healthz` answers 503 is taken out (it still
-/// answers its requests, so nothing else could), and comes back when it answers 200 again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn active_checks_take_a_failing_endpoint_out_and_bring_it_back() {
+/// Three test backends behind active checks alone, with load running and spread over all
+/// three.
+async fn checked_three(prefix: &str) -> (Vec<TestBackend>, Gateway, Load) {
     let mut backends = Vec::new();
     for n in ["a", "b", "c"] {
-        backends.push(TestBackend::start(&format!("active-{n}")).await);
+        backends.push(TestBackend::start(&format!("{prefix}-{n}")).await);
     }
     let addrs: Vec<_> = backends.iter().map(TestBackend::addr).collect();
     let gw = Gateway::start(&config(&addrs, ACTIVE), 1).await;
@@ -266,6 +265,15 @@ async fn active_checks_take_a_failing_endpoint_out_and_bring_it_back() {
     let names: Vec<&str> = backends.iter().map(TestBackend::name).collect();
     load.wait_spread("load over all three backends", 0, 30, &names)
         .await;
+    (backends, gw, load)
+}
+
+/// With active checks alone: a backend whose `/healthz` answers 503 is taken out (it still
+/// answers its requests, so nothing else could), and comes back when it answers 200 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_checks_take_a_failing_endpoint_out_and_bring_it_back() {
+    let (backends, _gw, load) = checked_three("active").await;
+    let names: Vec<&str> = backends.iter().map(TestBackend::name).collect();
     let sick = &backends[2];
     sick.wait_checked().await;
 
@@ -302,16 +310,8 @@ async fn active_checks_take_a_failing_endpoint_out_and_bring_it_back() {
 /// traffic to all three, the down ones included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panic_mode_sends_to_every_endpoint_when_most_are_down() {
-    let mut backends = Vec::new();
-    for n in ["a", "b", "c"] {
-        backends.push(TestBackend::start(&format!("panic-{n}")).await);
-    }
-    let addrs: Vec<_> = backends.iter().map(TestBackend::addr).collect();
-    let gw = Gateway::start(&config(&addrs, ACTIVE), 1).await;
-    let load = Load::start(gw.dp().url("/users/x"));
+    let (backends, _gw, load) = checked_three("panic").await;
     let names: Vec<&str> = backends.iter().map(TestBackend::name).collect();
-    load.wait_spread("load over all three backends", 0, 30, &names)
-        .await;
 
     // One down: two of three usable, so it is out.
     let mark = load.mark();
