@@ -8,7 +8,7 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{
-    body::Chunked,
+    body::{Body, BodyError, Framing},
     request::{Request, Resumed, Route},
 };
 use crate::{
@@ -197,63 +197,44 @@ fn parse_head(buf: &mut Vec<u8>) -> io::Result<Option<(usize, AnswerHead)>> {
     }
 }
 
-/// The answer's body (`rest`: what came with the head); whether it was framed, so that the
-/// connection can carry on.
+/// The answer's body (`rest`: what came with the head), read through the same framing as
+/// every upstream body; whether the connection can carry on.
 async fn read_body(
     stream: &mut crate::connect::UpstreamStream,
-    rest: Vec<u8>,
+    mut rest: Vec<u8>,
     head: &AnswerHead,
 ) -> io::Result<(Bytes, bool)> {
     let no_body = head.status == StatusCode::NO_CONTENT || head.status == StatusCode::NOT_MODIFIED;
-    if no_body || head.length == Some(0) {
-        return Ok((Bytes::new(), rest.is_empty()));
+    let framing = match (no_body, head.length, head.chunked) {
+        (true, _, _) | (false, Some(0), _) => Framing::Empty,
+        (false, Some(n), _) => Framing::Length(n as u64),
+        (false, None, true) => Framing::Chunked,
+        (false, None, false) => Framing::UntilClose,
+    };
+    if head.length.is_some_and(|n| n > MAX_ANSWER_BYTES) {
+        return Err(invalid("answer body over 64 KiB"));
     }
-    let too_large = || invalid("answer body over 64 KiB");
-    if let Some(length) = head.length {
-        if length > MAX_ANSWER_BYTES {
-            return Err(too_large());
-        }
-        let mut body = rest;
-        while body.len() < length {
-            body.reserve(length - body.len());
-            if stream.read_buf(&mut body).await? == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-        }
-        let reusable = body.len() == length;
-        body.truncate(length);
-        return Ok((Bytes::from(body), reusable));
-    }
-    if head.chunked {
-        let mut chunked = Chunked::default();
-        let mut body = Vec::new();
-        let mut input = rest;
-        loop {
-            let used = chunked
-                .feed(&input, &mut |data| body.extend_from_slice(data))
-                .map_err(|_| invalid("invalid chunked body"))?;
-            if body.len() > MAX_ANSWER_BYTES {
-                return Err(too_large());
-            }
-            if chunked.is_done() {
-                return Ok((Bytes::from(body), used == input.len()));
-            }
-            input.clear();
-            input.reserve(4096);
-            if stream.read_buf(&mut input).await? == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-        }
-    }
-    // Neither: the body runs to the connection's end.
-    let mut body = rest;
+    let mut body = Body::limited(framing, true, MAX_ANSWER_BYTES as u64);
+    let mut whole = Vec::new();
     loop {
-        if body.len() > MAX_ANSWER_BYTES {
-            return Err(too_large());
+        let used = body.take(&rest, &mut whole).map_err(|e| match e {
+            BodyError::TooLarge => invalid("answer body over 64 KiB"),
+            _ => invalid("invalid answer body"),
+        })?;
+        rest.drain(..used);
+        if whole.len() > MAX_ANSWER_BYTES {
+            return Err(invalid("answer body over 64 KiB"));
         }
-        body.reserve(4096);
-        if stream.read_buf(&mut body).await? == 0 {
-            return Ok((Bytes::from(body), false));
+        if body.is_done() {
+            // Bytes after the body: the service is confused, never reuse the connection.
+            return Ok((Bytes::from(whole), rest.is_empty()));
+        }
+        rest.reserve(4096);
+        if stream.read_buf(&mut rest).await? == 0 {
+            return match framing {
+                Framing::UntilClose => Ok((Bytes::from(whole), false)),
+                _ => Err(io::ErrorKind::UnexpectedEof.into()),
+            };
         }
     }
 }
