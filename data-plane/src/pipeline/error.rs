@@ -211,6 +211,21 @@ impl ProxyError {
         }
     }
 
+    /// The gRPC code in the `google.rpc.Status` body of this error on a transcoding route, whose
+    /// clients speak REST: a path that no binding serves is NOT_FOUND (as its 404 says), not
+    /// the UNIMPLEMENTED a gRPC client gets for a method nobody serves, and a request the
+    /// gateway cannot read is INVALID_ARGUMENT, as its 400 says.
+    pub fn transcoded_status(&self) -> u8 {
+        match self {
+            Self::RouteNotFound => 5, // NOT_FOUND
+            Self::BadPath(_)
+            | Self::UnderscoreHeader
+            | Self::BadRequest { .. }
+            | Self::Malformed { .. } => 3, // INVALID_ARGUMENT
+            other => other.grpc_status(),
+        }
+    }
+
     /// The gRPC status code a gRPC client gets for this error, by gRPC's mapping of HTTP
     /// statuses (doc/http-grpc-status-mapping.md), with the gateway's timeouts as
     /// DEADLINE_EXCEEDED and its limits as RESOURCE_EXHAUSTED.

@@ -103,7 +103,7 @@ impl Local {
             Self::Transcoded(response) | Self::Relayed(response) => response,
             Self::TranscodedError(error) => {
                 let body = serde_json::json!({
-                    "code": error.grpc_status(),
+                    "code": error.transcoded_status(),
                     "message": error.client_message(),
                     "details": [],
                 });

@@ -1,5 +1,5 @@
 //! Real backends (hyper; HTTP/1.1, and h2c for H2C upstreams) that record what reached them
-//! and answer with it as JSON.
+//! and answer with it as JSON; `grpc` answers as a gRPC service (see [`grpc_answer`]).
 
 use std::{
     collections::HashMap,
@@ -10,7 +10,7 @@ use std::{
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
@@ -121,7 +121,7 @@ async fn serve(listener: TcpListener, shared: Shared) {
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(answer(shared, req).await) }
+                async move { Ok::<_, Infallible>(answer(shared, req).await.map(BodyExt::boxed)) }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
@@ -154,21 +154,21 @@ fn auth_answer(parts: &http::request::Parts) -> Response<Full<Bytes>> {
     response
 }
 
-async fn answer(shared: Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(shared: Shared, req: Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>> {
     let (parts, body) = req.into_parts();
     if shared.name == "auth" {
-        return auth_answer(&parts);
+        return auth_answer(&parts).map(BodyExt::boxed);
     }
     // A backend that always fails, behind rules that retry: not the table's to see either.
     if shared.name == "failing" {
         let mut failed = Response::new(Full::new(Bytes::from_static(b"failing")));
         *failed.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
-        return failed;
+        return failed.map(BodyExt::boxed);
     }
     let hold = parts.uri.path().ends_with("/hold");
     // A request whose body was cut off never arrived as a request: not recorded.
     let Ok(body) = body.collect().await.map(|b| b.to_bytes().to_vec()) else {
-        return Response::new(Full::new(Bytes::new()));
+        return Response::new(Full::new(Bytes::new()).boxed());
     };
     let record = Seen {
         backend: shared.name.clone(),
@@ -208,6 +208,9 @@ async fn answer(shared: Shared, req: Request<Incoming>) -> Response<Full<Bytes>>
     if hold {
         released.await;
     }
+    if shared.name == "grpc" {
+        return grpc_answer(parts.uri.path(), body);
+    }
     let mut response = Response::new(Full::new(Bytes::from(body)));
     let headers = response.headers_mut();
     headers.insert("x-backend-public", "1".parse().expect("value"));
@@ -218,5 +221,35 @@ async fn answer(shared: Shared, req: Request<Incoming>) -> Response<Full<Bytes>>
         headers.insert("connection", "x-backend-private".parse().expect("value"));
         headers.insert("x-backend-private", "1".parse().expect("value"));
     }
-    response
+    response.map(BodyExt::boxed)
+}
+
+/// The `behaviour.Echo` service of the transcoding rows, on its gRPC framing alone: `Say`
+/// answers the request's message back, `Count` (server streaming) twice, `Fail` with
+/// NOT_FOUND and no message (trailers-only). Every answer carries two metadata entries, of
+/// which the route allows only `x-grpc-meta` back to the client.
+fn grpc_answer(path: &str, framed: Vec<u8>) -> Response<BoxBody<Bytes, Infallible>> {
+    let mut head = Response::builder()
+        .header("content-type", "application/grpc")
+        .header("x-grpc-meta", "1")
+        .header("x-grpc-secret", "1");
+    if path.ends_with("/Fail") {
+        head = head
+            .header("grpc-status", "5")
+            .header("grpc-message", "no%20such%20thing");
+        return head
+            .body(Full::new(Bytes::new()).boxed())
+            .expect("response");
+    }
+    let replies = if path.ends_with("/Count") {
+        [framed.as_slice(), framed.as_slice()].concat()
+    } else {
+        framed
+    };
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", "0".parse().expect("value"));
+    let body = Full::new(Bytes::from(replies))
+        .with_trailers(async move { Some(Ok(trailers)) })
+        .boxed();
+    head.body(body).expect("response")
 }

@@ -28,6 +28,17 @@ pub(crate) struct Case {
     responds: Vec<(&'static str, Option<&'static str>)>,
     /// Any backend but this one may get it (the path-confusion corpus).
     pub(crate) never: Option<&'static str>,
+    /// The response body, compared as parsed JSON or as text.
+    answer: Option<Answer>,
+    /// The gRPC code of a transcoding route's `google.rpc.Status` error body.
+    grpc_code: Option<i64>,
+}
+
+/// A response body a row expects.
+#[derive(Debug)]
+enum Answer {
+    Json(serde_json::Value),
+    Text(&'static str),
 }
 
 pub(crate) fn case(name: &str, method: &'static str, target: &str) -> Case {
@@ -48,6 +59,8 @@ pub(crate) fn case(name: &str, method: &'static str, target: &str) -> Case {
         saw_any: Vec::new(),
         responds: Vec::new(),
         never: None,
+        answer: None,
+        grpc_code: None,
     }
 }
 
@@ -103,6 +116,23 @@ impl Case {
     }
     pub(crate) fn lacks(mut self, name: &'static str) -> Self {
         self.responds.push((name, None));
+        self
+    }
+    /// The response body, as JSON (compared parsed).
+    pub(crate) fn json(mut self, body: &str) -> Self {
+        let value = serde_json::from_str(body).expect("the row's JSON");
+        self.answer = Some(Answer::Json(value));
+        self
+    }
+    /// The response body, byte for byte.
+    pub(crate) fn text(mut self, body: &'static str) -> Self {
+        self.answer = Some(Answer::Text(body));
+        self
+    }
+    /// A transcoding route's error: `status`, and the `google.rpc.Status` JSON with `code`.
+    pub(crate) fn grpc_error(mut self, status: u16, code: i64) -> Self {
+        self.status = status;
+        self.grpc_code = Some(code);
         self
     }
 
@@ -165,6 +195,7 @@ impl Case {
                 return Err("error without content-type application/json".into());
             }
         }
+        self.check_body(got)?;
         for (name, want) in &self.responds {
             let want = want.map(|v| Self::want(name, v, tls));
             if got.header(name) != want.as_deref() {
@@ -222,6 +253,42 @@ impl Case {
             if s.header(name).is_none() {
                 return Err(format!("backend did not see {name}"));
             }
+        }
+        Ok(())
+    }
+
+    fn check_body(&self, got: &Response) -> Result<(), String> {
+        if let Some(code) = self.grpc_code {
+            let json: serde_json::Value = serde_json::from_slice(&got.body)
+                .map_err(|e| format!("error body is not JSON: {e}"))?;
+            if json["code"] != code || !json["message"].is_string() {
+                return Err(format!(
+                    "error body {json}, wanted a Status with code {code}"
+                ));
+            }
+            if got.header("content-type") != Some("application/json") {
+                return Err("error without content-type application/json".into());
+            }
+        }
+        match &self.answer {
+            Some(Answer::Json(want)) => {
+                let json: serde_json::Value = serde_json::from_slice(&got.body).map_err(|e| {
+                    format!(
+                        "body is not JSON ({e}): {:?}",
+                        String::from_utf8_lossy(&got.body)
+                    )
+                })?;
+                if json != *want {
+                    return Err(format!("body {json}, wanted {want}"));
+                }
+            }
+            Some(Answer::Text(want)) if got.body != want.as_bytes() => {
+                return Err(format!(
+                    "body {:?}, wanted {want:?}",
+                    String::from_utf8_lossy(&got.body)
+                ));
+            }
+            _ => {}
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ mod case;
 mod cases;
 mod clients;
 mod confusion;
+mod transcoding;
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -76,9 +77,12 @@ impl Drop for DataPlane {
     }
 }
 
+/// The backends every table starts: `{name}` in a table's config is the backend's address.
+const BACKENDS: &[&str] = &["public", "admin", "other", "auth", "failing", "grpc"];
+
 /// Runs every case of `cases` over every protocol against one data plane.
 async fn run_table(yaml: &str, settings: Settings, cases: &[Case]) {
-    let backends = Backends::start(&["public", "admin", "other", "auth", "failing"]).await;
+    let backends = Backends::start(BACKENDS).await;
     let yaml = backends.render(yaml);
     let gateway = DataPlane::start(&yaml, settings).await;
     let mut failures = Vec::new();
@@ -119,6 +123,14 @@ async fn behaviour_table_over_h2c_upstreams() {
     run_table(&yaml, Settings::default(), &cases::all()).await;
 }
 
+/// REST calls transcoded to gRPC: the same calls, the same gRPC requests at the backend and the
+/// same JSON answers from every front end.
+#[tokio::test]
+async fn behaviour_table_of_transcoding() {
+    let yaml = format!("{}\n---\n{}", cases::CONFIG.trim_end(), transcoding::CONFIG);
+    run_table(&yaml, Settings::default(), &transcoding::all()).await;
+}
+
 #[tokio::test]
 async fn path_confusion_never_reaches_admin() {
     run_table(
@@ -146,7 +158,7 @@ async fn underscore_headers_can_be_refused_or_allowed() {
 
 #[tokio::test]
 async fn requests_over_max_requests_get_503_with_retry_after() {
-    let backends = Backends::start(&["public", "admin", "other", "auth", "failing"]).await;
+    let backends = Backends::start(BACKENDS).await;
     let settings = Settings {
         max_requests: 1,
         ..Settings::default()

@@ -305,15 +305,15 @@ async fn rest_calls_become_grpc_calls_and_grpc_statuses_become_http_errors() {
         ]
     );
 
-    // No binding for the path: the gateway's own 404.
     // No binding for the path: the gateway's own 404, in the backend's error shape
-    // (google.rpc.Status JSON: UNIMPLEMENTED), as every gateway error on this route.
+    // (google.rpc.Status JSON: NOT_FOUND, as its status says), as every gateway error on this
+    // route.
     let (status, json) = call(Method::DELETE, "/v1/echo", "").await;
     assert_eq!(
         (status, json),
         (
             404,
-            json!({ "code": 12, "message": "no route matches the request", "details": [] })
+            json!({ "code": 5, "message": "no route matches the request", "details": [] })
         )
     );
 }
