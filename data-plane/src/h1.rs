@@ -608,8 +608,8 @@ fn cut_off(timeouts: &crate::table::Timeouts, started: &std::sync::atomic::Atomi
 
 /// Logs and sends the gateway's own answer, and closes the outcome record; returns whether
 /// the answer was written.
-async fn respond<C: ClientIo>(
-    client: &mut C,
+async fn respond<W: tokio::io::AsyncWrite + Unpin>(
+    client: &mut W,
     conn: &Connection,
     bufs: &mut Buffers,
     local: Local,
@@ -621,8 +621,8 @@ async fn respond<C: ClientIo>(
 }
 
 /// [`respond`], with `extra` headers besides the answer's own.
-async fn respond_with<C: ClientIo>(
-    client: &mut C,
+async fn respond_with<W: tokio::io::AsyncWrite + Unpin>(
+    client: &mut W,
     conn: &Connection,
     bufs: &mut Buffers,
     local: Local,

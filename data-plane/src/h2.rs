@@ -520,7 +520,8 @@ fn proceed(conn: &Arc<Connection>, request: Request, head: Vec<u8>, stream: Stre
     }))
 }
 
-/// A transcoded request: its whole body (up to the largest gRPC message), then the call.
+/// A transcoded request: its whole body (up to the largest gRPC message), then the call; or,
+/// for a client stream sent as NDJSON, the call at once, its lines sent as they come.
 async fn transcode(
     transcoder: &crate::transcode::Transcoder,
     endpoint: &crate::table::Endpoint,
@@ -529,9 +530,33 @@ async fn transcode(
     deadline: Option<Instant>,
     call: &mut Option<crate::pipeline::outcome::GrpcCall>,
 ) -> h2_client::Transcoded {
-    use h2_client::Transcoded::Whole;
+    use h2_client::{Refused, Transcoded::Whole, transcoded};
     use http_body_util::BodyExt as _;
 
+    let refused = |refused: Refused| match refused {
+        Refused::Client(answer) => Whole(answer),
+        Refused::Exchange(error) => Whole(Local::TranscodedError(failure_error(
+            error.into(),
+            upstream,
+            endpoint,
+        ))),
+    };
+    let prepared = transcoded::prepare(transcoder, endpoint, head);
+    let prepared = match prepared {
+        Ok(prepared)
+            if prepared.streams_request() && body.as_ref().is_some_and(|b| !b.is_end_stream()) =>
+        {
+            let Some(body) = body else {
+                return Whole(Local::TranscodedError(ProxyError::Malformed {
+                    reason: "the request body was cut short",
+                }));
+            };
+            return streamed(prepared, (endpoint, upstream), body, deadline, call)
+                .await
+                .unwrap_or_else(refused);
+        }
+        prepared => prepared,
+    };
     let body = match body {
         None => Bytes::new(),
         Some(body) => match body.collect().await {
@@ -549,14 +574,73 @@ async fn transcode(
     if body.len() > crate::transcode::grpc::MAX_MESSAGE {
         return Whole(Local::TranscodedError(ProxyError::BodyTooLarge));
     }
-    match h2_client::transcoded(transcoder, endpoint, upstream, head, &body, deadline, call).await {
-        Ok(answer) => answer,
-        Err(h2_client::Refused::Client(answer)) => Whole(answer),
-        Err(h2_client::Refused::Exchange(error)) => Whole(Local::TranscodedError(failure_error(
-            error.into(),
-            upstream,
-            endpoint,
-        ))),
+    let called = match prepared {
+        Ok(prepared) => {
+            transcoded::call(prepared, (endpoint, upstream), &body, deadline, call).await
+        }
+        Err(refusal) => Err(refusal),
+    };
+    called.unwrap_or_else(refused)
+}
+
+/// A client stream sent as NDJSON: the call opened at once, the body's lines sent on their own
+/// task as they come (the replies may flow before the body ends), the answer returned as soon
+/// as it begins. A line the method cannot take before any answer is the client's 400.
+async fn streamed(
+    prepared: h2_client::transcoded::Prepared<'_>,
+    to: (&crate::table::Endpoint, &crate::table::Upstream),
+    body: Limited,
+    deadline: Option<Instant>,
+    call: &mut Option<crate::pipeline::outcome::GrpcCall>,
+) -> Result<h2_client::Transcoded, h2_client::Refused> {
+    let (requests, pending) = h2_client::transcoded::call_streaming(prepared, to, deadline).await?;
+    let (stopped, mut why) = tokio::sync::oneshot::channel();
+    tokio::spawn(pump(body, requests, stopped));
+    let (grpc, answer) = pending.answer().await;
+    *call = Some(grpc);
+    // The pump reports before it resets the call, so a call that failed for a bad line finds
+    // the line's error here.
+    if let Err(h2_client::Refused::Exchange(_)) = &answer
+        && let Some(local) = why
+            .try_recv()
+            .ok()
+            .and_then(|error| h2_client::transcoded::stream_refused(&error))
+    {
+        return Err(h2_client::Refused::Client(local));
+    }
+    answer
+}
+
+/// Sends a streamed request's body, a message a line; on an error, reports it on `stopped`
+/// and then resets the call.
+async fn pump(
+    mut body: Limited,
+    mut requests: h2_client::Requests,
+    stopped: tokio::sync::oneshot::Sender<h2_client::StreamError>,
+) {
+    use h2_client::StreamError;
+    use http_body_util::BodyExt as _;
+
+    let sent = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|error| {
+                if Limited::caused(&*error) {
+                    StreamError::BodyTooLarge
+                } else {
+                    StreamError::Body("the request body was cut short")
+                }
+            })?;
+            if let Ok(data) = frame.into_data() {
+                requests.push(&data).await?;
+            }
+        }
+        requests.finish().await
+    }
+    .await;
+    if let Err(error) = sent {
+        tracing::debug!(error = %crate::pipeline::Chain(&error), "a streamed request stopped");
+        let _ = stopped.send(error);
+        requests.abandon();
     }
 }
 

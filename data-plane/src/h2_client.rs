@@ -18,9 +18,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, u
 use http_body::Frame;
 use tokio::time::{Instant, Sleep};
 
-mod transcoded;
+pub(crate) mod transcoded;
 
-pub(crate) use self::transcoded::{JsonStream, Refused, Transcoded, call as transcoded};
+pub(crate) use self::transcoded::{JsonStream, Refused, Requests, StreamError, Transcoded};
 
 use crate::{
     limits::{self, MAX_HEADERS},

@@ -2,8 +2,14 @@
 //! up to the largest gRPC message), the call made ([`crate::h2_client::transcoded`]), and the
 //! JSON answer written like any of the gateway's own.
 
-use tokio::{io::AsyncReadExt, time::Instant};
+mod streamed;
 
+use tokio::{
+    io::{AsyncReadExt, AsyncWrite},
+    time::Instant,
+};
+
+use self::streamed::{Streamed, streamed};
 use super::{
     body::{Body, BodyError, write_all},
     exchange::{Buffers, Failure, READ_SIZE},
@@ -11,10 +17,11 @@ use super::{
     respond, respond_with,
 };
 use crate::{
-    h2_client::{self, JsonStream, Refused, Transcoded},
+    h2_client::{self, JsonStream, Refused, Transcoded, transcoded},
     io::ClientIo,
     limits::CLIENT_IDLE_TIMEOUT,
     pipeline::{Connection, Local, Outcome, ProxyError, request_id::RequestId},
+    table::{Endpoint, Upstream},
     transcode::{Transcoder, grpc::MAX_MESSAGE},
 };
 
@@ -37,64 +44,57 @@ pub(super) async fn run<C: ClientIo>(
     let endpoint = &routed.upstream.endpoints()[routed.endpoint];
     outcome.rule = Some(routed.rule.clone());
     outcome.upstream = Some((routed.upstream.clone(), routed.endpoint));
-    let answer = match h2_client::head_len(&bufs.head) {
-        None => Local::TranscodedError(ProxyError::Malformed {
+    let Some(head_len) = h2_client::head_len(&bufs.head) else {
+        let answer = Local::TranscodedError(ProxyError::Malformed {
             reason: "the upstream request head is incomplete",
-        }),
-        Some(head_len) => match read_whole(client, bufs, req_body, head_len, MAX_MESSAGE).await {
-            Err(error) => {
-                // The body is not all read: the connection cannot carry on.
-                let _ = respond(
-                    client,
-                    conn,
-                    bufs,
-                    Local::TranscodedError(error),
-                    request_id,
-                    true,
-                    outcome,
-                )
-                .await;
-                return false;
-            }
-            Ok(()) => {
-                let deadline = routed.rule.timeouts().deadline(arrived, Instant::now());
-                let (head, body) = bufs.head.split_at(head_len);
-                match h2_client::transcoded(
-                    transcoder,
-                    endpoint,
-                    &routed.upstream,
-                    head,
-                    body,
-                    deadline,
-                    &mut outcome.grpc,
-                )
-                .await
-                {
-                    Ok(Transcoded::Whole(answer)) | Err(Refused::Client(answer)) => answer,
-                    Ok(Transcoded::Stream(stream)) => {
-                        outcome.status = 200;
-                        outcome.finish(&conn.state);
-                        return relay(
-                            client,
-                            bufs,
-                            (stream, &routed.response_extra),
-                            request_id,
-                            keep_alive && !http10,
-                            http10,
-                        )
-                        .await;
-                    }
-                    Err(Refused::Exchange(error)) => {
-                        match Failure::from(error).into_error(&routed.upstream, endpoint) {
-                            Ok(error) => Local::TranscodedError(error),
-                            Err(_) => Local::TranscodedError(ProxyError::Malformed {
-                                reason: "the request body was cut short",
-                            }),
-                        }
-                    }
-                }
-            }
-        },
+        });
+        return respond(client, conn, bufs, answer, request_id, true, outcome).await;
+    };
+    let to = (endpoint, &*routed.upstream);
+    let prepared = transcoded::prepare(transcoder, endpoint, &bufs.head[..head_len]);
+    let prepared = match prepared {
+        Ok(prepared) if prepared.streams_request() && !req_body.is_done() => {
+            let call = Streamed {
+                routed: &routed,
+                request_id,
+                keep_alive: keep_alive && !http10,
+                http10,
+                arrived,
+                head_len,
+            };
+            return streamed(client, conn, bufs, req_body, prepared, call, outcome).await;
+        }
+        prepared => prepared,
+    };
+    // Read whole even when the request is refused already, so that the connection can carry on.
+    if let Err(error) = read_whole(client, bufs, req_body, head_len, MAX_MESSAGE).await {
+        // The body is not all read: the connection cannot carry on.
+        let answer = Local::TranscodedError(error);
+        let _ = respond(client, conn, bufs, answer, request_id, true, outcome).await;
+        return false;
+    }
+    let deadline = routed.rule.timeouts().deadline(arrived, Instant::now());
+    let body = &bufs.head[head_len..];
+    let called = match prepared {
+        Ok(prepared) => transcoded::call(prepared, to, body, deadline, &mut outcome.grpc).await,
+        Err(refused) => Err(refused),
+    };
+    let answer = match called {
+        Ok(Transcoded::Whole(answer)) | Err(Refused::Client(answer)) => answer,
+        Ok(Transcoded::Stream(stream)) => {
+            outcome.status = 200;
+            outcome.finish(&conn.state);
+            return relay(
+                client,
+                &mut bufs.out,
+                (stream, &routed.response_extra),
+                request_id,
+                keep_alive && !http10,
+                http10,
+            )
+            .await;
+        }
+        Err(Refused::Exchange(error)) => exchange_error(error, to),
     };
     // The policies' response headers (CORS, RateLimit) go on its answers too.
     let close = !keep_alive;
@@ -111,11 +111,21 @@ pub(super) async fn run<C: ClientIo>(
         && keep_alive
 }
 
+/// The answer to a call that failed.
+fn exchange_error(error: h2_client::Error, (endpoint, upstream): (&Endpoint, &Upstream)) -> Local {
+    match Failure::from(error).into_error(upstream, endpoint) {
+        Ok(error) => Local::TranscodedError(error),
+        Err(_) => Local::TranscodedError(ProxyError::Malformed {
+            reason: "the request body was cut short",
+        }),
+    }
+}
+
 /// A stream of JSON replies, in chunks (to an HTTP/1.0 client: as they are, until the
 /// connection closes); whether the connection can carry another request afterwards.
-async fn relay<C: ClientIo>(
-    client: &mut C,
-    bufs: &mut Buffers,
+async fn relay<W: AsyncWrite + Unpin>(
+    client: &mut W,
+    out: &mut Vec<u8>,
     (mut stream, extra): (JsonStream, &[(http::HeaderName, http::HeaderValue)]),
     request_id: &RequestId,
     keep_alive: bool,
@@ -123,7 +133,6 @@ async fn relay<C: ClientIo>(
 ) -> bool {
     use http_body_util::BodyExt as _;
 
-    let out = &mut bufs.out;
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-type: ");
     out.extend_from_slice(stream.content_type().as_bytes());

@@ -108,25 +108,42 @@ pub fn stream_of_requests(
             Err(e) => return Err(BadRequest(format!("the body is not JSON: {e}"))),
         }
     } else {
-        text.lines()
+        return text
+            .lines()
             .filter(|line| !line.trim().is_empty())
             .enumerate()
-            .map(|(i, line)| {
-                serde_json::from_str(line)
-                    .map_err(|e| BadRequest(format!("line {} is not JSON: {e}", i + 1)))
-            })
-            .collect::<Result<_, _>>()?
+            .map(|(i, line)| line_request(input, line.as_bytes(), i, options))
+            .collect();
     };
-    let deserialize = DeserializeOptions::new().deny_unknown_fields(!options.ignore_unknown_fields);
     values
         .into_iter()
         .enumerate()
-        .map(|(i, value)| {
-            check_oneofs(input, &value)?;
-            DynamicMessage::deserialize_with_options(input.clone(), value, &deserialize)
-                .map_err(|e| BadRequest(format!("message {i} does not fit: {e}")))
-        })
+        .map(|(i, value)| value_request(input, value, i, options))
         .collect()
+}
+
+/// The message of one NDJSON line of a client stream, the `index`th (from 0).
+pub fn line_request(
+    input: &MessageDescriptor,
+    line: &[u8],
+    index: usize,
+    options: Options,
+) -> Result<DynamicMessage, BadRequest> {
+    let value = serde_json::from_slice(line)
+        .map_err(|e| BadRequest(format!("line {} is not JSON: {e}", index + 1)))?;
+    value_request(input, value, index, options)
+}
+
+fn value_request(
+    input: &MessageDescriptor,
+    value: Value,
+    index: usize,
+    options: Options,
+) -> Result<DynamicMessage, BadRequest> {
+    let deserialize = DeserializeOptions::new().deny_unknown_fields(!options.ignore_unknown_fields);
+    check_oneofs(input, &value)?;
+    DynamicMessage::deserialize_with_options(input.clone(), value, &deserialize)
+        .map_err(|e| BadRequest(format!("message {index} does not fit: {e}")))
 }
 
 /// The response as JSON: the whole message, or its `response_body` field.

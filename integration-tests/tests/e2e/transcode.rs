@@ -11,8 +11,11 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::support::{docs, upstream_with};
 
+#[path = "transcode/conversation.rs"]
+mod conversation;
+
 /// The backend's `proto/echo.proto`, with HTTP rules added.
-const ECHO: &str = r#"syntax = "proto3";
+pub(super) const ECHO: &str = r#"syntax = "proto3";
 package echo.v1;
 import "google/api/annotations.proto";
 service Echo {
@@ -345,8 +348,9 @@ fn proto_set(proto: &str) -> String {
     )
 }
 
-/// The configuration of the hot-swap test: the ProtoSet `proto`, an H2C upstream, the route.
-fn swap_config(proto: &str, backend: std::net::SocketAddr) -> String {
+/// The ProtoSet `proto`, an H2C upstream at `backend`, and the route of `/v1` to it (the
+/// hot-swap test's, and the streamed calls').
+pub(super) fn echo_config(proto: &str, backend: std::net::SocketAddr) -> String {
     docs(&[
         proto_set(proto),
         upstream_with("echo", &[backend], "  protocol: H2C\n"),
@@ -366,7 +370,7 @@ async fn a_proto_set_updated_under_load_loses_no_request() {
     let backend = GrpcBackend::start("swap").await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("gateway.yaml");
-    write_file(&file, swap_config(ECHO, backend.addr()));
+    write_file(&file, echo_config(ECHO, backend.addr()));
     let dp = DataPlane::start(DataPlaneOpts::standalone(&file)).await;
     dp.wait_ready().await;
 
@@ -409,7 +413,7 @@ async fn a_proto_set_updated_under_load_loses_no_request() {
         )
         .replace("Failure fail = 4; }", "Failure fail = 4; string tone = 9; }");
     assert_ne!(updated, ECHO);
-    write_file(&file, swap_config(&updated, backend.addr()));
+    write_file(&file, echo_config(&updated, backend.addr()));
     let shout = dp.url("/v1/shout/hey?tone=loud");
     integration_tests::eventually("the new binding is served", || {
         let shout = shout.clone();
