@@ -7,7 +7,8 @@
 # data plane to the shared harness's HTTP/1.1 backend, and the 10 KiB JSON POSTed there too. The figure is the data plane's CPU
 # (utime + stime) per request; requests per CPU-second is its inverse.
 #
-#   bench/transcode.sh [--seconds N]     (GATEWAY_BIN: a saved binary instead of the release build)
+#   bench/transcode.sh [--seconds N] [--rounds N]   (GATEWAY_BIN: a saved binary instead of the
+#                                                   release build; rounds default 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -96,10 +97,20 @@ done
 curl -fs -X POST -H 'content-type: application/json' -d '{"message":"hi"}' http://127.0.0.1:18190/v1/echo \
   | grep -q '"message":"hi"' || { echo "no transcoded answer (log: $run/dp.log)" >&2; exit 1; }
 
+# Rounds alternate the loads, so that a change in the machine's load over the run moves both
+# sides of each ratio alike; the summary is each ratio's median over the rounds.
+small=(); big=(); both=()
+for round in $(seq "$rounds"); do
+  echo "round $round, loadavg: $(cat /proc/loadavg)"
+  measure "plain GET /" http://127.0.0.1:18190/; get=$last_us
+  measure "transcoded POST, 5 B message" -s "$run/small.lua" http://127.0.0.1:18190/v1/echo
+  small+=("$(ratio "$get" "$last_us")")
+  measure "plain POST, 10 KiB body" -s "$run/10k.lua" http://127.0.0.1:18190/plain; post=$last_us
+  measure "transcoded POST, 10 KiB request" -s "$run/10k-in.lua" http://127.0.0.1:18190/v1/echo
+  big+=("$(ratio "$post" "$last_us")")
+  measure "transcoded, 10 KiB both ways" -s "$run/10k.lua" http://127.0.0.1:18190/v1/echo
+  both+=("$(ratio "$post" "$last_us")")
+done
 echo "loadavg: $(cat /proc/loadavg)"
-measure "plain GET /" http://127.0.0.1:18190/
-measure "transcoded POST, 5 B message" -s "$run/small.lua" http://127.0.0.1:18190/v1/echo
-measure "transcoded POST, 10 KiB request" -s "$run/10k-in.lua" http://127.0.0.1:18190/v1/echo
-measure "plain POST, 10 KiB body" -s "$run/10k.lua" http://127.0.0.1:18190/plain
-measure "transcoded, 10 KiB both ways" -s "$run/10k.lua" http://127.0.0.1:18190/v1/echo
-echo "loadavg: $(cat /proc/loadavg)"
+echo "per core against plain, each round: 5 B ${small[*]} | 10 KiB request ${big[*]} | 10 KiB both ways ${both[*]}"
+echo "median: 5 B $(median "${small[@]}")x, 10 KiB request $(median "${big[@]}")x, 10 KiB both ways $(median "${both[@]}")x"
