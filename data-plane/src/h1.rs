@@ -19,6 +19,7 @@ mod over_h2;
 mod request;
 mod response;
 mod transcoded;
+mod tries;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
@@ -40,6 +41,7 @@ pub(crate) use self::{
         Asked, FieldSink, Response as ParsedResponse, Sink, parse_into as parse_response,
         rewrite_parts,
     },
+    tries::Tries,
 };
 use crate::{
     io::ClientIo,
@@ -302,6 +304,7 @@ async fn exchange<C: ClientIo>(
         is_head,
         expect_continue,
         replayable,
+        idempotent,
         upgrade,
         request_id,
         route,
@@ -334,8 +337,6 @@ async fn exchange<C: ClientIo>(
         }
     };
     let upstream = &routed.upstream;
-    let mut at = routed.endpoint;
-    let endpoint = &upstream.endpoints()[at];
     let timeouts = *routed.rule.timeouts();
     let head_deadline = limits::deadline(now, upstream.timeout());
     timer.as_mut().reset(
@@ -394,6 +395,24 @@ async fn exchange<C: ClientIo>(
             return false;
         }
     }
+    // On a rule that retries or mirrors, a body small enough to keep is read whole first: each
+    // try sends it again, and the shadow gets it too.
+    // A body of unknown length is read until it ends or passes the limit.
+    let keeps = routed.rule.retry().is_some() || routed.rule.mirror().is_some();
+    let max = limits::KEPT_BODY_BYTES;
+    if keeps
+        && !req_body.is_done()
+        && routed.rule.transcoder().is_none()
+        && !matches!(framing, Framing::Length(n) if n > max as u64)
+        && let Err(error) = transcoded::read_up_to(client, bufs, &mut req_body, head_len, max).await
+    {
+        outcome.rule = Some(routed.rule.clone());
+        let local = Local::Error(error);
+        respond(client, conn, bufs, local, &request_id, true, outcome).await;
+        return false;
+    }
+    // The whole request is in `bufs.head`: it can be sent again.
+    let kept = req_body.is_done();
     // A copy for the shadow upstream: the head as written, and a body only if it is all here.
     if let Some(shadow) = routed.rule.mirror()
         && (framing == Framing::Empty
@@ -429,81 +448,32 @@ async fn exchange<C: ClientIo>(
         retry_on: &[],
     };
 
-    let failure = if multiplexed {
-        let deadline = timeouts.deadline(now, Instant::now());
-        let run = over_h2::run(
-            client,
-            endpoint,
-            upstream,
-            bufs,
-            &mut req_body,
-            asked,
-            timer.as_mut(),
-        );
-        match within(deadline, run)
-            .await
-            .unwrap_or_else(|| Err(cut_off(&timeouts, &bufs.started)))
-        {
-            Ok(done) => {
-                outcome.status = done.status;
-                outcome.rule = Some(routed.rule);
-                outcome.upstream = Some((routed.upstream, routed.endpoint));
-                outcome.finish(&conn.state);
-                return done.keep_alive && req_body.is_done();
-            }
-            Err(failure) => failure,
-        }
-    } else {
-        // Tries, the first and each retry, each on an endpoint of its own where there is one.
-        let retry = routed.rule.retry();
-        let retries_body =
-            framing == Framing::Empty && (replayable || retry.is_some_and(|r| r.non_idempotent));
-        let mut tries_left = if retries_body {
-            retry.map_or(0, |r| r.attempts)
-        } else {
-            0
-        };
-        if retry.is_some() {
-            upstream.side().deposit();
-        }
-        let mut dispatch = routed.dispatch.take();
+    // Tries, the first and each retry, each on an endpoint of its own where there is one.
+    let retry = routed.rule.retry();
+    let resendable = Tries::resendable(retry, kept, idempotent);
+    let start = (routed.endpoint, routed.dispatch.take());
+    let mut tries = Tries::new(retry, upstream, resendable, start);
+    let failure = {
         // Whether this request's response has started (the last request's may have).
         bufs.started
             .store(false, std::sync::atomic::Ordering::Relaxed);
         'tries: loop {
-            let endpoint = &upstream.endpoints()[at];
-            let permit = (tries_left > 0).then(|| upstream.side().retry()).flatten();
+            let endpoint = &upstream.endpoints()[tries.at];
+            let permit = tries.permit(upstream);
             let asked = Asked {
-                retry_on: match (&permit, retry) {
-                    (Some(_), Some(retry)) => &retry.codes,
-                    _ => &[],
-                },
+                retry_on: Tries::retry_on(retry, &permit),
                 ..asked
             };
-            let failure = loop {
-                let mut up = match endpoint.pool().checkout() {
-                    Some(up) => up,
-                    None => match endpoint.pool().connect(upstream.connect_timeout()).await {
-                        Ok(up) => up,
-                        Err(error) => break Failure::Connect(error),
-                    },
-                };
-                let try_start = Instant::now();
-                let deadline = timeouts.deadline(now, try_start);
-                if let Some(deadline) = deadline {
-                    // A retry's head waits no longer than the rule allows either.
-                    timer
-                        .as_mut()
-                        .reset(deadline.min(limits::deadline(try_start, upstream.timeout())));
-                }
-                let run = exchange::run(
+            let failure = if multiplexed {
+                let deadline = timeouts.deadline(now, Instant::now());
+                let run = over_h2::run(
                     client,
-                    &mut up,
+                    endpoint,
+                    upstream,
                     bufs,
                     &mut req_body,
                     asked,
                     timer.as_mut(),
-                    upstream.timeout(),
                 );
                 match within(deadline, run)
                     .await
@@ -513,43 +483,89 @@ async fn exchange<C: ClientIo>(
                         if let Some(permit) = permit {
                             permit.refund();
                         }
-                        if done.reusable && req_body.is_done() {
-                            endpoint.pool().checkin(up);
-                        } else if done.upgraded {
-                            outcome.status = done.status;
-                            outcome.rule = Some(routed.rule);
-                            outcome.upstream = Some((routed.upstream, at));
-                            outcome.finish(&conn.state);
-                            // The upstream connection is the client's now: never pooled again.
-                            exchange::tunnel(client, &mut up, &mut bufs.read, CLIENT_IDLE_TIMEOUT)
-                                .await;
-                            return false;
-                        }
                         outcome.status = done.status;
                         outcome.rule = Some(routed.rule);
-                        outcome.upstream = Some((routed.upstream, at));
+                        outcome.upstream = Some((routed.upstream, tries.at));
                         outcome.finish(&conn.state);
-                        drop(dispatch);
+                        drop(tries);
                         return done.keep_alive && req_body.is_done();
                     }
-                    Err(failure)
-                        if exchange::may_retry(&failure, &up, replayable, &mut outcome) => {}
-                    Err(failure) => break failure,
+                    Err(failure) => failure,
+                }
+            } else {
+                loop {
+                    let mut up = match endpoint.pool().checkout() {
+                        Some(up) => up,
+                        None => match endpoint.pool().connect(upstream.connect_timeout()).await {
+                            Ok(up) => up,
+                            Err(error) => break Failure::Connect(error),
+                        },
+                    };
+                    let try_start = Instant::now();
+                    let deadline = timeouts.deadline(now, try_start);
+                    if let Some(deadline) = deadline {
+                        // A retry's head waits no longer than the rule allows either.
+                        timer
+                            .as_mut()
+                            .reset(deadline.min(limits::deadline(try_start, upstream.timeout())));
+                    }
+                    let run = exchange::run(
+                        client,
+                        &mut up,
+                        bufs,
+                        &mut req_body,
+                        asked,
+                        timer.as_mut(),
+                        upstream.timeout(),
+                    );
+                    match within(deadline, run)
+                        .await
+                        .unwrap_or_else(|| Err(cut_off(&timeouts, &bufs.started)))
+                    {
+                        Ok(done) => {
+                            if let Some(permit) = permit {
+                                permit.refund();
+                            }
+                            if done.reusable && req_body.is_done() {
+                                endpoint.pool().checkin(up);
+                            } else if done.upgraded {
+                                outcome.status = done.status;
+                                outcome.rule = Some(routed.rule);
+                                outcome.upstream = Some((routed.upstream, tries.at));
+                                outcome.finish(&conn.state);
+                                // The upstream connection is the client's now: never pooled again.
+                                exchange::tunnel(
+                                    client,
+                                    &mut up,
+                                    &mut bufs.read,
+                                    CLIENT_IDLE_TIMEOUT,
+                                )
+                                .await;
+                                return false;
+                            }
+                            outcome.status = done.status;
+                            outcome.rule = Some(routed.rule);
+                            outcome.upstream = Some((routed.upstream, tries.at));
+                            outcome.finish(&conn.state);
+                            drop(tries);
+                            return done.keep_alive && req_body.is_done();
+                        }
+                        Err(failure)
+                            if exchange::may_retry(&failure, &up, replayable, &mut outcome) => {}
+                        Err(failure) => break failure,
+                    }
                 }
             };
             let started = bufs.started.load(std::sync::atomic::Ordering::Relaxed);
-            match permit {
-                Some(_permit) if failure.is_retryable() && !started => {
-                    tries_left -= 1;
-                    outcome.retried = true;
-                    tokio::time::sleep(retry.map_or(Duration::ZERO, |r| r.wait())).await;
-                    at = next_try(upstream, at, &mut dispatch);
-                    continue 'tries;
-                }
-                _ => break 'tries failure,
+            if !tries
+                .again(retry, &failure, permit, started, (upstream, &mut outcome))
+                .await
+            {
+                break 'tries failure;
             }
         }
     };
+    let at = tries.at;
     let endpoint = &upstream.endpoints()[at];
     let error = failure.into_error(upstream, endpoint);
     outcome.rule = Some(routed.rule);

@@ -322,8 +322,8 @@ fn proceed(conn: &Arc<Connection>, request: Request, head: Vec<u8>, stream: Stre
             .min(crate::transcode::grpc::MAX_MESSAGE as u64),
         None => routed.body_limit,
     };
+    let (framing, idempotent) = (request.framing, request.idempotent);
     let body = body.map(|body| Limited::new(body, limit));
-    let (framing, replayable) = (request.framing, request.replayable);
     let conn = conn.clone();
     let mut routed = routed;
     Started::Exchange(Box::pin(async move {
@@ -348,12 +348,44 @@ fn proceed(conn: &Arc<Connection>, request: Request, head: Vec<u8>, stream: Stre
             extra: &routed.response_extra,
             retry_on: &[],
         };
-        if body.is_none()
-            && let Some(shadow) = routed.rule.mirror()
-        {
-            h1::mirror(shadow, &head);
-        }
         let mut body = body;
+        let mut head = head;
+        // On a rule that retries or mirrors, a body small enough to keep is read whole first:
+        // each try sends it again, and the shadow gets it too.
+        // A body of unknown length is read until it ends or passes the limit; not a gRPC
+        // call's, which is a stream.
+        let mut kept = None;
+        let max = crate::limits::KEPT_BODY_BYTES as u64;
+        if (routed.rule.retry().is_some() || routed.rule.mirror().is_some())
+            && routed.rule.transcoder().is_none()
+            && !grpc
+            && !matches!(framing, h1::Framing::Length(n) if n > max)
+            && let Some(whole) = body.as_mut()
+        {
+            match whole.read_up_to(max).await {
+                Ok(read) => kept = read,
+                Err(too_large) => {
+                    let error = if too_large {
+                        ProxyError::BodyTooLarge
+                    } else {
+                        ProxyError::Malformed {
+                            reason: "the request body was cut short",
+                        }
+                    };
+                    let answer = Local::Error(error).for_rule(Some(&routed.rule));
+                    return local(&conn, answer, Some(request_id), outcome, is_head, grpc);
+                }
+            }
+        }
+        // The whole request for HTTP/1.1, with a kept body.
+        let whole_request = kept.as_ref().map(|kept| with_body(&head, kept, framing));
+        if let Some(shadow) = routed.rule.mirror() {
+            match (&body, &whole_request) {
+                (None, _) => h1::mirror(shadow, &head),
+                (Some(_), Some(whole)) => h1::mirror(shadow, whole),
+                (Some(_), None) => {}
+            }
+        }
         if routed.rule.policies().checks_body
             && let Some(whole) = body.as_mut()
         {
@@ -417,17 +449,45 @@ fn proceed(conn: &Arc<Connection>, request: Request, head: Vec<u8>, stream: Stre
                 &routed.response_extra,
             );
         }
+        // Tries, as on the HTTP/1 front end: a request whose body is kept (or that has none),
+        // on another endpoint each.
+        let retry = routed.rule.retry();
+        let whole = body.is_none() || kept.is_some();
+        let resendable = h1::Tries::resendable(retry, whole, idempotent);
+        let start = (routed.endpoint, routed.dispatch.take());
+        let mut tries = h1::Tries::new(retry, upstream, resendable, start);
         if upstream.is_multiplexed() {
-            let sent = multiplexed::exchange(
-                endpoint,
-                upstream,
-                &head,
-                body,
-                framing,
-                asked,
-                multiplexed::Call { grpc, deadline },
-            )
-            .await;
+            let sent = loop {
+                let permit = tries.permit(upstream);
+                let asked = Asked {
+                    retry_on: h1::Tries::retry_on(retry, &permit),
+                    ..asked
+                };
+                // A kept body is sent again on each try.
+                let body = match &kept {
+                    Some(kept) => Some(Limited::kept(kept.clone())),
+                    None => body.take(),
+                };
+                let sent = multiplexed::exchange(
+                    &upstream.endpoints()[tries.at],
+                    upstream,
+                    &head,
+                    body,
+                    framing,
+                    asked,
+                    multiplexed::Call { grpc, deadline },
+                )
+                .await;
+                let after = (upstream, &mut outcome);
+                if let Some(sent) = tries.after(retry, sent, permit, after).await {
+                    break sent;
+                }
+            };
+            let at = tries.at;
+            drop(tries);
+
+            let endpoint = &upstream.endpoints()[at];
+            outcome.upstream = Some((upstream.clone(), at));
             let error = match sent {
                 Ok(answered) => {
                     outcome.status = answered.status;
@@ -451,29 +511,24 @@ fn proceed(conn: &Arc<Connection>, request: Request, head: Vec<u8>, stream: Stre
                 grpc,
             );
         }
-        // Tries, as on the HTTP/1 front end: a request without a body, on another endpoint.
-        let retry = routed.rule.retry();
-        let mut tries_left = match retry {
-            Some(retry) if body.is_none() && (replayable || retry.non_idempotent) => retry.attempts,
-            _ => 0,
+        // A kept body goes with the head, on every try.
+        let framing = match whole_request {
+            Some(whole) => {
+                head = whole;
+                body = None;
+                h1::Framing::Empty
+            }
+            None => framing,
         };
-        if retry.is_some() {
-            upstream.side().deposit();
-        }
-        let mut at = routed.endpoint;
-        let mut dispatch = routed.dispatch.take();
-        let mut body = body;
+        let replayable = body.is_none() && idempotent;
         let sent = loop {
-            let permit = (tries_left > 0).then(|| upstream.side().retry()).flatten();
+            let permit = tries.permit(upstream);
             let asked = Asked {
-                retry_on: match (&permit, retry) {
-                    (Some(_), Some(retry)) => &retry.codes,
-                    _ => &[],
-                },
+                retry_on: h1::Tries::retry_on(retry, &permit),
                 ..asked
             };
             let sent = upstream::exchange(
-                &upstream.endpoints()[at],
+                &upstream.endpoints()[tries.at],
                 upstream,
                 &head,
                 (body.take(), framing),
@@ -483,24 +538,17 @@ fn proceed(conn: &Arc<Connection>, request: Request, head: Vec<u8>, stream: Stre
                 &mut outcome,
             )
             .await;
-            match (sent, permit) {
-                (Err(failure), Some(_permit)) if failure.is_retryable() => {
-                    tries_left -= 1;
-                    outcome.retried = true;
-                    tokio::time::sleep(retry.map_or(std::time::Duration::ZERO, |r| r.wait())).await;
-                    at = h1::next_try(upstream, at, &mut dispatch);
-                }
-                (sent, permit) => {
-                    if let (Ok(_), Some(permit)) = (&sent, permit) {
-                        permit.refund();
-                    }
-                    break sent;
-                }
+            if let Some(sent) = tries
+                .after(retry, sent, permit, (upstream, &mut outcome))
+                .await
+            {
+                break sent;
             }
         };
+        let at = tries.at;
+        drop(tries);
         let endpoint = &upstream.endpoints()[at];
         outcome.upstream = Some((upstream.clone(), at));
-        let _dispatch = dispatch;
         let error = match sent {
             Ok((mut block, parsed, body)) => {
                 outcome.status = parsed.status;
@@ -642,6 +690,24 @@ async fn pump(
         let _ = stopped.send(error);
         requests.abandon();
     }
+}
+
+/// The HTTP/1.1 request of `head` with its whole `body`: as it is under a Content-Length; in
+/// one chunk and the last under the chunked framing the head declares.
+fn with_body(head: &[u8], body: &[u8], framing: h1::Framing) -> Vec<u8> {
+    let mut whole = Vec::with_capacity(head.len() + body.len() + 16);
+    whole.extend_from_slice(head);
+    if framing == h1::Framing::Chunked {
+        if !body.is_empty() {
+            whole.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+            whole.extend_from_slice(body);
+            whole.extend_from_slice(b"\r\n");
+        }
+        whole.extend_from_slice(b"0\r\n\r\n");
+    } else {
+        whole.extend_from_slice(body);
+    }
+    whole
 }
 
 /// The error to answer a failed exchange with.

@@ -16,6 +16,12 @@ pub const MAX_HEADERS: usize = 128;
 /// the client.
 pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The largest request body kept whole on a rule that retries or mirrors: read before the
+/// first try, it is sent again on each retry and copied to the shadow. Larger bodies, and
+/// bodies of unknown length that have not all arrived with the head, stream as usual and are
+/// neither retried once a byte has gone upstream nor mirrored.
+pub const KEPT_BODY_BYTES: usize = 64 * 1024;
+
 /// Concurrent HTTP/2 streams per client connection.
 pub const MAX_CONCURRENT_STREAMS: u32 = 256;
 

@@ -56,6 +56,10 @@ pub(super) async fn run<C: ClientIo>(
     let receive = async {
         let response = h2_client::response(response, deadline.deadline()).await?;
         let (parts, recv) = response.into_parts();
+        // A status the rule retries is caught before anything is relayed.
+        if asked.retry_on.contains(&parts.status.as_u16()) {
+            return Err(Failure::Status(parts.status.as_u16()));
+        }
         out.clear();
         let relayed = response::rewrite_parts(
             parts.status.as_u16(),

@@ -47,6 +47,9 @@ pub(crate) struct Request {
     /// Safe to send again on a new connection if a reused one fails before answering: an
     /// idempotent method and no body.
     pub(crate) replayable: bool,
+    /// The method is idempotent (RFC 9110 §9.2.2): with its body kept, the request may be
+    /// sent again.
+    pub(crate) idempotent: bool,
     /// The client asks to switch protocols (WebSocket and the like): the upstream gets the
     /// `Upgrade`, and a 101 joins the two connections.
     pub(crate) upgrade: bool,
@@ -276,6 +279,10 @@ pub(crate) fn prepare<'b>(
         Decision::Respond(local, rule) => Route::Respond(local, rule),
         Decision::Consult(consult) => Route::Consult(consult),
     };
+    let idempotent = matches!(
+        method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
     Ok(Request {
         head_len: 0,
         framing,
@@ -284,16 +291,8 @@ pub(crate) fn prepare<'b>(
         is_head: method == Method::HEAD,
         expect_continue,
         upgrade,
-        replayable: framing == Framing::Empty
-            && matches!(
-                method,
-                Method::GET
-                    | Method::HEAD
-                    | Method::OPTIONS
-                    | Method::TRACE
-                    | Method::PUT
-                    | Method::DELETE
-            ),
+        replayable: framing == Framing::Empty && idempotent,
+        idempotent,
         request_id,
         route,
     })

@@ -173,6 +173,19 @@ async fn relay<W: AsyncWrite + Unpin>(
     write_all(client, out, CLIENT_IDLE_TIMEOUT).await.is_ok() && keep_alive
 }
 
+/// Reads the rest of the body after the head in `bufs.head` (its first `head_len` bytes),
+/// as [`read_whole`] does, unless it passes `max` bytes: then what was read stays in
+/// `bufs.head`, to be sent first, and the rest streams as usual.
+pub(super) async fn read_up_to<C: ClientIo>(
+    client: &mut C,
+    bufs: &mut Buffers,
+    req_body: &mut Body,
+    head_len: usize,
+    max: usize,
+) -> Result<(), ProxyError> {
+    read_body(client, bufs, req_body, head_len, (max, false)).await
+}
+
 /// Reads the rest of the body after the head in `bufs.head` (its first `head_len` bytes):
 /// decoded or as framed, as `req_body` takes it; more than `max` bytes of it is 413.
 pub(super) async fn read_whole<C: ClientIo>(
@@ -182,6 +195,18 @@ pub(super) async fn read_whole<C: ClientIo>(
     head_len: usize,
     max: usize,
 ) -> Result<(), ProxyError> {
+    read_body(client, bufs, req_body, head_len, (max, true)).await
+}
+
+/// Reads the body into `bufs.head` until it ends or passes `max` bytes, which is 413 if
+/// `refuse` says so.
+async fn read_body<C: ClientIo>(
+    client: &mut C,
+    bufs: &mut Buffers,
+    req_body: &mut Body,
+    head_len: usize,
+    (max, refuse): (usize, bool),
+) -> Result<(), ProxyError> {
     let refused = |error: BodyError| match error {
         BodyError::TooLarge => ProxyError::BodyTooLarge,
         other => ProxyError::Malformed {
@@ -190,7 +215,11 @@ pub(super) async fn read_whole<C: ClientIo>(
     };
     while !req_body.is_done() {
         if bufs.head.len() - head_len > max {
-            return Err(ProxyError::BodyTooLarge);
+            return if refuse {
+                Err(ProxyError::BodyTooLarge)
+            } else {
+                Ok(())
+            };
         }
         if bufs.read.is_empty() {
             bufs.read.reserve(READ_SIZE);
@@ -210,7 +239,7 @@ pub(super) async fn read_whole<C: ClientIo>(
             .take_into(&mut bufs.read, &mut bufs.head)
             .map_err(refused)?;
     }
-    if bufs.head.len() - head_len > max {
+    if refuse && bufs.head.len() - head_len > max {
         return Err(ProxyError::BodyTooLarge);
     }
     Ok(())

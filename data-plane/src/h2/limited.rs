@@ -14,7 +14,8 @@ use http_body::{Body, Frame, SizeHint};
 /// The client's body with a size limit.
 #[derive(Debug)]
 pub(crate) struct Limited {
-    inner: RecvBody,
+    /// `None` for a body kept whole ([`Limited::kept`]).
+    inner: Option<RecvBody>,
     left: u64,
     /// The body read ahead whole ([`Limited::read_whole`]), sent before anything else.
     ahead: Option<Bytes>,
@@ -30,9 +31,18 @@ pub(crate) struct TooLarge;
 impl Limited {
     pub(crate) fn new(inner: RecvBody, limit: u64) -> Self {
         Self {
-            inner,
+            inner: Some(inner),
             left: limit,
             ahead: None,
+        }
+    }
+
+    /// A body read whole before (by [`Limited::read_whole`]), to send again.
+    pub(crate) fn kept(whole: Bytes) -> Self {
+        Self {
+            inner: None,
+            left: whole.len() as u64,
+            ahead: (!whole.is_empty()).then_some(whole),
         }
     }
 
@@ -54,6 +64,28 @@ impl Limited {
         let whole = whole.freeze();
         self.ahead = Some(whole.clone());
         Ok(whole)
+    }
+
+    /// Reads the body whole if it ends within `max` bytes: `Some` of it then, `None` when it
+    /// goes on past them (what was read is sent first, as it would have been); `Err` as for
+    /// [`Limited::read_whole`].
+    pub(crate) async fn read_up_to(&mut self, max: u64) -> Result<Option<Bytes>, bool> {
+        use http_body_util::BodyExt as _;
+
+        let mut whole = bytes::BytesMut::new();
+        while let Some(frame) = self.frame().await {
+            let frame = frame.map_err(|error| Self::caused(&*error))?;
+            if let Ok(data) = frame.into_data() {
+                whole.extend_from_slice(&data);
+                if whole.len() as u64 > max {
+                    self.ahead = Some(whole.freeze());
+                    return Ok(None);
+                }
+            }
+        }
+        let whole = whole.freeze();
+        self.ahead = (!whole.is_empty()).then(|| whole.clone());
+        Ok(Some(whole))
     }
 
     /// Whether an upstream client error was this body going over its limit.
@@ -81,7 +113,10 @@ impl Body for Limited {
         if let Some(ahead) = this.ahead.take() {
             return Poll::Ready(Some(Ok(Frame::data(ahead))));
         }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let len = data.len() as u64;
@@ -99,13 +134,16 @@ impl Body for Limited {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ahead.is_none() && self.inner.is_end_stream()
+        self.ahead.is_none() && self.inner.as_ref().is_none_or(RecvBody::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.ahead {
             Some(ahead) => SizeHint::with_exact(ahead.len() as u64),
-            None => self.inner.size_hint(),
+            None => self
+                .inner
+                .as_ref()
+                .map_or_else(|| SizeHint::with_exact(0), RecvBody::size_hint),
         }
     }
 }

@@ -104,6 +104,10 @@ pub(super) async fn exchange(
     };
     let (parts, recv) = response.into_parts();
     let status = parts.status.as_u16();
+    // A status the rule retries is caught before anything is relayed.
+    if asked.retry_on.contains(&status) {
+        return Err(Failure::Status(status));
+    }
     let mut block = Vec::with_capacity(256);
     h1::rewrite_parts(
         status,

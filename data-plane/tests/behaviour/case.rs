@@ -24,6 +24,8 @@ pub(crate) struct Case {
     saw: Vec<(&'static str, Option<&'static str>)>,
     /// Headers at the backend with any value.
     saw_any: Vec<&'static str>,
+    /// The body the backend got, as it got it.
+    saw_body: Option<&'static [u8]>,
     /// Response headers: `Some(v)` with value v, `None` absent.
     responds: Vec<(&'static str, Option<&'static str>)>,
     /// Any backend but this one may get it (the path-confusion corpus).
@@ -57,6 +59,7 @@ pub(crate) fn case(name: &str, method: &'static str, target: &str) -> Case {
         target: None,
         saw: Vec::new(),
         saw_any: Vec::new(),
+        saw_body: None,
         responds: Vec::new(),
         never: None,
         answer: None,
@@ -104,6 +107,10 @@ impl Case {
     }
     pub(crate) fn saw_any(mut self, name: &'static str) -> Self {
         self.saw_any.push(name);
+        self
+    }
+    pub(crate) fn saw_body(mut self, body: &'static [u8]) -> Self {
+        self.saw_body = Some(body);
         self
     }
     pub(crate) fn not_saw(mut self, name: &'static str) -> Self {
@@ -253,6 +260,15 @@ impl Case {
             if s.header(name).is_none() {
                 return Err(format!("backend did not see {name}"));
             }
+        }
+        if let Some(body) = self.saw_body
+            && s.body != body
+        {
+            return Err(format!(
+                "backend got the body {:?}, wanted {:?}",
+                String::from_utf8_lossy(&s.body),
+                String::from_utf8_lossy(body)
+            ));
         }
         Ok(())
     }

@@ -135,9 +135,7 @@ spec:
 ---
 kind: Upstream
 name: flaky
-# HTTP/1.1 in both tables: retries are not made over HTTP/2 upstreams yet.
-spec:
-  endpoints: [{ address: "{failing}" }, { address: "{public}" }]
+spec: { endpoints: [{ address: "{failing}" }, { address: "{public}" }] }
 ---
 kind: Route
 name: retried
@@ -145,7 +143,7 @@ spec:
   rules:
     - matches: [{ path: { type: PathPrefix, value: /retried } }]
       backendRefs: [{ name: flaky }]
-      retry: { attempts: 2, backoff: 0.001s, codes: [503] }
+      retry: { attempts: 2, backoff: 0.001s, codes: [503], nonIdempotent: true }
 ---
 kind: Upstream
 name: auth-service
@@ -328,6 +326,7 @@ fn policies() -> Vec<Case> {
 pub(crate) fn all() -> Vec<Case> {
     let origin = "https://app.example.com";
     let mut cases = policies();
+    cases.extend(super::retries::all());
     cases.extend(vec![
         case("plain request", "GET", "/public/x?q=1")
             .to("public", "/public/x?q=1")

@@ -10,6 +10,7 @@ mod case;
 mod cases;
 mod clients;
 mod confusion;
+mod retries;
 mod transcoding;
 
 use std::{net::SocketAddr, time::Duration};
@@ -119,7 +120,7 @@ async fn behaviour_table() {
 #[tokio::test]
 async fn behaviour_table_over_h2c_upstreams() {
     let yaml = cases::CONFIG.replace("spec: { endpoints:", "spec: { protocol: H2C, endpoints:");
-    assert_eq!(yaml.matches("protocol: H2C").count(), 3, "every upstream");
+    assert_eq!(yaml.matches("protocol: H2C").count(), 4, "every upstream");
     run_table(&yaml, Settings::default(), &cases::all()).await;
 }
 

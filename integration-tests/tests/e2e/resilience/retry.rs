@@ -104,3 +104,43 @@ async fn a_retry_storm_is_held_to_the_budget() {
         "{reached} backend requests for {sent}: more than the budget's share"
     );
 }
+
+/// Which requests are sent again, counted at a backend answering 503 to everything behind a
+/// rule retrying 503 twice: a GET, and a PUT whose small body is kept (the behaviour table
+/// checks that a retry carries it whole);
+/// not a POST (not idempotent, and the rule does not say `nonIdempotent`), nor a PUT whose
+/// body is over the 64 KiB kept for replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_retried_only_when_kept_and_idempotent() {
+    use bytes::Bytes;
+    use http::Method;
+
+    let failing = TestBackend::start("kept").await;
+    failing.set_failing(true);
+    let config = docs(&[
+        upstream_with("users", &[failing.addr()], ""),
+        retrying("{ attempts: 2, backoff: 0.001s, codes: [503] }"),
+    ]);
+    let gw = Gateway::start(&config, 1).await;
+    let url = gw.dp().url("/users/x");
+    let small = Bytes::from_static(b"{\"name\": \"ada\"}");
+    let large = Bytes::from(vec![b'x'; 64 * 1024 + 1]);
+    for (method, body, tries) in [
+        (Method::GET, Bytes::new(), 3),
+        (Method::PUT, small.clone(), 3),
+        (Method::POST, small, 1),
+        (Method::PUT, large, 1),
+    ] {
+        let before = failing.requests();
+        let response = integration_tests::request(method.clone(), &url, &[], body.clone())
+            .await
+            .expect("an answer");
+        assert_eq!(response.status, 503, "{method} of {} bytes", body.len());
+        assert_eq!(
+            failing.requests() - before,
+            tries,
+            "{method} of {} bytes: tries at the backend",
+            body.len()
+        );
+    }
+}
