@@ -443,3 +443,5 @@ async fn deltas_after_the_first_snapshot_and_a_full_one_on_resync() {
     server.trigger.trigger();
     let _ = server.task.await;
 }
+
+mod services;
