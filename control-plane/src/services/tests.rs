@@ -167,3 +167,97 @@ async fn bursts_are_coalesced() {
     trigger.trigger();
     task.await.expect("the mirror stops");
 }
+
+/// Delegates to an embedded store; the first `fail` instance watches break at once.
+#[derive(Debug)]
+struct BrokenWatches {
+    inner: EmbeddedStore,
+    fail: std::sync::atomic::AtomicUsize,
+}
+
+impl Store for BrokenWatches {
+    fn list(&self) -> crate::store::BoxFuture<'_, Result<crate::store::Listing, StoreError>> {
+        self.inner.list()
+    }
+    fn commit(
+        &self,
+        expected: i64,
+        ops: Vec<crate::store::Op>,
+    ) -> crate::store::BoxFuture<'_, Result<i64, StoreError>> {
+        self.inner.commit(expected, ops)
+    }
+    fn watch(
+        &self,
+        from: i64,
+    ) -> crate::store::BoxFuture<'_, Result<crate::store::WatchStream, StoreError>> {
+        self.inner.watch(from)
+    }
+    fn put_dataplane(
+        &self,
+        status: v1::DataPlaneStatus,
+    ) -> crate::store::BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.put_dataplane(status)
+    }
+    fn remove_dataplane(&self, id: &str) -> crate::store::BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.remove_dataplane(id)
+    }
+    fn list_dataplanes(
+        &self,
+    ) -> crate::store::BoxFuture<'_, Result<Vec<v1::DataPlaneStatus>, StoreError>> {
+        self.inner.list_dataplanes()
+    }
+    fn close(&self) -> crate::store::BoxFuture<'_, ()> {
+        self.inner.close()
+    }
+    fn register_instance(
+        &self,
+        registration: Registration,
+    ) -> crate::store::BoxFuture<'_, Result<Box<dyn InstanceLease>, StoreError>> {
+        self.inner.register_instance(registration)
+    }
+    fn list_instances(&self) -> crate::store::BoxFuture<'_, Result<InstanceListing, StoreError>> {
+        self.inner.list_instances()
+    }
+    fn watch_instances(
+        &self,
+        from: i64,
+    ) -> crate::store::BoxFuture<'_, Result<crate::store::InstanceWatch, StoreError>> {
+        use std::sync::atomic::Ordering;
+        let broken = self
+            .fail
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if broken {
+            return Box::pin(async {
+                Err(StoreError::Compacted {
+                    compact_revision: 0,
+                })
+            });
+        }
+        self.inner.watch_instances(from)
+    }
+}
+
+#[tokio::test]
+async fn a_broken_watch_lists_again_and_catches_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inner = EmbeddedStore::open(dir.path()).expect("open");
+    let store = Arc::new(BrokenWatches {
+        inner: inner.clone(),
+        fail: 3.into(),
+    });
+    let (trigger, signal) = shutdown::channel();
+    let (mirror, task) = ServiceMirror::spawn(store, Arc::new(Metrics::default()), signal);
+    let mut rx = mirror.subscribe();
+    // Written while the watches keep breaking: each new listing brings it in.
+    let _lease = register(&inner, "users", "a", &json("127.0.0.1:9001")).await;
+    wait_for(&mut rx, "users/a", |t| {
+        addresses(t, "users") == ["127.0.0.1:9001"]
+    })
+    .await;
+    // And once a watch holds, changes come through it.
+    let _more = register(&inner, "users", "b", &json("127.0.0.1:9002")).await;
+    wait_for(&mut rx, "users/b", |t| addresses(t, "users").len() == 2).await;
+    trigger.trigger();
+    task.await.expect("the mirror stops");
+}

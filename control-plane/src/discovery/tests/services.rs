@@ -146,6 +146,16 @@ async fn instances_reach_data_planes_that_take_them() {
         assert!(status.message().contains(field), "{}", status.message());
     }
 
+    // Registering takes the admin token, like every admin call.
+    let mut stranger = AdminClient::with_interceptor(channel(addr).await, Bearer("wrong"));
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(registration("a", 9001)).await.expect("send");
+    let status = stranger
+        .register(ReceiverStream::new(rx))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::Unauthenticated);
+
     server.trigger.trigger();
     let _ = server.task.await;
 }
