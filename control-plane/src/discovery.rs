@@ -167,8 +167,14 @@ impl DiscoveryService {
         let (tx, rx) = mpsc::channel(4);
         let (status_tx, status_rx) = watch::channel(status);
         tokio::spawn(registry_writer(self.shared.clone(), status_rx, number));
+        let feeds = session::Feeds {
+            snapshots: self.shared.reflector.subscribe(),
+            services: services::ServicesSent::new(
+                wants_services.then(|| self.shared.services.subscribe()),
+            ),
+        };
         let session = session::Session::new(
-            self.shared.reflector.subscribe(),
+            feeds,
             self.shared.metrics.clone(),
             self.shared.config.clone(),
             // Version 0 is what a data plane with no configuration says: it holds nothing, so
@@ -178,7 +184,6 @@ impl DiscoveryService {
                 delta: hello.features().any(|f| f == Feature::Delta),
                 packed: hello.features().any(|f| f == Feature::Packed),
             },
-            services::ServicesSent::new(wants_services.then(|| self.shared.services.subscribe())),
             tx,
             status_tx,
         );

@@ -60,6 +60,12 @@ pub(super) struct Session {
     published: Instant,
 }
 
+/// What a session sends from: the reflector's configurations and the mirror's instances.
+pub(super) struct Feeds {
+    pub(super) snapshots: SnapshotRx,
+    pub(super) services: ServicesSent,
+}
+
 /// Why a session ended.
 enum End {
     Closed,
@@ -68,15 +74,18 @@ enum End {
 
 impl Session {
     pub(super) fn new(
-        snapshots: SnapshotRx,
+        feeds: Feeds,
         metrics: Arc<Metrics>,
         config: DiscoveryConfig,
         held: Option<i64>,
         features: Features,
-        services: ServicesSent,
         tx: mpsc::Sender<Outbound>,
         status: watch::Sender<DataPlaneStatus>,
     ) -> Self {
+        let Feeds {
+            snapshots,
+            services,
+        } = feeds;
         Self {
             snapshots,
             metrics,

@@ -10,9 +10,9 @@ fn discovered(version: i64) -> ControlPlaneMessage {
         && let Some(Spec::Upstream(spec)) = &mut snapshot.resources[0].spec
     {
         spec.endpoints.clear();
-        spec.discovery = Some(v1::UpstreamDiscovery {
+        spec.discovery = Some(Box::new(v1::UpstreamDiscovery {
             service: "users".into(),
-        });
+        }));
     }
     message
 }

@@ -48,8 +48,10 @@ fn upstream(rng: &mut Rng, name: &str) -> Resource {
                 })
                 .collect(),
             // Sometimes the registry's (alone, valid or not, or with endpoints: refused).
-            discovery: rng.chance(15).then(|| UpstreamDiscovery {
-                service: rng.pick(&["users", "Bad_Service"]).into(),
+            discovery: rng.chance(15).then(|| {
+                Box::new(UpstreamDiscovery {
+                    service: rng.pick(&["users", "Bad_Service"]).into(),
+                })
             }),
             ..UpstreamSpec::default()
         })),
