@@ -287,6 +287,11 @@ impl Registered {
         self.process.kill().await;
     }
 
+    /// Whether it still runs (holds its registration).
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+
     /// Its output so far, for assertions and messages.
     pub fn process(&self) -> &Process {
         &self.process

@@ -8,12 +8,12 @@ use std::{collections::BTreeSet, time::Duration};
 
 use etcd_client::PutOptions;
 use integration_tests::{
-    ControlPlane, ControlPlaneOpts, DataPlane, DataPlaneOpts, DemoBackend, Etcd, patience,
-    unique_prefix, write_file,
+    ControlPlane, ControlPlaneOpts, DataPlane, DataPlaneOpts, DemoBackend, Etcd, eventually,
+    patience, unique_prefix, write_file,
 };
 use tokio::time::Instant;
 
-use crate::support::{docs, route};
+use crate::support::{docs, route, wait_connected};
 
 /// The instances' TTL in the etcd test (etcd's shortest lease with its default timings).
 const TTL: Duration = Duration::from_secs(2);
@@ -326,4 +326,47 @@ async fn a_standalone_data_plane_has_no_instances() {
         response.json().unwrap()["error"]["code"],
         "no_healthy_upstream"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_registers_again_after_a_control_plane_restart() {
+    let a = DemoBackend::start("again-a").await;
+    // The embedded store keeps the registry in memory: a restart loses it.
+    let mut cp = ControlPlane::start(ControlPlaneOpts::embedded()).await;
+    let dps = [DataPlane::start(DataPlaneOpts::control_planes([cp.url()])).await];
+    let ctl = cp.ctl();
+    ctl.apply_yaml(
+        &docs(&[
+            discovered("again", "again"),
+            route("again", "/again", "again"),
+        ]),
+        &["--wait"],
+    )
+    .await
+    .success();
+    let mut holder = ctl
+        .register("again", &a.addr().to_string(), "2s", &[])
+        .await;
+    wait_answers(&dps, "/again", &["again-a"], 2).await;
+
+    let status = cp.terminate().await;
+    assert!(status.success(), "control plane exit {status}");
+    cp.restart().await;
+    // Nobody registers anything on the new process: the holder does it again.
+    let expected = [format!("{0} {0}", a.addr())];
+    eventually("the holder to register again", || async {
+        let now = listed(&cp).await;
+        anyhow::ensure!(now == expected, "listed: {now:?}");
+        Ok(())
+    })
+    .await;
+    let stderr = holder.process().stderr();
+    assert!(stderr.contains("registering again"), "{stderr}");
+    // The data plane, reconnected, is sent the new process's registry.
+    wait_connected(&ctl, &[dps[0].id()]).await;
+    wait_answers(&dps, "/again", &["again-a"], 2).await;
+    assert!(holder.is_running(), "the holder still holds");
+    let status = holder.stop().await;
+    assert!(status.success(), "exit {status}");
+    wait_answers(&dps, "/again", &["no_healthy_upstream"], 1).await;
 }
