@@ -112,11 +112,14 @@ async fn hold(
             Ok(Some(RegisterRequest {
                 message: Some(Message::KeepAlive(_)),
             })) => match lease.keep_alive().await {
-                Ok(()) => {
-                    if tx.send(Ok(answer(lease.as_ref()))).await.is_err() {
+                // Never waits for a holder that does not read its answers: that would stop
+                // this task from hearing keep-alives and shutdown.
+                Ok(()) => match tx.try_send(Ok(answer(lease.as_ref()))) {
+                    Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
                         tracing::debug!(%key, "the holder stopped reading its answers");
                     }
-                }
+                },
                 // The next keep-alive tries again; the lease has the rest of its TTL.
                 Err(error) => tracing::warn!(%key, %error, "could not renew an instance's lease"),
             },
