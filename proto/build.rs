@@ -23,13 +23,15 @@ fn main() -> Result<(), Box<dyn Error>> {
     )?;
     // Maps in name order: a resource encodes to the same bytes every time, so snapshots and
     // deltas see no change where there is none.
-    // An Upstream's resilience settings are boxed: most upstreams leave them out, and every
-    // resource (an enum over the kinds) would otherwise be as large as the largest.
+    // An Upstream's resilience settings and discovery are boxed: most upstreams leave them
+    // out, and every resource (an enum over the kinds) would otherwise be as large as the
+    // largest.
     tonic_prost_build::configure()
         .btree_map(".gateway.v1.ProtoSetSpec.files")
         .boxed(".gateway.v1.UpstreamSpec.load_balancer")
         .boxed(".gateway.v1.UpstreamSpec.health_check")
         .boxed(".gateway.v1.UpstreamSpec.circuit_breaker")
+        .boxed(".gateway.v1.UpstreamSpec.discovery")
         .compile_fds(descriptors)?;
     Ok(())
 }

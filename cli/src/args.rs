@@ -97,6 +97,44 @@ pub(crate) enum Command {
     /// relative to each), compiled first; pipe it to `apply -f -`.
     #[command(name = "protoset")]
     ProtoSet(ProtoSetArgs),
+    /// Register a service instance and keep it registered until stopped (SIGINT or SIGTERM:
+    /// deregistered at once); killed, it is gone within its TTL.
+    Register(RegisterArgs),
+    /// Show the registered service instances.
+    Services(ServicesArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RegisterArgs {
+    /// The service (what Upstreams name in `discovery.service`).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) service: String,
+    /// Where the instance serves, as an Upstream endpoint.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) address: String,
+    /// The lease's time to live, 1s to 1h: how long the instance outlives its holder.
+    #[arg(
+        long,
+        default_value = "10s",
+        value_parser = gateway_proto::duration::parse_positive_duration,
+        value_name = "DURATION"
+    )]
+    pub(crate) ttl: Duration,
+    /// The instance's id within the service (default: the address, so that registering the
+    /// same address again replaces the entry instead of adding one).
+    #[arg(long, value_name = "ID")]
+    pub(crate) id: Option<String>,
+    /// Relative share of traffic (0 drains the instance).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub(crate) weight: u32,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServicesArgs {
+    /// Only this service's instances.
+    pub(crate) service: Option<String>,
+    #[arg(short = 'o', long, value_enum, default_value_t = ListFormat::Table)]
+    pub(crate) output: ListFormat,
 }
 
 #[derive(Debug, Args)]

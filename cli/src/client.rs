@@ -48,12 +48,30 @@ impl Client {
     /// Connects to `--server`. A bad URL or token is a usage error, an unreachable server a
     /// rejected request.
     pub(crate) async fn connect(global: &GlobalArgs) -> anyhow::Result<Self> {
+        Self::connect_with(global, Some(global.timeout)).await
+    }
+
+    /// Like [`Client::connect`], with no limit on a call's length (only on connecting): for
+    /// a stream that lasts as long as the command, `register`.
+    pub(crate) async fn connect_for_streams(global: &GlobalArgs) -> anyhow::Result<Self> {
+        Self::connect_with(global, None).await
+    }
+
+    async fn connect_with(
+        global: &GlobalArgs,
+        call_timeout: Option<std::time::Duration>,
+    ) -> anyhow::Result<Self> {
         let auth = Auth(bearer(global)?);
         let url = server_url(&global.server);
         let mut endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| usage(format!("invalid --server URL {url:?}: {e}")))?
-            .timeout(global.timeout)
-            .connect_timeout(global.timeout);
+            .connect_timeout(global.timeout)
+            // A control plane that vanishes without closing the connection is noticed.
+            .http2_keep_alive_interval(std::time::Duration::from_secs(5))
+            .keep_alive_timeout(std::time::Duration::from_secs(5));
+        if let Some(timeout) = call_timeout {
+            endpoint = endpoint.timeout(timeout);
+        }
         if url.starts_with("https://") {
             let Some(ca_file) = &global.ca_file else {
                 return Err(usage(format!(
@@ -123,6 +141,26 @@ impl Client {
         Ok(response.into_inner().version)
     }
 
+    /// Opens a registration's stream: `requests` starts with the registration; the answers.
+    pub(crate) async fn register(
+        &mut self,
+        requests: tokio_stream::wrappers::ReceiverStream<v1::RegisterRequest>,
+    ) -> anyhow::Result<tonic::Streaming<v1::RegisterResponse>> {
+        let response = self.inner.register(requests).await.map_err(api)?;
+        Ok(response.into_inner())
+    }
+
+    pub(crate) async fn list_services(
+        &mut self,
+        service: &str,
+    ) -> anyhow::Result<v1::ListServicesResponse> {
+        let request = v1::ListServicesRequest {
+            service: service.to_owned(),
+        };
+        let response = self.inner.list_services(request).await.map_err(api)?;
+        Ok(response.into_inner())
+    }
+
     pub(crate) async fn list_data_planes(&mut self) -> anyhow::Result<v1::ListDataPlanesResponse> {
         let response = self
             .inner
@@ -133,7 +171,7 @@ impl Client {
     }
 }
 
-fn api(status: Status) -> anyhow::Error {
+pub(crate) fn api(status: Status) -> anyhow::Error {
     ApiError::from(status).into()
 }
 

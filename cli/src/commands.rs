@@ -15,6 +15,8 @@ mod diff;
 mod get;
 mod health;
 mod protoset;
+mod register;
+mod services;
 mod validate;
 
 /// Runs the command line's verb.
@@ -29,6 +31,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Dataplanes(args) => dataplanes::run(global, args).await,
         Command::Health(args) => health::run(args).await,
         Command::ProtoSet(args) => protoset::run(args),
+        Command::Register(args) => register::run(global, args).await,
+        Command::Services(args) => services::run(global, args).await,
     }
 }
 

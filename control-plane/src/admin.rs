@@ -3,7 +3,8 @@
 //! Every write reads the config at version V, validates the whole graph with the change applied
 //! and commits guarded by "the version is still V". A lost race is retried (re-read,
 //! re-validate) a few times with a jittered backoff before the request fails with `ABORTED`.
-//! Reads come from the store itself, so a client reads its own writes.
+//! Reads come from the store itself, so a client reads its own writes. Service instances are
+//! registered and listed by [`register`]: they are not configuration.
 
 use std::{
     sync::{Arc, Mutex, PoisonError},
@@ -14,22 +15,24 @@ use gateway_proto::{
     RegexCache, ResourceKind,
     v1::{
         self, ApplyRequest, ApplyResponse, DeleteRequest, DeleteResponse, GetRequest,
-        ListDataPlanesRequest, ListDataPlanesResponse, ListRequest, ListResponse, Resource,
-        change::Action,
+        ListDataPlanesRequest, ListDataPlanesResponse, ListRequest, ListResponse,
+        ListServicesRequest, ListServicesResponse, RegisterRequest, Resource, change::Action,
     },
     validate::{Graph, redact},
 };
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
     backoff::Backoff,
     metrics::Metrics,
     reflector::Reflector,
+    shutdown::Shutdown,
     store::{Op, Store, StoreError},
 };
 
 mod error;
 mod plan;
+mod register;
 
 pub use error::AdminError;
 use plan::{Batch, plan_apply, plan_delete};
@@ -49,6 +52,8 @@ pub struct AdminService {
     /// The match-key graph of the last configuration this service validated and wrote, with
     /// its version: an apply on top of it is checked in proportion to its change.
     graph: Arc<Mutex<Option<(i64, Graph)>>>,
+    /// Ends the registrations' streams (none: they end with their holders only).
+    shutdown: Option<Shutdown>,
 }
 
 /// Past this many cached patterns (patterns of deleted routes and dry runs pile up), the cache
@@ -73,7 +78,15 @@ impl AdminService {
             metrics,
             regexes: Arc::default(),
             graph: Arc::default(),
+            shutdown: None,
         }
+    }
+
+    /// Registrations' streams end on `shutdown`, leaving their instances to their leases.
+    #[must_use]
+    pub fn with_shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.shutdown = Some(shutdown);
+        self
     }
 
     /// The graph of the configuration at `version`, if this service wrote it last. Taken: an
@@ -292,6 +305,25 @@ impl v1::admin_server::Admin for AdminService {
     ) -> Result<Response<ListDataPlanesResponse>, Status> {
         let result = self.data_planes().await;
         self.finish("ListDataPlanes", result)
+    }
+
+    type RegisterStream = register::Answers;
+
+    async fn register(
+        &self,
+        request: Request<Streaming<RegisterRequest>>,
+    ) -> Result<Response<Self::RegisterStream>, Status> {
+        let result =
+            register::register(&self.store, self.shutdown.clone(), request.into_inner()).await;
+        self.finish("Register", result)
+    }
+
+    async fn list_services(
+        &self,
+        request: Request<ListServicesRequest>,
+    ) -> Result<Response<ListServicesResponse>, Status> {
+        let result = register::list(&self.store, request.into_inner()).await;
+        self.finish("ListServices", result)
     }
 }
 

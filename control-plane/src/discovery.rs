@@ -5,8 +5,9 @@
 //! (a slow data plane skips versions), and records every `Ack`/`Nack` in the data-plane
 //! registry. A data plane that says it understands deltas gets, after its first snapshot, only
 //! what changed since the version it acknowledged. Every message is encoded once per version
-//! and shared by all streams ([`wire`]). Heartbeats go both ways; a peer silent for too long is
-//! dropped.
+//! and shared by all streams ([`wire`]). A data plane that takes them also gets the service
+//! registry's instances ([`services`]): the whole registry on connect, then what changes.
+//! Heartbeats go both ways; a peer silent for too long is dropped.
 
 use std::{
     collections::HashMap,
@@ -25,8 +26,12 @@ use tonic::{Request, Response, Status, Streaming};
 pub use self::wire::DiscoveryServer;
 use self::wire::Outbound;
 
-use crate::{metrics::Metrics, reflector::Reflector, shutdown::Shutdown, store::Store};
+use crate::{
+    metrics::Metrics, reflector::Reflector, services::ServiceMirror, shutdown::Shutdown,
+    store::Store,
+};
 
+mod services;
 mod session;
 mod wire;
 
@@ -64,6 +69,7 @@ pub struct DiscoveryService {
 struct Shared {
     store: Arc<dyn Store>,
     reflector: Reflector,
+    services: ServiceMirror,
     metrics: Arc<Metrics>,
     config: DiscoveryConfig,
     shutdown: Shutdown,
@@ -75,10 +81,12 @@ struct Shared {
 // === impl DiscoveryService ===
 
 impl DiscoveryService {
-    /// A discovery service streaming the reflector's snapshots; its streams end on `shutdown`.
+    /// A discovery service streaming the reflector's snapshots and the mirror's service
+    /// instances; its streams end on `shutdown`.
     pub fn new(
         store: Arc<dyn Store>,
         reflector: Reflector,
+        services: ServiceMirror,
         metrics: Arc<Metrics>,
         config: DiscoveryConfig,
         shutdown: Shutdown,
@@ -87,6 +95,7 @@ impl DiscoveryService {
             shared: Arc::new(Shared {
                 store,
                 reflector,
+                services,
                 metrics,
                 config,
                 shutdown,
@@ -154,11 +163,18 @@ impl DiscoveryService {
             features = ?hello.features().collect::<Vec<_>>(),
             "data plane connected"
         );
+        let wants_services = hello.features().any(|f| f == Feature::Services);
         let (tx, rx) = mpsc::channel(4);
         let (status_tx, status_rx) = watch::channel(status);
         tokio::spawn(registry_writer(self.shared.clone(), status_rx, number));
+        let feeds = session::Feeds {
+            snapshots: self.shared.reflector.subscribe(),
+            services: services::ServicesSent::new(
+                wants_services.then(|| self.shared.services.subscribe()),
+            ),
+        };
         let session = session::Session::new(
-            self.shared.reflector.subscribe(),
+            feeds,
             self.shared.metrics.clone(),
             self.shared.config.clone(),
             // Version 0 is what a data plane with no configuration says: it holds nothing, so

@@ -21,6 +21,8 @@ pub struct Metrics {
     snapshots_sent: AtomicU64,
     acks: AtomicU64,
     nacks: AtomicU64,
+    registered_instances: AtomicI64,
+    skipped_instances: AtomicU64,
     admin_requests: Mutex<BTreeMap<(&'static str, String), u64>>,
     auth_failures: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -54,6 +56,15 @@ impl Metrics {
 
     pub(crate) fn answered(&self, ack: bool) {
         if ack { &self.acks } else { &self.nacks }.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn set_registered_instances(&self, count: usize) {
+        self.registered_instances
+            .store(i64::try_from(count).unwrap_or(i64::MAX), Relaxed);
+    }
+
+    pub(crate) fn instance_skipped(&self) {
+        self.skipped_instances.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn admin_request(&self, method: &'static str, code: tonic::Code) {
@@ -113,6 +124,18 @@ impl Metrics {
             "counter",
             "Snapshots refused by data planes.",
             self.nacks.load(Relaxed).to_string(),
+        );
+        one(
+            "gateway_cp_registered_instances",
+            "gauge",
+            "Service instances in the registry that data planes are sent.",
+            self.registered_instances.load(Relaxed).to_string(),
+        );
+        one(
+            "gateway_cp_registry_values_skipped_total",
+            "counter",
+            "Registry entries skipped for a value that is not the registry's JSON or a bad address.",
+            self.skipped_instances.load(Relaxed).to_string(),
         );
         let seconds = Duration::from_nanos(self.snapshot_build_nanos.load(Relaxed)).as_secs_f64();
         let _ = writeln!(

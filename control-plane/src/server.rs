@@ -15,6 +15,7 @@ use crate::{
     discovery::{DiscoveryServer, DiscoveryService},
     metrics::Metrics,
     reflector::Reflector,
+    services::ServiceMirror,
     shutdown,
     store::{EmbeddedStore, EtcdStore, KeyFileError, SealedStore, Store, StoreError, load_keys},
 };
@@ -124,16 +125,17 @@ impl Server {
         let metrics = Arc::new(Metrics::default());
         let (reflector, reflector_task) =
             Reflector::spawn(store.clone(), metrics.clone(), shutdown.clone());
+        let (services, services_task) =
+            ServiceMirror::spawn(store.clone(), metrics.clone(), shutdown.clone());
 
         let mut discovery_config = config.discovery.clone();
         if discovery_config.control_plane.is_empty() {
             discovery_config.control_plane = grpc_addr.to_string();
         }
-        let admin_service = AdminServer::new(AdminService::new(
-            store.clone(),
-            reflector.clone(),
-            metrics.clone(),
-        ))
+        let admin_service = AdminServer::new(
+            AdminService::new(store.clone(), reflector.clone(), metrics.clone())
+                .with_shutdown(shutdown.clone()),
+        )
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
@@ -141,6 +143,7 @@ impl Server {
         let discovery_service = DiscoveryServer::new(DiscoveryService::new(
             store.clone(),
             reflector.clone(),
+            services,
             metrics.clone(),
             discovery_config,
             shutdown.clone(),
@@ -198,6 +201,7 @@ impl Server {
             let _ = (&mut grpc_task).await;
             let _ = http_task.await;
             let _ = reflector_task.await;
+            let _ = services_task.await;
         })
         .await;
         if drained.is_err() {

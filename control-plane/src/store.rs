@@ -2,13 +2,17 @@
 //! commit a batch of changes in one guarded transaction, watch the changes after a revision,
 //! and keep the data-plane registry.
 //!
+//! It also holds the service registry (`registry/<service>/<id>`, see
+//! `gateway_proto::registry`): instances on leases of their TTL, listed and watched apart from
+//! the configuration, whose version they never move.
+//!
 //! Two implementations share one set of semantics (see `docs/architecture.md`):
 //! [`EtcdStore`] (the source of truth shared by several control planes) and [`EmbeddedStore`]
 //! (a redb file for a single control plane). Both keep one global revision that moves by one per
 //! commit, a mod revision per key, and the marker key `_meta/revision` whose mod revision is the
 //! config version. [`conformance`] checks an implementation against those semantics.
 
-use std::{fmt, future::Future, pin::Pin};
+use std::{fmt, future::Future, pin::Pin, time::Duration};
 
 use futures_util::Stream;
 use gateway_proto::{
@@ -36,6 +40,10 @@ pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchBatch, StoreError>>
 
 /// A boxed error source.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The service registry's changes after a revision, one batch per store revision, in order.
+/// Like [`WatchStream`], it ends (or yields an error and then ends) when the watch breaks.
+pub type InstanceWatch = Pin<Box<dyn Stream<Item = Result<InstanceBatch, StoreError>> + Send>>;
 
 /// The configuration store and the data-plane registry.
 pub trait Store: Send + Sync + fmt::Debug {
@@ -65,6 +73,85 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Releases what this process holds (the etcd registry lease, so its entries go at once).
     fn close(&self) -> BoxFuture<'_, ()>;
+
+    /// Writes a service instance on a lease of `registration.ttl` (replacing an entry of the
+    /// same service and id). The instance stays while the returned lease is renewed; it goes
+    /// at once when the lease is deregistered, and within the TTL when it is dropped.
+    fn register_instance(
+        &self,
+        registration: Registration,
+    ) -> BoxFuture<'_, Result<Box<dyn InstanceLease>, StoreError>>;
+
+    /// Every instance of the service registry, read at one store revision, sorted by service
+    /// then id. The values are as stored: readers check them.
+    fn list_instances(&self) -> BoxFuture<'_, Result<InstanceListing, StoreError>>;
+
+    /// Every change of the service registry from `from_revision` (inclusive) on; like
+    /// [`Store::watch`], [`StoreError::Compacted`] when that history is gone.
+    fn watch_instances(
+        &self,
+        from_revision: i64,
+    ) -> BoxFuture<'_, Result<InstanceWatch, StoreError>>;
+}
+
+/// What to register: the service, the instance's id, the stored value (the registry's JSON,
+/// `gateway_proto::registry::InstanceValue`) and the lease's time to live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Registration {
+    pub service: String,
+    pub id: String,
+    pub value: Vec<u8>,
+    pub ttl: Duration,
+}
+
+/// A registered instance's lease, held by whoever keeps the instance alive.
+pub trait InstanceLease: Send + fmt::Debug {
+    /// The instance's key in the store (with the etcd prefix; relative on the embedded store).
+    fn key(&self) -> &str;
+
+    /// The lease's time to live.
+    fn ttl(&self) -> Duration;
+
+    /// Renews the lease for another TTL. When it has run out already (the store was out of
+    /// reach for longer than the TTL) and the key is gone, writes the instance again on a new
+    /// lease; when another holder has registered the same id since, leaves it to them.
+    fn keep_alive(&mut self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Removes the instance at once (only if it is still on this lease).
+    fn deregister(self: Box<Self>) -> BoxFuture<'static, Result<(), StoreError>>;
+}
+
+/// One instance as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Instance {
+    pub service: String,
+    pub id: String,
+    pub value: Vec<u8>,
+}
+
+/// The whole service registry at one store revision.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InstanceListing {
+    /// The store revision the listing was read at: watch from `revision + 1`.
+    pub revision: i64,
+    /// Sorted by service, then id.
+    pub instances: Vec<Instance>,
+}
+
+/// One change of the service registry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InstanceEvent {
+    /// An instance was registered, or its value replaced.
+    Put(Instance),
+    /// An instance was deregistered, or its lease ran out.
+    Delete { service: String, id: String },
+}
+
+/// Every change to the service registry of one store revision.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InstanceBatch {
+    pub revision: i64,
+    pub events: Vec<InstanceEvent>,
 }
 
 /// The whole configuration at one store revision.

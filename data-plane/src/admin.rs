@@ -65,6 +65,7 @@ fn respond(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                     "loaded_at": rfc3339(t.loaded_at()),
                     "cached_version": state.cached_version(),
                     "health": health(&t),
+                    "services": state.side().services().addresses(),
                 }),
                 None => serde_json::json!({
                     "version": 0,
@@ -73,6 +74,7 @@ fn respond(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                     "upstreams": 0,
                     "loaded_at": null,
                     "cached_version": state.cached_version(),
+                    "services": state.side().services().addresses(),
                 }),
             };
             with_type(StatusCode::OK, body.to_string(), "application/json")

@@ -1,9 +1,10 @@
 //! State that outlives a table swap: round-robin positions by upstream name (later health and
 //! breaker state), rule split positions by route, connection pools by endpoint address, rate
-//! limit buckets by policy ([`buckets`]), auth services' answers ([`auth_answers`]), and
-//! compiled regular expressions by pattern, so that a swap recompiles only the expressions that
-//! are new. A compile takes the entries it needs; after a swap, the table prunes the entries it
-//! no longer names (this module knows nothing of tables).
+//! limit buckets by policy ([`buckets`]), auth services' answers ([`auth_answers`]), the
+//! service registry's instances ([`services`]), and compiled regular expressions by pattern,
+//! so that a swap recompiles only the expressions that are new. A compile takes the entries
+//! it needs; after a swap, the table prunes the entries it no longer names (this module knows
+//! nothing of tables).
 
 use std::{
     collections::HashMap,
@@ -18,9 +19,12 @@ use regex::Regex;
 
 pub mod auth_answers;
 pub mod buckets;
+pub mod services;
 pub mod shared_limits;
 
-use self::{auth_answers::AuthAnswers, buckets::Buckets, shared_limits::SharedLimits};
+use self::{
+    auth_answers::AuthAnswers, buckets::Buckets, services::Services, shared_limits::SharedLimits,
+};
 use crate::{
     connect::Connector,
     jwks::{Origin, RemoteKeys},
@@ -47,6 +51,8 @@ pub struct SideTables {
     shared_limits: SharedLimits,
     /// Active health checkers, by upstream, address and settings, while an upstream holds them.
     checkers: Mutex<HashMap<String, std::sync::Weak<crate::health::Checker>>>,
+    /// The service registry's instances, for Upstreams with `discovery`.
+    services: Services,
 }
 
 /// A weighted rule: its route's name and its index in the route.
@@ -209,6 +215,11 @@ impl SideTables {
         let checker = start();
         checkers.insert(key, Arc::downgrade(&checker));
         checker
+    }
+
+    /// The registry's instances as the control plane last sent them.
+    pub fn services(&self) -> &Services {
+        &self.services
     }
 
     /// The Cluster rate limits.

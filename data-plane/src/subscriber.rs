@@ -1,10 +1,12 @@
 //! The control-plane subscriber: one `Discovery.Stream` at a time, to the listed control planes
-//! in turn. Says Hello with the version held and that it takes deltas and packed messages;
-//! applies each snapshot or delta to the configuration it holds, compiles the result off the
-//! request path, swaps it in, caches it and ACKs it, or NACKs it and keeps the last good table
-//! (and configuration). A delta that does not fit what it holds gets a Resync, which the control
-//! plane answers with the whole configuration. Heartbeats both ways; a silent peer is dropped
-//! and the stream reopened with backoff and jitter.
+//! in turn. Says Hello with the version held and that it takes deltas, packed messages and
+//! services; applies each snapshot or delta to the configuration it holds, compiles the result
+//! off the request path, swaps it in, caches it and ACKs it, or NACKs it and keeps the last
+//! good table (and configuration). A delta that does not fit what it holds gets a Resync,
+//! which the control plane answers with the whole configuration. The service registry's
+//! instances (`Services` messages, [`services`]) recompile the upstreams that discover them.
+//! Heartbeats both ways; a silent peer is dropped and the stream reopened with backoff and
+//! jitter.
 
 use std::{
     sync::{Arc, Mutex},
@@ -167,7 +169,11 @@ async fn session(
         version: state.version(),
         build_version: env!("CARGO_PKG_VERSION").to_owned(),
         address: address.to_owned(),
-        features: vec![Feature::Delta as i32, Feature::Packed as i32],
+        features: vec![
+            Feature::Delta as i32,
+            Feature::Packed as i32,
+            Feature::Services as i32,
+        ],
     };
     // The channel has room: the receiver is not polled yet, but 16 slots are free.
     let _ = tx.try_send(message(data_plane_message::Message::Hello(hello)));
@@ -201,6 +207,11 @@ async fn session(
                     Some(control_plane_message::Message::Snapshot(snapshot)) => Update::Whole(snapshot),
                     Some(control_plane_message::Message::Delta(delta)) => Update::Delta(delta),
                     Some(control_plane_message::Message::Packed(packed)) => Update::Packed(packed),
+                    // Not configuration: taken in, never answered.
+                    Some(control_plane_message::Message::Services(message)) => {
+                        services::apply(state, held, message).await;
+                        continue;
+                    }
                     Some(control_plane_message::Message::Heartbeat(_)) | None => continue,
                 };
                 let answer = apply(state, held, writer, update).await;
@@ -231,6 +242,7 @@ fn message(message: data_plane_message::Message) -> DataPlaneMessage {
 mod apply;
 mod cache_writer;
 mod held;
+mod services;
 
 #[cfg(test)]
 mod tests;

@@ -236,6 +236,14 @@ impl Table {
         next
     }
 
+    /// The same table marked as coming from `source`: an update that only refreshed the
+    /// registry's instances does not change where the configuration came from.
+    #[must_use]
+    pub fn with_source(mut self, source: Source) -> Self {
+        self.source = source;
+        self
+    }
+
     /// Compiles one route's rules, and its matches into `builder`.
     fn add_route(
         &mut self,

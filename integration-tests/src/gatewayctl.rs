@@ -1,13 +1,18 @@
-//! Running `gatewayctl` and collecting what it did.
+//! Running `gatewayctl` and collecting what it did; `gatewayctl register` as a long-running
+//! child ([`Registered`]).
 
-use std::{fmt, path::Path, process::Stdio};
+use std::{
+    fmt,
+    path::Path,
+    process::{ExitStatus, Stdio},
+};
 
 use tokio::io::AsyncWriteExt as _;
 
 use crate::{
     bins::{self, GATEWAYCTL},
     eventually::patience,
-    process::SCRUBBED_ENV,
+    process::{Process, SCRUBBED_ENV},
 };
 
 /// What one `gatewayctl` run did.
@@ -145,6 +150,50 @@ impl Gatewayctl {
         gatewayctl(&all, stdin).await
     }
 
+    /// Starts `gatewayctl register --service S --address A --ttl T EXTRA...` as a child
+    /// process and waits for it to print what it registered. Panics (with its output) if it
+    /// does not.
+    pub async fn register(
+        &self,
+        service: &str,
+        address: &str,
+        ttl: &str,
+        extra: &[&str],
+    ) -> Registered {
+        let mut args: Vec<std::ffi::OsString> = vec!["--server".into(), self.server.clone().into()];
+        if let Some(token) = &self.token {
+            args.extend(["--token".into(), token.into()]);
+        }
+        for arg in [
+            "register",
+            "--service",
+            service,
+            "--address",
+            address,
+            "--ttl",
+            ttl,
+        ] {
+            args.push(arg.into());
+        }
+        args.extend(extra.iter().map(Into::into));
+        let mut process = Process::new(
+            &format!("register-{service}-{address}"),
+            bins::bin(GATEWAYCTL),
+            args,
+        );
+        let line = match process.spawn() {
+            Ok(()) => process.wait_stdout_line("registered ").await,
+            Err(error) => Err(error),
+        };
+        let line = line.unwrap_or_else(|e| panic!("gatewayctl register did not register: {e:#}"));
+        let key = line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
+        Registered { process, key }
+    }
+
     /// `apply -f FILE`, plus `extra` flags (e.g. `--wait`).
     pub async fn apply(&self, file: &Path, extra: &[&str]) -> CtlOutput {
         let file = file.display().to_string();
@@ -207,5 +256,44 @@ pub fn resource_list(json: &serde_json::Value) -> Vec<serde_json::Value> {
         },
         serde_json::Value::Null => Vec::new(),
         other => vec![other.clone()],
+    }
+}
+
+/// A running `gatewayctl register`; killed (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct Registered {
+    process: Process,
+    key: String,
+}
+
+// === impl Registered ===
+
+impl Registered {
+    /// The registry key it printed, e.g. `/gateway/v1/registry/users/127.0.0.1:9001`.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// SIGTERM (it deregisters), and its exit status.
+    pub async fn stop(&mut self) -> ExitStatus {
+        self.process
+            .terminate()
+            .await
+            .unwrap_or_else(|e| panic!("gatewayctl register did not exit on SIGTERM: {e:#}"))
+    }
+
+    /// SIGKILL: it deregisters nothing; its lease runs out.
+    pub async fn kill(&mut self) {
+        self.process.kill().await;
+    }
+
+    /// Whether it still runs (holds its registration).
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+
+    /// Its output so far, for assertions and messages.
+    pub fn process(&self) -> &Process {
+        &self.process
     }
 }

@@ -10,7 +10,8 @@
 //! - [`etcd`]: a throw-away etcd (`ETCD_BIN` or `etcd` on `PATH`) that can stop and restart.
 //! - [`control_plane`], [`data_plane`], [`backend`]: the gateway's programs and the echo server.
 //! - [`grpc_backend`]: a tonic `echo.v1.Echo` service in this process, over h2c or TLS.
-//! - [`gatewayctl`]: runs the CLI and collects its exit code and output.
+//! - [`gatewayctl`]: runs the CLI and collects its exit code and output; holds a
+//!   `gatewayctl register` as a child process.
 //! - [`http`]: a small HTTP client for requests through a data plane.
 //! - [`proxy`]: a TCP proxy whose connections can be cut, to break a watch on etcd.
 //! - [`eventually`](mod@eventually): polling with a patience from `GATEWAY_TEST_PATIENCE_SECS`.
@@ -36,7 +37,9 @@ pub use control_plane::{ControlPlane, ControlPlaneOpts, Store};
 pub use data_plane::{DataPlane, DataPlaneOpts};
 pub use etcd::Etcd;
 pub use eventually::{eventually, holds_for, patience, try_eventually};
-pub use gatewayctl::{CtlOutput, Gatewayctl, applied_version, gatewayctl, resource_list};
+pub use gatewayctl::{
+    CtlOutput, Gatewayctl, Registered, applied_version, gatewayctl, resource_list,
+};
 pub use grpc_backend::GrpcBackend;
 pub use http::{HttpResponse, KeepAlive, get, request};
 pub use proxy::TcpProxy;

@@ -199,6 +199,35 @@ impl Process {
         }
     }
 
+    /// Waits for a line of the current run's stdout that starts with `prefix`, and returns it
+    /// (for programs that print something else than `listening`, e.g. `gatewayctl register`).
+    pub async fn wait_stdout_line(&mut self, prefix: &str) -> anyhow::Result<String> {
+        let deadline = Instant::now() + patience();
+        loop {
+            let stdout = std::fs::read(&self.stdout_path)?;
+            let current = String::from_utf8_lossy(&stdout[self.stdout_start as usize..]);
+            if let Some(line) = current.lines().find(|l| l.starts_with(prefix)) {
+                return Ok(line.to_owned());
+            }
+            if let Some(status) = self.try_wait()? {
+                bail!(
+                    "{} exited ({status}) before printing a line starting with {prefix:?}\n{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} printed no line starting with {prefix:?} within {:?}\n{}",
+                    self.name,
+                    patience(),
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// An address from the `listening` line, e.g. `http` or `admin`.
     pub fn listening(&self, key: &str) -> Option<&str> {
         self.listening.get(key).map(String::as_str)

@@ -18,6 +18,8 @@ mod cache;
 mod cluster;
 #[path = "e2e/cluster_limits.rs"]
 mod cluster_limits;
+#[path = "e2e/discovery.rs"]
+mod discovery;
 #[path = "e2e/external_auth.rs"]
 mod external_auth;
 #[path = "e2e/grpc.rs"]

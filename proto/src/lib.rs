@@ -15,6 +15,8 @@
 //!   takes its bearer token from.
 //! - [`jwt`]: the verification keys of `jwt` providers; [`api_key`]: Consumers' API keys,
 //!   kept as hashes.
+//! - [`registry`]: the service registry's key layout and values, and the checks on a
+//!   registration.
 //!
 //! This crate does no IO: no sockets, no files, no runtime.
 
@@ -41,6 +43,7 @@ pub mod jwt;
 mod kind;
 pub mod names;
 pub mod net;
+pub mod registry;
 pub mod secret;
 pub mod template;
 pub mod token;

@@ -17,7 +17,7 @@ use tokio::{
 };
 use tonic::{Status, Streaming};
 
-use super::{DiscoveryConfig, wire::Outbound};
+use super::{DiscoveryConfig, services::ServicesSent, wire::Outbound};
 use crate::{
     metrics::Metrics,
     reflector::{Form, SnapshotRx},
@@ -51,10 +51,19 @@ pub(super) struct Session {
     /// The version of the last whole snapshot sent: a Resync in answer to it is a refusal
     /// (sending it again would loop).
     whole_sent: Option<i64>,
+    /// The registry's instances, sent apart from the configuration (not versioned, not
+    /// answered).
+    services: ServicesSent,
     tx: mpsc::Sender<Outbound>,
     status: watch::Sender<DataPlaneStatus>,
     /// When the status was last published to the registry.
     published: Instant,
+}
+
+/// What a session sends from: the reflector's configurations and the mirror's instances.
+pub(super) struct Feeds {
+    pub(super) snapshots: SnapshotRx,
+    pub(super) services: ServicesSent,
 }
 
 /// Why a session ended.
@@ -65,7 +74,7 @@ enum End {
 
 impl Session {
     pub(super) fn new(
-        snapshots: SnapshotRx,
+        feeds: Feeds,
         metrics: Arc<Metrics>,
         config: DiscoveryConfig,
         held: Option<i64>,
@@ -73,6 +82,10 @@ impl Session {
         tx: mpsc::Sender<Outbound>,
         status: watch::Sender<DataPlaneStatus>,
     ) -> Self {
+        let Feeds {
+            snapshots,
+            services,
+        } = feeds;
         Self {
             snapshots,
             metrics,
@@ -85,6 +98,7 @@ impl Session {
             // delta against it is as good as against what it acknowledged on this stream.
             resync: false,
             whole_sent: None,
+            services,
             tx,
             status,
             published: Instant::now(),
@@ -104,6 +118,13 @@ impl Session {
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_heard = Instant::now();
         let end = loop {
+            // Instances first: a data plane that connects compiles its first configuration
+            // with them.
+            if let Some(message) = self.services.due()
+                && let Err(end) = self.send(message).await
+            {
+                break end;
+            }
             if let Err(end) = self.send_snapshot_if_due().await {
                 break end;
             }
@@ -112,6 +133,7 @@ impl Session {
                 changed = self.snapshots.changed() => if changed.is_err() {
                     break End::Error(Status::unavailable("the control plane is shutting down"));
                 },
+                () = self.services.changed() => {}
                 message = inbound.message() => match message {
                     Ok(Some(message)) => {
                         last_heard = Instant::now();

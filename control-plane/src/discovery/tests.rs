@@ -377,6 +377,9 @@ async fn deltas_after_the_first_snapshot_and_a_full_one_on_resync() {
     let addr = server.addr;
     let v1 = apply(addr, 9001).await;
     let mut client = discovery(addr, DP_TOKEN).await;
+    // The reflector publishes a write a moment after the commit: a stream opened before
+    // would start from the version before.
+    published(&mut client, v1).await;
     for features in [&[Feature::Delta][..], &[Feature::Delta, Feature::Packed]] {
         let (tx, mut inbound) = open(&mut client, hello_with("dp-d", 0, features))
             .await
@@ -443,3 +446,5 @@ async fn deltas_after_the_first_snapshot_and_a_full_one_on_resync() {
     server.trigger.trigger();
     let _ = server.task.await;
 }
+
+mod services;

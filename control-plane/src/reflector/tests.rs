@@ -10,7 +10,8 @@ use super::*;
 use crate::{
     shutdown,
     store::{
-        BoxFuture, EmbeddedStore, Op, WatchStream,
+        BoxFuture, EmbeddedStore, InstanceLease, InstanceListing, InstanceWatch, Op, Registration,
+        WatchStream,
         conformance::{route, upstream},
     },
 };
@@ -61,6 +62,18 @@ impl Store for Flaky {
     }
     fn close(&self) -> BoxFuture<'_, ()> {
         self.inner.close()
+    }
+    fn register_instance(
+        &self,
+        registration: Registration,
+    ) -> BoxFuture<'_, Result<Box<dyn InstanceLease>, StoreError>> {
+        self.inner.register_instance(registration)
+    }
+    fn list_instances(&self) -> BoxFuture<'_, Result<InstanceListing, StoreError>> {
+        self.inner.list_instances()
+    }
+    fn watch_instances(&self, from: i64) -> BoxFuture<'_, Result<InstanceWatch, StoreError>> {
+        self.inner.watch_instances(from)
     }
 }
 

@@ -2,7 +2,8 @@
 //! the unit tests and against etcd by the integration tests.
 //!
 //! [`run_all`] expects a fresh store (an empty data directory, or an etcd prefix nobody else
-//! uses) and panics with a message naming the broken property.
+//! uses) and panics with a message naming the broken property. The service registry's checks
+//! are in [`services`].
 
 use std::{sync::Arc, time::Duration};
 
@@ -13,6 +14,8 @@ use gateway_proto::{
 };
 
 use super::{Event, Listing, Op, Store, StoreError, WatchStream};
+
+mod services;
 
 /// How long a watch may take to deliver a commit.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -26,6 +29,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     watch_sees_every_commit(store.as_ref()).await;
     concurrent_commits(store.clone()).await;
     registry(store.as_ref()).await;
+    services::run(store.as_ref()).await;
 }
 
 /// An upstream with one endpoint.

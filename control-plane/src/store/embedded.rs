@@ -2,7 +2,8 @@
 //! plane without etcd. Same semantics as etcd: one global revision per commit, a mod revision
 //! per key, the marker key and its guard. Watchers are fed in-process from a bounded history of
 //! recent commits; a watch from before that history, or a watcher that falls behind, gets
-//! [`StoreError::Compacted`] and re-lists. The data-plane registry is kept in memory.
+//! [`StoreError::Compacted`] and re-lists. The data-plane registry and the service registry
+//! ([`instances`]) are kept in memory.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -16,10 +17,15 @@ use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition}
 use tokio::sync::broadcast;
 
 use super::{
-    BoxFuture, Event, Listing, Op, Store, StoreError, WatchBatch, WatchStream,
+    BoxFuture, Event, InstanceLease, InstanceListing, InstanceWatch, Listing, Op, Registration,
+    Store, StoreError, WatchBatch, WatchStream,
     keys::{self, Key},
     sort_resources,
 };
+
+mod instances;
+
+use instances::Instances;
 
 /// Every key: relative key → (mod revision, value).
 const KV: TableDefinition<'_, &str, (i64, &[u8])> = TableDefinition::new("kv");
@@ -57,6 +63,7 @@ struct Shared {
     writer: Mutex<()>,
     feed: Mutex<Feed>,
     registry: Mutex<BTreeMap<String, DataPlaneStatus>>,
+    instances: Arc<Instances>,
 }
 
 /// The recent history and the live feed of commits.
@@ -119,6 +126,7 @@ impl EmbeddedStore {
                     tx,
                 }),
                 registry: Mutex::new(BTreeMap::new()),
+                instances: Arc::default(),
             }),
         })
     }
@@ -184,7 +192,29 @@ impl Store for EmbeddedStore {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         lock(&self.shared.registry).clear();
+        self.shared.instances.clear();
         Box::pin(async {})
+    }
+
+    fn register_instance(
+        &self,
+        registration: Registration,
+    ) -> BoxFuture<'_, Result<Box<dyn InstanceLease>, StoreError>> {
+        // Inside the future: the expiry timer is spawned on the caller's runtime.
+        Box::pin(async move { self.shared.instances.register(registration) })
+    }
+
+    fn list_instances(&self) -> BoxFuture<'_, Result<InstanceListing, StoreError>> {
+        let listing = self.shared.instances.list();
+        Box::pin(async move { Ok(listing) })
+    }
+
+    fn watch_instances(
+        &self,
+        from_revision: i64,
+    ) -> BoxFuture<'_, Result<InstanceWatch, StoreError>> {
+        let watch = self.shared.instances.watch(from_revision);
+        Box::pin(async move { watch })
     }
 }
 

@@ -1,5 +1,6 @@
 //! The etcd store: every resource one key `<prefix>/<kind plural>/<name>`, the marker
-//! `<prefix>/_meta/revision`, and the registry `<prefix>/_dataplanes/<id>` on a lease.
+//! `<prefix>/_meta/revision`, the data-plane registry `<prefix>/_dataplanes/<id>` on a lease,
+//! and the service registry `<prefix>/registry/<service>/<id>` ([`instances`]).
 //!
 //! Lists are paged range reads pinned at one revision (etcd 3.4 has no range streams); commits
 //! are one transaction guarded on the marker's mod revision (large ones nested in sub-
@@ -15,11 +16,13 @@ use futures_util::stream;
 use gateway_proto::{ResourceKind, v1::DataPlaneStatus};
 
 use super::{
-    BoxFuture, Event, Listing, Op, Store, StoreError, WatchBatch, WatchStream,
+    BoxFuture, Event, InstanceLease, InstanceListing, InstanceWatch, Listing, Op, Registration,
+    Store, StoreError, WatchBatch, WatchStream,
     keys::{self, Key},
     sort_resources,
 };
 
+mod instances;
 mod registry;
 
 use registry::Registry;
@@ -238,6 +241,32 @@ impl Store for EtcdStore {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.inner.registry.close())
+    }
+
+    fn register_instance(
+        &self,
+        registration: Registration,
+    ) -> BoxFuture<'_, Result<Box<dyn InstanceLease>, StoreError>> {
+        Box::pin(instances::register(
+            &self.inner.client,
+            &self.inner.prefix,
+            registration,
+        ))
+    }
+
+    fn list_instances(&self) -> BoxFuture<'_, Result<InstanceListing, StoreError>> {
+        Box::pin(instances::list(&self.inner.client, &self.inner.prefix))
+    }
+
+    fn watch_instances(
+        &self,
+        from_revision: i64,
+    ) -> BoxFuture<'_, Result<InstanceWatch, StoreError>> {
+        Box::pin(instances::watch(
+            &self.inner.client,
+            &self.inner.prefix,
+            from_revision,
+        ))
     }
 }
 

@@ -1,6 +1,6 @@
 //! The key layout below a store prefix, shared by both stores: `<kind plural>/<name>` per
-//! resource and the marker `_meta/revision`. Anything else (`_dataplanes/…`, unknown kinds) is
-//! not configuration.
+//! resource and the marker `_meta/revision`. Anything else (`_dataplanes/…`, the service
+//! registry's `registry/<service>/<id>`, unknown kinds) is not configuration.
 
 use gateway_proto::{ResourceKind, v1::Resource};
 use prost::Message as _;
@@ -93,6 +93,8 @@ mod tests {
             Key::Resource(ResourceKind::Upstream, "users")
         );
         assert_eq!(parse("_dataplanes/dp-1"), Key::Other);
+        // The service registry is not configuration: the config's watch skips it.
+        assert_eq!(parse("registry/users/127.0.0.1:9001"), Key::Other);
         assert_eq!(parse("widgets/x"), Key::Other);
         assert_eq!(parse("routes/"), Key::Other);
         assert_eq!(parse("routes/a/b"), Key::Other);

@@ -13,7 +13,10 @@ use gateway_proto::{
     v1::DataPlaneStatus,
 };
 
-use super::{BoxFuture, Event, Listing, Op, Store, StoreError, WatchStream};
+use super::{
+    BoxFuture, Event, InstanceLease, InstanceListing, InstanceWatch, Listing, Op, Registration,
+    Store, StoreError, WatchStream,
+};
 
 /// A `--secret-key-file` that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +120,25 @@ impl Store for SealedStore {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         self.inner.close()
+    }
+
+    // Instances hold no secret: passed through.
+    fn register_instance(
+        &self,
+        registration: Registration,
+    ) -> BoxFuture<'_, Result<Box<dyn InstanceLease>, StoreError>> {
+        self.inner.register_instance(registration)
+    }
+
+    fn list_instances(&self) -> BoxFuture<'_, Result<InstanceListing, StoreError>> {
+        self.inner.list_instances()
+    }
+
+    fn watch_instances(
+        &self,
+        from_revision: i64,
+    ) -> BoxFuture<'_, Result<InstanceWatch, StoreError>> {
+        self.inner.watch_instances(from_revision)
     }
 }
 

@@ -337,7 +337,11 @@ async fn deltas_apply_to_what_is_held_and_a_refused_one_is_undone() {
     };
     assert_eq!(
         hello.features,
-        [v1::Feature::Delta as i32, v1::Feature::Packed as i32]
+        [
+            v1::Feature::Delta as i32,
+            v1::Feature::Packed as i32,
+            v1::Feature::Services as i32
+        ]
     );
     let answer = async |opened: &mut Opened, message| {
         opened.outbound.send(Ok(message)).await.unwrap();
@@ -425,3 +429,5 @@ async fn deltas_apply_to_what_is_held_and_a_refused_one_is_undone() {
     let _ = stop.send(true);
     tokio::time::timeout(PATIENCE, task).await.unwrap().unwrap();
 }
+
+mod services;

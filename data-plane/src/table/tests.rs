@@ -466,4 +466,5 @@ fn compiles_ten_thousand_routes() {
     let _ = Arc::clone(t.upstream("u1").unwrap());
 }
 
+mod discovered;
 mod generated;

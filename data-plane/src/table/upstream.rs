@@ -1,7 +1,7 @@
-//! Compiled upstreams: endpoints parsed once, a precomputed smooth weighted round-robin
-//! sequence (and the other balancers' tables, [`balance`]), health settings, timeouts, and the
-//! pooled client to reach them. Live state (positions, requests in flight, health) is in the
-//! side tables.
+//! Compiled upstreams: endpoints (listed, or the registry's instances of a service, from the
+//! side tables) parsed once, a precomputed smooth weighted round-robin sequence (and the other
+//! balancers' tables, [`balance`]), health settings, timeouts, and the pooled client to reach
+//! them. Live state (positions, requests in flight, health) is in the side tables.
 
 pub mod balance;
 
@@ -94,24 +94,26 @@ impl Upstream {
                 "insecureSkipVerify: endpoint certificates are not verified"
             );
         }
+        // Listed, or the registry's instances as they are now (none is fine: every pick is
+        // then refused with 503 no_healthy_upstream). Either way the endpoints that stay keep
+        // their live state and pools, which the side tables hold by address.
+        let discovered = spec
+            .discovery
+            .as_ref()
+            .map(|d| side.services().endpoints(&d.service));
+        let listed: &[v1::Endpoint] = discovered.as_deref().unwrap_or(&spec.endpoints);
         let key = pool_key(protocol, spec.tls.as_ref(), client_certificate);
         let upstream_side = side.upstream(name);
-        upstream_side
-            .retain_endpoints(|address| spec.endpoints.iter().any(|e| e.address == address));
-        let endpoints: Vec<Endpoint> = spec
-            .endpoints
+        upstream_side.retain_endpoints(|address| listed.iter().any(|e| e.address == address));
+        let endpoints: Vec<Endpoint> = listed
             .iter()
             .map(|endpoint| Endpoint {
                 pool: side.pool(&endpoint.address, key.as_deref(), &connector),
                 state: upstream_side.endpoint(&endpoint.address),
             })
             .collect();
-        let weights: Vec<u32> = spec
-            .endpoints
-            .iter()
-            .map(|e| e.weight.unwrap_or(1))
-            .collect();
-        let balancer = compile_balancer(spec, &weights);
+        let weights: Vec<u32> = listed.iter().map(|e| e.weight.unwrap_or(1)).collect();
+        let balancer = compile_balancer(spec, listed, &weights);
         let passive = spec
             .health_check
             .as_ref()
@@ -256,7 +258,7 @@ impl Upstream {
     }
 }
 
-fn compile_balancer(spec: &v1::UpstreamSpec, weights: &[u32]) -> Balancer {
+fn compile_balancer(spec: &v1::UpstreamSpec, listed: &[v1::Endpoint], weights: &[u32]) -> Balancer {
     use v1::load_balancer::Type;
     let Some(balancer) = &spec.load_balancer else {
         return Balancer::RoundRobin;
@@ -273,7 +275,7 @@ fn compile_balancer(spec: &v1::UpstreamSpec, weights: &[u32]) -> Balancer {
                 Some(on) if !on.cookie.is_empty() => HashOn::Cookie(on.cookie.as_str().into()),
                 _ => HashOn::SourceIp,
             };
-            let addresses: Vec<&str> = spec.endpoints.iter().map(|e| e.address.as_str()).collect();
+            let addresses: Vec<&str> = listed.iter().map(|e| e.address.as_str()).collect();
             Balancer::ConsistentHash {
                 table: Maglev::build(&addresses, weights),
                 on,

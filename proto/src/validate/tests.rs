@@ -142,6 +142,7 @@ fn rejects_bad_route_fields() {
     );
 }
 
+mod discovery;
 mod external_auth;
 mod filters_and_policies;
 mod identity;

@@ -1,6 +1,6 @@
-//! An Upstream on its own: endpoints, weights, timeouts, and how it is spoken to (protocol and
-//! TLS). The one reference it holds, a client certificate by name, is checked with the graph
-//! ([`check_references`]).
+//! An Upstream on its own: endpoints (listed, or a service of the registry), weights, timeouts,
+//! and how it is spoken to (protocol and TLS). The one reference it holds, a client
+//! certificate by name, is checked with the graph ([`check_references`]).
 
 use std::collections::{HashMap, HashSet};
 
@@ -10,8 +10,23 @@ use super::{At, check_duration, check_weight};
 use crate::{names, v1};
 
 pub(super) fn check_upstream(at: &mut At<'_>, spec: &v1::UpstreamSpec) {
-    if spec.endpoints.is_empty() {
-        at.error("spec.endpoints", "must list at least one endpoint".into());
+    // Exactly one source of endpoints. An upstream with `discovery` may have no instances at
+    // any moment (it answers 503 then), so nothing below may rely on endpoints being listed.
+    match (&spec.discovery, spec.endpoints.is_empty()) {
+        (None, true) => at.error(
+            "spec.endpoints",
+            "must list at least one endpoint (or set spec.discovery)".into(),
+        ),
+        (Some(_), false) => at.error(
+            "spec.discovery",
+            "takes the endpoints from the registry: leave spec.endpoints out".into(),
+        ),
+        _ => {}
+    }
+    if let Some(discovery) = &spec.discovery
+        && let Err(reason) = names::check_resource_name(&discovery.service)
+    {
+        at.error("spec.discovery.service", reason);
     }
     let mut addresses = HashMap::new();
     for (i, endpoint) in spec.endpoints.iter().enumerate() {

@@ -249,6 +249,8 @@ impl Gen {
                             ..Default::default()
                         })
                     }),
+                    // Discovered upstreams: `table/tests.rs` (their endpoints are not config).
+                    discovery: None,
                 })),
             });
         }

@@ -457,6 +457,8 @@ fn decode(received: ControlPlaneMessage, held: i64) -> anyhow::Result<Option<Rec
         Some(Message::Heartbeat(_) | Message::Packed(_)) | None => {
             bail!("a packed message that holds no Snapshot or Delta")
         }
+        // Sent only to data planes that ask for them, and this one does not.
+        Some(Message::Services(_)) => bail!("a Services message, which was not asked for"),
     };
     Ok(Some(Received {
         version,

@@ -6,7 +6,7 @@ use crate::{
     delta,
     v1::{
         BackendRef, Endpoint, IpAccessPolicy, PathMatch, PolicySpec, Resource, RouteMatch,
-        RouteRule, RouteSpec, Snapshot, UpstreamSpec, path_match, policy_spec,
+        RouteRule, RouteSpec, Snapshot, UpstreamDiscovery, UpstreamSpec, path_match, policy_spec,
     },
 };
 
@@ -47,6 +47,12 @@ fn upstream(rng: &mut Rng, name: &str) -> Resource {
                     weight: None,
                 })
                 .collect(),
+            // Sometimes the registry's (alone, valid or not, or with endpoints: refused).
+            discovery: rng.chance(15).then(|| {
+                Box::new(UpstreamDiscovery {
+                    service: rng.pick(&["users", "Bad_Service"]).into(),
+                })
+            }),
             ..UpstreamSpec::default()
         })),
         ..Resource::default()
