@@ -413,10 +413,11 @@ async fn exchange<C: ClientIo>(
     }
     // The whole request is in `bufs.head`: it can be sent again.
     let kept = req_body.is_done();
-    // A copy for the shadow upstream: the head as written, and a body only if it is all here.
+    // A copy for the shadow upstream: the head as written, and a body only if it is all here
+    // (as framed: a chunked body decoded for an HTTP/2 upstream does not go).
     if let Some(shadow) = routed.rule.mirror()
-        && (framing == Framing::Empty
-            || (matches!(framing, Framing::Length(_)) && req_body.is_done()))
+        && kept
+        && !(framing == Framing::Chunked && multiplexed)
     {
         mirror::send(shadow, &bufs.head);
     }
@@ -496,10 +497,15 @@ async fn exchange<C: ClientIo>(
                 loop {
                     let mut up = match endpoint.pool().checkout() {
                         Some(up) => up,
-                        None => match endpoint.pool().connect(upstream.connect_timeout()).await {
-                            Ok(up) => up,
-                            Err(error) => break Failure::Connect(error),
-                        },
+                        None => {
+                            let Some(_pending) = upstream.pending() else {
+                                break Failure::Overloaded;
+                            };
+                            match endpoint.pool().connect(upstream.connect_timeout()).await {
+                                Ok(up) => up,
+                                Err(error) => break Failure::Connect(error),
+                            }
+                        }
                     };
                     let try_start = Instant::now();
                     let deadline = timeouts.deadline(now, try_start);

@@ -167,6 +167,8 @@ pub(crate) enum Error {
     Unavailable(BoxError),
     /// No response head before the deadline.
     TimedOut,
+    /// Too many requests already wait for a connection (`maxPendingRequests`).
+    Overloaded,
 }
 
 /// A stream opened upstream: the response to come, the request body's sender, and the
@@ -186,11 +188,13 @@ pub(crate) async fn open(
     end: bool,
 ) -> Result<Opened, Error> {
     let pool = endpoint.pool();
+    let pending = upstream.pending().ok_or(Error::Overloaded)?;
     let (mut ready, slot) = pool
         .multiplexed()
         .ready(pool.connector(), pool.address(), upstream.connect_timeout())
         .await
         .map_err(Error::Connect)?;
+    drop(pending);
     let (response, send) = ready
         .send_request(request, end)
         .map_err(|error| Error::Unavailable(error.into()))?;

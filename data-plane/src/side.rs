@@ -64,6 +64,9 @@ pub struct UpstreamSide {
     next: AtomicUsize,
     /// Requests in flight to the upstream (the circuit breaker's count).
     pub in_flight: std::sync::atomic::AtomicU32,
+    /// Requests waiting for a connection: one being opened for them, or (HTTP/2) room on one
+    /// (`maxPendingRequests`).
+    pub pending: std::sync::atomic::AtomicU32,
     /// The retry budget: a token for every request on a retrying rule, five per retry.
     retry_tokens: std::sync::atomic::AtomicU32,
     /// Retries in flight, three of which the budget always allows.

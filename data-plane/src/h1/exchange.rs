@@ -92,6 +92,9 @@ pub(crate) enum Failure {
     Cut(BodyError),
     /// The upstream answered a status the rule retries (nothing was sent to the client).
     Status(u16),
+    /// Too many requests already wait for a connection to the upstream (the breaker's
+    /// `maxPendingRequests`): refused at once, never retried.
+    Overloaded,
 }
 
 // === impl Failure ===
@@ -115,6 +118,7 @@ impl From<crate::h2_client::Error> for Failure {
             Error::Connect(error) => Self::Connect(error),
             Error::Unavailable(source) => Self::Unavailable(source),
             Error::TimedOut => Self::TimedOut,
+            Error::Overloaded => Self::Overloaded,
         }
     }
 }
@@ -152,6 +156,7 @@ impl Failure {
                 endpoint: address,
                 source: format!("answered {status}").into(),
             },
+            Self::Overloaded => ProxyError::UpstreamOverloaded { upstream: name },
             Self::TimedOut => ProxyError::UpstreamTimeout {
                 upstream: name,
                 endpoint: address,

@@ -56,11 +56,14 @@ pub(crate) async fn exchange(
     loop {
         let mut up = match endpoint.pool().checkout() {
             Some(up) => up,
-            None => endpoint
-                .pool()
-                .connect(upstream.connect_timeout())
-                .await
-                .map_err(Failure::Connect)?,
+            None => {
+                let _pending = upstream.pending().ok_or(Failure::Overloaded)?;
+                endpoint
+                    .pool()
+                    .connect(upstream.connect_timeout())
+                    .await
+                    .map_err(Failure::Connect)?
+            }
         };
         match try_once(&mut up, head, &mut body, framing, deadline, asked).await {
             Ok((block, parsed, sent)) => {

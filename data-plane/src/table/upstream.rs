@@ -50,6 +50,8 @@ pub struct Upstream {
     passive: Option<Passive>,
     /// The circuit breaker's requests in flight (`u32::MAX`: none).
     max_in_flight: u32,
+    /// The circuit breaker's requests waiting for a connection (`u32::MAX`: none).
+    max_pending: u32,
     /// Round robin, no health settings, no breaker: the pick is one position and nothing is
     /// counted.
     plain: bool,
@@ -185,6 +187,11 @@ impl Upstream {
             balancer,
             passive,
             max_in_flight,
+            max_pending: spec
+                .circuit_breaker
+                .as_ref()
+                .and_then(|b| b.max_pending_requests)
+                .unwrap_or(u32::MAX),
             plain,
             _checkers: checkers,
             timeout: spec

@@ -30,12 +30,6 @@ pub(super) fn check_resilience(at: &mut At<'_>, spec: &v1::UpstreamSpec) {
         }
     }
     if let Some(breaker) = &spec.circuit_breaker {
-        if breaker.max_pending_requests.is_some() {
-            at.error(
-                "spec.circuitBreaker.maxPendingRequests",
-                "is not supported by this version yet: requests never queue for a connection (use maxRequests)".into(),
-            );
-        }
         if multiplexed && breaker.max_connections.is_some() {
             at.error(
                 "spec.circuitBreaker.maxConnections",

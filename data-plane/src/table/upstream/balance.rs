@@ -51,6 +51,36 @@ pub struct Dispatch {
     breaker: bool,
 }
 
+/// A request waiting for a connection to its upstream, counted against the circuit breaker's
+/// `maxPendingRequests` until dropped.
+#[derive(Debug)]
+pub struct Pending<'u>(Option<&'u std::sync::atomic::AtomicU32>);
+
+impl Upstream {
+    /// Counts a request that waits for a connection (one being opened for it, or room on an
+    /// HTTP/2 one); `None` past the breaker's `maxPendingRequests`, for an immediate 503
+    /// rather than a queue.
+    pub fn pending(&self) -> Option<Pending<'_>> {
+        if self.max_pending == u32::MAX {
+            return Some(Pending(None));
+        }
+        let count = &self.side.pending;
+        if count.fetch_add(1, Ordering::Relaxed) >= self.max_pending {
+            count.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Pending(Some(count)))
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(count) = self.0 {
+            count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 impl Drop for Dispatch {
     fn drop(&mut self) {
         if self.breaker {

@@ -95,3 +95,72 @@ async fn the_circuit_breaker_refuses_at_once_past_max_requests() {
         assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
     }
 }
+
+/// `maxPendingRequests: 2` on a TLS upstream whose endpoint takes connections and never
+/// answers the handshake: two requests wait for their connections, and a third is refused at
+/// once, without a third connection attempt; another upstream on the same data plane answers
+/// meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_max_pending_are_refused_at_once() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    // Accepts, counts, and holds each connection without a byte of TLS.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::Relaxed);
+            held.push(stream);
+        }
+    });
+    let other = TestBackend::start("pending-other").await;
+    let gw = Gateway::start(
+        &docs(&[
+            upstream_with(
+                "silent",
+                &[silent],
+                "  connectTimeout: 30s\n  tls: { insecureSkipVerify: true }\n  circuitBreaker: { maxPendingRequests: 2 }\n",
+            ),
+            upstream("other", &[other.addr()]),
+            route("silent", "/s", "silent"),
+            route("other", "/o", "other"),
+        ]),
+        1,
+    )
+    .await;
+    let dp = gw.dp();
+    let waiting: Vec<_> = (0..2)
+        .map(|_| {
+            let url = dp.url("/s/x");
+            tokio::spawn(async move { get(&url, &[]).await })
+        })
+        .collect();
+    eventually("two connections waiting on their handshakes", || async {
+        let n = accepted.load(Ordering::Relaxed);
+        anyhow::ensure!(n == 2, "{n} connections so far");
+        Ok(())
+    })
+    .await;
+    let third = dp.get("/s/x").await.unwrap();
+    refused(&third).unwrap();
+    assert!(
+        waiting.iter().all(|w| !w.is_finished()),
+        "a waiting request ended"
+    );
+    assert_eq!(
+        accepted.load(Ordering::Relaxed),
+        2,
+        "the refused request opened a connection"
+    );
+    check_echo(&dp.get("/o/x").await.unwrap(), other.name(), "/o/x").unwrap();
+    for w in waiting {
+        w.abort();
+    }
+    holder.abort();
+}

@@ -21,7 +21,7 @@ fn valid_settings_pass() {
 #[test]
 fn bad_settings_are_named() {
     let found = errors(&upstream(
-        "  loadBalancer: { type: RoundRobin, hashOn: { header: x-user } }\n  healthCheck:\n    active: { path: healthz, interval: 0.05s, timeout: 1s, healthyThreshold: 0, expectedStatuses: [700] }\n    passive: { consecutiveErrors: 0, maxEjectionPercent: 101 }\n  circuitBreaker: { maxRequests: 0, maxPendingRequests: 5 }\n",
+        "  loadBalancer: { type: RoundRobin, hashOn: { header: x-user } }\n  healthCheck:\n    active: { path: healthz, interval: 0.05s, timeout: 1s, healthyThreshold: 0, expectedStatuses: [700] }\n    passive: { consecutiveErrors: 0, maxEjectionPercent: 101 }\n  circuitBreaker: { maxRequests: 0, maxPendingRequests: 0 }\n",
     ));
     let expect = [
         "Upstream/u: spec.loadBalancer.hashOn: applies to type: ConsistentHash only",
@@ -32,7 +32,7 @@ fn bad_settings_are_named() {
         "Upstream/u: spec.healthCheck.active.expectedStatuses[0]: 700 is not an HTTP status",
         "Upstream/u: spec.healthCheck.passive.consecutiveErrors: must be between 1 and 1000",
         "Upstream/u: spec.healthCheck.passive.maxEjectionPercent: must be between 1 and 100",
-        "Upstream/u: spec.circuitBreaker.maxPendingRequests: is not supported by this version yet",
+        "Upstream/u: spec.circuitBreaker.maxPendingRequests: must be above 0",
         "Upstream/u: spec.circuitBreaker.maxRequests: must be above 0",
     ];
     assert_eq!(found.len(), expect.len(), "{found:#?}");
