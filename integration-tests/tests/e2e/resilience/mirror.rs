@@ -81,3 +81,100 @@ async fn a_percent_mirrors_about_that_share() {
     eprintln!("copies of 400 at 20 %: {}", shadow.requests());
     assert_eq!(main.requests(), 400);
 }
+
+/// A shadow that records the raw bytes of each copy it gets.
+struct Recorder {
+    addr: std::net::SocketAddr,
+    copies: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Recorder {
+    async fn start() -> Self {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let copies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let shared = copies.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    // A copy is whole once its (chunked) body's last chunk is in.
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 8192];
+                    while !seen.ends_with(b"0\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    shared.lock().unwrap().push(seen);
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                });
+            }
+        });
+        Self { addr, copies, task }
+    }
+
+    fn copies(&self) -> Vec<Vec<u8>> {
+        self.copies.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A body of unknown length (chunked, in two pieces) is kept whole before the request goes
+/// on, and the shadow's copy carries it; the main backend's answer is the client's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_body_is_mirrored_with_its_request() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let main = TestBackend::start("main-b").await;
+    let shadow = Recorder::start().await;
+    let gw = Gateway::start(&config(main.addr(), shadow.addr, 100), 1).await;
+    let mut client = tokio::net::TcpStream::connect(gw.dp().http_addr())
+        .await
+        .unwrap();
+    client
+        .write_all(b"POST /m/body HTTP/1.1\r\nhost: gw.test\r\ntransfer-encoding: chunked\r\n\r\n6\r\nfirst-\r\n")
+        .await
+        .unwrap();
+    client.write_all(b"6\r\nsecond\r\n0\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("\"backend\":\"main-b\"") {
+        let n = client.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    eventually("the copy at the shadow", || {
+        let copies = shadow.copies();
+        async move {
+            let [copy] = copies.as_slice() else {
+                anyhow::bail!("{} copies", copies.len());
+            };
+            let copy = String::from_utf8_lossy(copy);
+            anyhow::ensure!(
+                copy.starts_with("POST /m/body HTTP/1.1\r\n")
+                    && copy.contains("first-")
+                    && copy.contains("second"),
+                "the copy: {copy:?}"
+            );
+            Ok(())
+        }
+    })
+    .await;
+}
