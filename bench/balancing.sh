@@ -5,7 +5,8 @@
 # checks every second and passive outlier detection. The figure is the data plane's CPU
 # (utime + stime) per request; requests per CPU-second is its inverse.
 #
-#   bench/balancing.sh [--seconds N]     (GATEWAY_BIN: a saved binary instead of the release build)
+#   bench/balancing.sh [--seconds N] [--rounds N]   (GATEWAY_BIN: a saved binary instead of the
+#                                                   release build; rounds default 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,6 +55,13 @@ for path in / /checked; do
 done
 
 echo "loadavg: $(cat /proc/loadavg)"
-measure "round robin, 3 endpoints" http://127.0.0.1:18290/
-measure "least request + health, 3" http://127.0.0.1:18290/checked
+# Rounds alternate the two loads; the summary is the ratio's median over the rounds.
+ratios=()
+for round in $(seq "$rounds"); do
+  echo "round $round, loadavg: $(cat /proc/loadavg)"
+  measure "round robin, 3 endpoints" http://127.0.0.1:18290/; plain=$last_us
+  measure "least request + health, 3" http://127.0.0.1:18290/checked
+  ratios+=("$(ratio "$plain" "$last_us")")
+done
+echo "least request + health against round robin, per core, each round: ${ratios[*]}; median $(median "${ratios[@]}")x"
 echo "loadavg: $(cat /proc/loadavg)"
