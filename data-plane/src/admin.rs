@@ -130,9 +130,19 @@ fn health(table: &crate::table::Table) -> serde_json::Value {
     serde_json::Value::Array(upstreams)
 }
 
-/// Each re-resolved `host:port`: the addresses its endpoints use now, when it was last
-/// resolved, and since when (and why) lookups fail, if they do.
+/// Each re-resolved `host:port`: its last good answer, whether the table served uses it yet
+/// (`served`: false while a recompile for it is under way), when it was last resolved, and
+/// since when (and why) lookups fail, if they do.
 fn dns(state: &State) -> serde_json::Value {
+    let table = state.table();
+    let mut stale = std::collections::BTreeSet::new();
+    for upstream in table.iter().flat_map(|t| t.upstreams()) {
+        for (name, current) in upstream.names() {
+            if !current {
+                stale.insert(name.address().to_owned());
+            }
+        }
+    }
     let names: serde_json::Map<String, serde_json::Value> = state
         .side()
         .dns()
@@ -142,6 +152,7 @@ fn dns(state: &State) -> serde_json::Value {
             let addresses: Vec<String> = report.addresses.iter().map(ToString::to_string).collect();
             let entry = serde_json::json!({
                 "addresses": addresses,
+                "served": !stale.contains(&name),
                 "resolved_at": report.resolved_at.map(rfc3339),
                 "failing_since": report.failing_since.map(rfc3339),
                 "error": report.error,

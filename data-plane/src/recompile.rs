@@ -54,10 +54,10 @@ pub(crate) fn upstreams(
 }
 
 /// The upstreams of `resources` that `pick` accepts the spec of.
-pub(crate) fn upstreams_where<'r>(
-    resources: &'r [v1::Resource],
+pub(crate) fn upstreams_where(
+    resources: &[v1::Resource],
     pick: impl Fn(&v1::UpstreamSpec) -> bool,
-) -> Vec<&'r str> {
+) -> Vec<&str> {
     resources
         .iter()
         .filter_map(|r| match &r.spec {
@@ -113,6 +113,9 @@ pub(crate) async fn on_dns_changes(
     let Some(mut changes) = state.side().dns().changes() else {
         return;
     };
+    // An answer may have come in before this subscribed (after the first table was compiled
+    // without it): the first pass does not wait.
+    changes.mark_changed();
     loop {
         tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => return,

@@ -284,9 +284,12 @@ impl Upstream {
             .all(|(name, compiled)| name.is_current(compiled.as_ref()))
     }
 
-    /// The DNS names its endpoints list.
-    pub fn names(&self) -> impl Iterator<Item = &Arc<Name>> {
-        self.names.iter().map(|(name, _)| name)
+    /// The DNS names its endpoints list, each with whether it was compiled with the name's
+    /// current answer.
+    pub fn names(&self) -> impl Iterator<Item = (&Arc<Name>, bool)> {
+        self.names
+            .iter()
+            .map(|(name, compiled)| (name, name.is_current(compiled.as_ref())))
     }
 
     /// Whether requests' ends are recorded for outlier detection.
