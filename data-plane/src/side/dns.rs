@@ -242,10 +242,15 @@ async fn refresh(inner: Arc<Inner>, address: Box<str>, host: Arc<str>, entry: Ar
         };
         counter.fetch_add(1, Ordering::Relaxed);
         match failed {
-            Some(error) if recorded.outage_began => {
-                let kept = entry.answer().map_or(0, |a| a.addresses().len());
-                tracing::warn!(name = &*address, %error, kept, "DNS lookup failed; keeping the last good answer");
-            }
+            Some(error) if recorded.outage_began => match entry.answer() {
+                Some(kept) => {
+                    let kept = kept.addresses().len();
+                    tracing::warn!(name = &*address, %error, kept, "DNS lookup failed; keeping the last good answer");
+                }
+                None => {
+                    tracing::warn!(name = &*address, %error, "DNS lookup failed; the name is resolved at each connect until it answers");
+                }
+            },
             Some(error) => tracing::debug!(name = &*address, %error, "DNS lookup failed again"),
             None if recorded.recovered => {
                 tracing::info!(name = &*address, "DNS lookups succeed again");
