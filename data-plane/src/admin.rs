@@ -66,6 +66,7 @@ fn respond(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                     "cached_version": state.cached_version(),
                     "health": health(&t),
                     "services": state.side().services().addresses(),
+                    "dns": dns(state),
                 }),
                 None => serde_json::json!({
                     "version": 0,
@@ -75,6 +76,7 @@ fn respond(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                     "loaded_at": null,
                     "cached_version": state.cached_version(),
                     "services": state.side().services().addresses(),
+                    "dns": dns(state),
                 }),
             };
             with_type(StatusCode::OK, body.to_string(), "application/json")
@@ -84,6 +86,7 @@ fn respond(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             {
                 let mut text = state.metrics().render(state.table().as_deref());
                 crate::metrics::render_cluster(&state.side().shared_limits().link, &mut text);
+                crate::metrics::render_dns(state.side().dns(), &mut text);
                 text
             },
             "text/plain; version=0.0.4",
@@ -125,6 +128,39 @@ fn health(table: &crate::table::Table) -> serde_json::Value {
         .collect();
     upstreams.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     serde_json::Value::Array(upstreams)
+}
+
+/// Each re-resolved `host:port`: its last good answer, whether the table served uses it yet
+/// (`served`: false while a recompile for it is under way), when it was last resolved, and
+/// since when (and why) lookups fail, if they do.
+fn dns(state: &State) -> serde_json::Value {
+    let table = state.table();
+    let mut stale = std::collections::BTreeSet::new();
+    for upstream in table.iter().flat_map(|t| t.upstreams()) {
+        for (name, current) in upstream.names() {
+            if !current {
+                stale.insert(name.address().to_owned());
+            }
+        }
+    }
+    let names: serde_json::Map<String, serde_json::Value> = state
+        .side()
+        .dns()
+        .report()
+        .into_iter()
+        .map(|(name, report)| {
+            let addresses: Vec<String> = report.addresses.iter().map(ToString::to_string).collect();
+            let entry = serde_json::json!({
+                "addresses": addresses,
+                "served": !stale.contains(&name),
+                "resolved_at": report.resolved_at.map(rfc3339),
+                "failing_since": report.failing_since.map(rfc3339),
+                "error": report.error,
+            });
+            (name, entry)
+        })
+        .collect();
+    serde_json::Value::Object(names)
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

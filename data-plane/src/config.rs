@@ -100,6 +100,19 @@ pub struct Settings {
     /// Keys that seal the certificates' private keys in the disk cache (`--secret-key-file`);
     /// none: the cache holds them in the clear, in a file only its owner can read.
     pub cache_keys: Option<std::sync::Arc<gateway_proto::secret::SecretKeys>>,
+    /// How endpoints' DNS names are re-resolved (off by default: each connect resolves).
+    pub dns: DnsSettings,
+}
+
+/// How the DNS names of upstream endpoints are re-resolved in the background.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// How often a name is asked again (sooner when its records' TTL is shorter); `None`:
+    /// never, and every connect resolves the name through the system instead.
+    pub refresh: Option<Duration>,
+    /// The nameserver to ask (UDP, and TCP for long answers) instead of the system's
+    /// (`/etc/resolv.conf`).
+    pub server: Option<SocketAddr>,
 }
 
 /// The peers whose forwarding headers are believed: a set of IP networks.

@@ -29,6 +29,10 @@ pub struct Connector {
     /// The upstream's TLS did not compile (validation makes this unreachable): every connect
     /// fails with this, rather than fall back to plaintext.
     broken: Option<Arc<str>>,
+    /// The DNS name an endpoint's address was resolved from: the TLS server name (SNI, and
+    /// the name the certificate must hold) when the upstream sets no `sni`, so that an
+    /// endpoint expanded into IP addresses is still verified as the host it was named by.
+    host: Option<Arc<str>>,
 }
 
 /// A connection to an endpoint.
@@ -42,7 +46,11 @@ pub(crate) enum UpstreamStream {
 
 impl Connector {
     pub fn new(tls: Option<Arc<TlsClient>>) -> Self {
-        Self { tls, broken: None }
+        Self {
+            tls,
+            broken: None,
+            host: None,
+        }
     }
 
     /// A connector that refuses to connect, for TLS settings that did not compile.
@@ -50,7 +58,23 @@ impl Connector {
         Self {
             tls: None,
             broken: Some(reason.into()),
+            host: None,
         }
+    }
+
+    /// The same connector for addresses resolved from the DNS name `host`: TLS names `host`
+    /// instead of the address it connects to.
+    #[must_use]
+    pub fn for_host(&self, host: &Arc<str>) -> Self {
+        Self {
+            host: Some(host.clone()),
+            ..self.clone()
+        }
+    }
+
+    /// The DNS name its addresses were resolved from, if they were.
+    pub fn host(&self) -> Option<&str> {
+        self.host.as_deref()
     }
 
     /// Whether connections are TLS (or would be, for a broken one).
@@ -74,13 +98,22 @@ impl Connector {
             stream.set_nodelay(true)?;
             match &self.tls {
                 None => Ok(UpstreamStream::Plain(stream)),
-                Some(tls) => tls.handshake(address, stream).await,
+                Some(tls) => {
+                    let host = self.host.as_deref().unwrap_or_else(|| host_of(address));
+                    tls.handshake(host, stream).await
+                }
             }
         };
         tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
     }
+}
+
+/// The host of `host:port` (or `[v6]:port`), without brackets.
+pub(crate) fn host_of(address: &str) -> &str {
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 // === impl UpstreamStream ===

@@ -16,6 +16,7 @@
 //!   HTTP/1.1 codec both front ends send upstream with) and `h2` (our HTTP/2 server
 //!   connection); [`server`]: the listener, connection limits.
 //! - [`subscriber`] (control planes) and [`standalone`] (a file): where tables come from;
+//!   `recompile`: what both do when a DNS answer (or the registry) changes under a table;
 //!   [`cache`]: the last good snapshot on disk.
 //! - `admin`: `/live`, `/ready`, `/config`, `/metrics`; [`metrics`]: the counters.
 //! - [`gateway`]: start-up, run, drain.
@@ -40,6 +41,7 @@ pub mod metrics;
 pub mod normalize;
 pub mod pipeline;
 pub mod pool;
+mod recompile;
 pub mod redis_sync;
 pub mod server;
 pub mod side;

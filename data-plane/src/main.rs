@@ -94,9 +94,43 @@ struct Args {
     /// 1/N of a limit while Redis cannot be reached.
     #[arg(long, default_value_t = 1)]
     cluster_size: u64,
+    /// How often upstream endpoints' DNS names are resolved again (sooner when their records'
+    /// TTL is shorter, but not more than once a second); every A and AAAA address becomes an
+    /// endpoint, and a failed lookup keeps the last good answer. `0s` or `off`: names are
+    /// resolved at each connect instead.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_refresh)]
+    dns_refresh: Refresh,
+    /// The nameserver to ask for endpoints' names (UDP and TCP; `IP` or `IP:PORT`, port 53 by
+    /// default) instead of the system's (/etc/resolv.conf).
+    #[arg(long, value_name = "ADDR", value_parser = parse_nameserver)]
+    dns_server: Option<SocketAddr>,
     /// Log format on stderr (filter from GATEWAY_LOG, default `info,rustls=error`).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+/// `--dns-refresh`: a duration, or none.
+#[derive(Clone, Copy, Debug)]
+struct Refresh(Option<Duration>);
+
+fn parse_refresh(text: &str) -> Result<Refresh, String> {
+    if text == "off" {
+        return Ok(Refresh(None));
+    }
+    let every = parse_duration(text)?;
+    if !every.is_zero() && every < Duration::from_millis(100) {
+        return Err("at least 100ms (or 0s/off to turn re-resolution off)".to_owned());
+    }
+    Ok(Refresh(Some(every).filter(|d| !d.is_zero())))
+}
+
+fn parse_nameserver(text: &str) -> Result<SocketAddr, String> {
+    text.parse::<SocketAddr>()
+        .or_else(|_| {
+            text.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+        })
+        .map_err(|_| format!("{text:?} is not IP or IP:PORT"))
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -248,6 +282,10 @@ fn config(args: Args) -> anyhow::Result<Config> {
             max_requests: args.max_requests,
             max_connections: args.max_connections,
             cache_keys,
+            dns: gateway_data_plane::config::DnsSettings {
+                refresh: args.dns_refresh.0,
+                server: args.dns_server,
+            },
         },
         drain_timeout: args.drain_timeout,
         redis: args

@@ -137,6 +137,22 @@ pub fn render_cluster(link: &crate::side::shared_limits::ClusterLink, out: &mut 
     );
 }
 
+/// The lookups of endpoints' DNS names.
+pub fn render_dns(dns: &crate::side::dns::Dns, out: &mut String) {
+    let (successes, failures) = dns.resolutions();
+    let _ = write!(
+        out,
+        "# HELP gateway_dns_resolutions_total Lookups of endpoints' DNS names, by result (a failure keeps the last good answer).\n\
+         # TYPE gateway_dns_resolutions_total counter\n\
+         gateway_dns_resolutions_total{{result=\"success\"}} {successes}\n\
+         gateway_dns_resolutions_total{{result=\"failure\"}} {failures}\n\
+         # HELP gateway_dns_names Endpoints' DNS names being re-resolved.\n\
+         # TYPE gateway_dns_names gauge\n\
+         gateway_dns_names {}\n",
+        dns.watched(),
+    );
+}
+
 /// The name of a source in `/config` and `/metrics`.
 pub fn source_name(source: Source) -> &'static str {
     match source {

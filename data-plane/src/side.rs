@@ -1,7 +1,8 @@
 //! State that outlives a table swap: round-robin positions by upstream name (later health and
 //! breaker state), rule split positions by route, connection pools by endpoint address, rate
 //! limit buckets by policy ([`buckets`]), auth services' answers ([`auth_answers`]), the
-//! service registry's instances ([`services`]), and compiled regular expressions by pattern,
+//! service registry's instances ([`services`]), endpoints' DNS names and their last good
+//! answers ([`dns`]), and compiled regular expressions by pattern,
 //! so that a swap recompiles only the expressions that are new. A compile takes the entries
 //! it needs; after a swap, the table prunes the entries it no longer names (this module knows
 //! nothing of tables).
@@ -19,11 +20,13 @@ use regex::Regex;
 
 pub mod auth_answers;
 pub mod buckets;
+pub mod dns;
 pub mod services;
 pub mod shared_limits;
 
 use self::{
-    auth_answers::AuthAnswers, buckets::Buckets, services::Services, shared_limits::SharedLimits,
+    auth_answers::AuthAnswers, buckets::Buckets, dns::Dns, services::Services,
+    shared_limits::SharedLimits,
 };
 use crate::{
     connect::Connector,
@@ -53,6 +56,8 @@ pub struct SideTables {
     checkers: Mutex<HashMap<String, std::sync::Weak<crate::health::Checker>>>,
     /// The service registry's instances, for Upstreams with `discovery`.
     services: Services,
+    /// Endpoints' DNS names, re-resolved while a table uses them.
+    dns: Dns,
 }
 
 /// A weighted rule: its route's name and its index in the route.
@@ -155,6 +160,14 @@ impl UpstreamSide {
 // === impl SideTables ===
 
 impl SideTables {
+    /// Side tables that re-resolve endpoints' DNS names with `dns` (the default: they do not).
+    pub fn with_dns(dns: Dns) -> Self {
+        Self {
+            dns,
+            ..Self::default()
+        }
+    }
+
     /// The entry of an upstream, created on first use.
     pub fn upstream(&self, name: &str) -> Arc<UpstreamSide> {
         let mut upstreams = self
@@ -223,6 +236,11 @@ impl SideTables {
     /// The registry's instances as the control plane last sent them.
     pub fn services(&self) -> &Services {
         &self.services
+    }
+
+    /// Endpoints' DNS names and their answers.
+    pub fn dns(&self) -> &Dns {
+        &self.dns
     }
 
     /// The Cluster rate limits.

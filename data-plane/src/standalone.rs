@@ -1,17 +1,23 @@
 //! Standalone mode: serve one resource file and reload it when it changes. The file is polled
 //! (metadata every half second, content when the metadata moves), which also works with
 //! editors that replace the file instead of writing it in place. A bad edit is logged with
-//! every problem's resource and field, and the previous table keeps serving.
+//! every problem's resource and field, and the previous table keeps serving. A changed DNS
+//! answer recompiles the upstreams that name it from the file's resources as last served.
 
 use std::{
     hash::{DefaultHasher, Hash, Hasher},
     io,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, SystemTime},
 };
 
-use gateway_proto::document::{DocumentErrors, parse_documents};
+use gateway_proto::{
+    delta,
+    document::{DocumentErrors, parse_documents},
+    v1,
+    validate::Graph,
+};
 use tokio::sync::watch;
 
 use crate::{
@@ -55,6 +61,17 @@ pub(crate) struct Watched {
     hash: u64,
     version: i64,
     polls: u32,
+    /// What the table served was compiled from, for the recompiles of new DNS answers; locked
+    /// through every compile and swap, so that one never undoes another.
+    served: Arc<Mutex<Served>>,
+}
+
+/// The resources served (sorted by kind and name), their version and their graph.
+#[derive(Debug, Default)]
+struct Served {
+    version: i64,
+    resources: Vec<v1::Resource>,
+    graph: Graph,
 }
 
 /// Every this many polls the content is read even if the metadata looks the same (two writes
@@ -82,13 +99,23 @@ impl Watched {
             hash: hash(&text),
             version: 0,
             polls: 0,
+            served: Arc::default(),
         };
-        let table = watched.compile(&text, state)?;
+        let served = watched.served.clone();
+        let mut served = served.lock().unwrap_or_else(PoisonError::into_inner);
+        let (table, resources) = watched.compile(&text, state)?;
         state.install(table);
+        *served = Served::new(watched.version, resources);
+        drop(served);
         Ok(watched)
     }
 
-    fn compile(&mut self, text: &str, state: &State) -> Result<Table, FileError> {
+    /// The table of `text`, and its resources.
+    fn compile(
+        &mut self,
+        text: &str,
+        state: &State,
+    ) -> Result<(Table, Vec<v1::Resource>), FileError> {
         let resources = parse_documents(text).map_err(|errors| FileError::Parse {
             path: self.path.clone(),
             errors,
@@ -99,7 +126,7 @@ impl Watched {
                 error,
             })?;
         self.version += 1;
-        Ok(table)
+        Ok((table, resources))
     }
 
     /// Looks at the file once; reloads it if its content changed.
@@ -137,10 +164,13 @@ impl Watched {
             return;
         }
         self.hash = hash;
+        let served = self.served.clone();
+        let mut served = served.lock().unwrap_or_else(PoisonError::into_inner);
         match self.compile(&text, state) {
-            Ok(table) => {
+            Ok((table, resources)) => {
                 let (routes, version) = (table.routes(), table.version());
                 state.install(table);
+                *served = Served::new(version, resources);
                 tracing::info!(file = %self.path.display(), version, routes, "config file reloaded");
             }
             Err(error) => {
@@ -158,6 +188,23 @@ pub(crate) async fn watch(
     state: Arc<State>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let served = watched.served.clone();
+    let names = tokio::spawn(crate::recompile::on_dns_changes(
+        state.clone(),
+        shutdown.clone(),
+        move |state: &State| {
+            let mut served = served.lock().unwrap_or_else(PoisonError::into_inner);
+            let served = &mut *served;
+            crate::recompile::refresh_names(
+                state,
+                served.version,
+                &served.resources,
+                &mut served.graph,
+            );
+        },
+    ));
+    // The file's own loop; the names' task ends with it.
+    let _names = AbortOnDrop(names);
     let mut interval = tokio::time::interval(POLL_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -181,6 +228,30 @@ pub(crate) async fn watch(
                 return;
             }
         };
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+// === impl Served ===
+
+impl Served {
+    /// `resources` as served at `version`, sorted as the incremental check needs them.
+    fn new(version: i64, mut resources: Vec<v1::Resource>) -> Self {
+        delta::sort(&mut resources);
+        let graph = Graph::of(&resources);
+        Self {
+            version,
+            resources,
+            graph,
+        }
     }
 }
 

@@ -55,7 +55,7 @@ impl State {
     pub fn new(settings: Settings) -> Self {
         Self {
             table: ArcSwapOption::empty(),
-            side: SideTables::default(),
+            side: SideTables::with_dns(crate::side::dns::Dns::new(&settings.dns)),
             metrics: Metrics::default(),
             settings,
             in_flight: AtomicUsize::new(0),
@@ -85,6 +85,11 @@ impl State {
         let table = Arc::new(table);
         self.table.store(Some(table.clone()));
         table.prune_side(&self.side);
+        // An answer that changed while this table compiled: the sources recompile for it (a
+        // change signalled before the store found the table before this one to update).
+        if table.upstreams().any(|u| !u.dns_is_current()) {
+            self.side.dns().nudge();
+        }
         self.metrics.swapped();
         table
     }

@@ -4,12 +4,14 @@
 //! off the request path, swaps it in, caches it and ACKs it, or NACKs it and keeps the last
 //! good table (and configuration). A delta that does not fit what it holds gets a Resync,
 //! which the control plane answers with the whole configuration. The service registry's
-//! instances (`Services` messages, [`services`]) recompile the upstreams that discover them.
+//! instances (`Services` messages, [`services`]) recompile the upstreams that discover them,
+//! and a changed DNS answer the upstreams that name it (from the configuration held, whether a
+//! stream is open or not).
 //! Heartbeats both ways; a silent peer is dropped and the stream reopened with backoff and
 //! jitter.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -88,7 +90,27 @@ pub(crate) async fn run(
         state.clone(),
         shutdown.clone(),
     );
+    let names = tokio::spawn(crate::recompile::on_dns_changes(
+        state.clone(),
+        shutdown.clone(),
+        {
+            let held = held.clone();
+            move |state: &State| {
+                let mut held = held.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(held) = held.as_mut() {
+                    let snapshot = &held.snapshot;
+                    crate::recompile::refresh_names(
+                        state,
+                        snapshot.version,
+                        &snapshot.resources,
+                        &mut held.graph,
+                    );
+                }
+            }
+        },
+    ));
     streams(&config, &address, &state, &held, &writer, shutdown).await;
+    names.abort();
     // The writer writes what is held once more on shutdown.
     let _ = written.await;
 }

@@ -21,23 +21,30 @@ pub struct DemoBackend {
 impl DemoBackend {
     /// Starts `demo-backend --name NAME` on a free port.
     pub async fn start(name: &str) -> DemoBackend {
+        DemoBackend::start_at(name, ([127, 0, 0, 1], 0).into())
+            .await
+            .unwrap_or_else(|error| panic!("demo-backend did not start: {error:#}"))
+    }
+
+    /// Starts `demo-backend --name NAME --listen ADDR` (another loopback address, say: Linux
+    /// routes all of 127.0.0.0/8 to `lo`); port 0 takes a free one. Fails (with its logs)
+    /// when the address cannot be bound.
+    pub async fn start_at(name: &str, listen: SocketAddr) -> anyhow::Result<DemoBackend> {
         let mut process = Process::new(
             &format!("backend-{name}"),
             bins::bin(DEMO_BACKEND),
             vec![
                 "--listen".into(),
-                "127.0.0.1:0".into(),
+                listen.to_string().into(),
                 "--name".into(),
                 name.into(),
             ],
         );
-        if let Err(error) = process.start().await {
-            panic!("demo-backend did not start: {error:#}");
-        }
+        process.start().await?;
         let addr: SocketAddr = process
             .listening("http")
             .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("demo-backend printed no http=ADDR"));
+            .ok_or_else(|| anyhow::anyhow!("demo-backend printed no http=ADDR"))?;
         // Restarts keep the port: upstreams name it.
         process.set_args(vec![
             "--listen".into(),
@@ -45,11 +52,11 @@ impl DemoBackend {
             "--name".into(),
             name.into(),
         ]);
-        DemoBackend {
+        Ok(DemoBackend {
             process,
             addr,
             name: name.to_owned(),
-        }
+        })
     }
 
     /// `127.0.0.1:<port>`, for an upstream endpoint.

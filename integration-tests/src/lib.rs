@@ -9,6 +9,7 @@
 //! - [`process`]: a child process with captured output, SIGTERM, kill and restart.
 //! - [`etcd`]: a throw-away etcd (`ETCD_BIN` or `etcd` on `PATH`) that can stop and restart.
 //! - [`control_plane`], [`data_plane`], [`backend`]: the gateway's programs and the echo server.
+//! - [`dns`]: a nameserver in this process (UDP and TCP) whose answers a test sets, or fails.
 //! - [`grpc_backend`]: a tonic `echo.v1.Echo` service in this process, over h2c or TLS.
 //! - [`gatewayctl`]: runs the CLI and collects its exit code and output; holds a
 //!   `gatewayctl register` as a child process.
@@ -22,6 +23,7 @@ pub mod backend;
 pub mod bins;
 pub mod control_plane;
 pub mod data_plane;
+pub mod dns;
 pub mod etcd;
 pub mod eventually;
 pub mod gatewayctl;
@@ -35,6 +37,7 @@ pub mod util;
 pub use backend::DemoBackend;
 pub use control_plane::{ControlPlane, ControlPlaneOpts, Store};
 pub use data_plane::{DataPlane, DataPlaneOpts};
+pub use dns::DnsServer;
 pub use etcd::Etcd;
 pub use eventually::{eventually, holds_for, patience, try_eventually};
 pub use gatewayctl::{

@@ -20,6 +20,8 @@ mod cluster;
 mod cluster_limits;
 #[path = "e2e/discovery.rs"]
 mod discovery;
+#[path = "e2e/dns.rs"]
+mod dns;
 #[path = "e2e/external_auth.rs"]
 mod external_auth;
 #[path = "e2e/grpc.rs"]

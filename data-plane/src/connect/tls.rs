@@ -103,15 +103,16 @@ impl TlsClient {
         })))
     }
 
-    /// The handshake over a connected `stream` to `address`.
+    /// The handshake over a connected `stream` to `host` (a DNS name or an IP address,
+    /// without the port).
     pub(super) async fn handshake(
         &self,
-        address: &str,
+        host: &str,
         stream: TcpStream,
     ) -> io::Result<UpstreamStream> {
         let name = match &self.sni {
             Some(name) => name.clone(),
-            None => host_name(address)?,
+            None => server_name(host)?,
         };
         let stream = self.connector.connect(name, stream).await?;
         let agreed = stream.get_ref().1.alpn_protocol();
@@ -130,10 +131,8 @@ impl TlsClient {
     }
 }
 
-/// The host of `host:port` (or `[v6]:port`) as a server name.
-fn host_name(address: &str) -> io::Result<ServerName<'static>> {
-    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+/// A host as a server name.
+fn server_name(host: &str) -> io::Result<ServerName<'static>> {
     ServerName::try_from(host.to_owned()).map_err(|e| {
         io::Error::new(
             io::ErrorKind::InvalidInput,

@@ -71,6 +71,9 @@ impl Settings {
 #[derive(Debug)]
 pub struct Checker {
     address: Box<str>,
+    /// The `Host` of its requests: the endpoint as listed (a DNS name's, for an address it
+    /// resolved to).
+    authority: Box<str>,
     connector: Connector,
     state: Arc<EndpointState>,
     settings: Settings,
@@ -79,12 +82,14 @@ pub struct Checker {
 impl Checker {
     pub fn start(
         address: &str,
+        authority: &str,
         connector: Connector,
         state: Arc<EndpointState>,
         settings: Settings,
     ) -> Arc<Self> {
         let checker = Arc::new(Self {
             address: address.into(),
+            authority: authority.into(),
             connector,
             state,
             settings,
@@ -99,7 +104,7 @@ impl Checker {
     async fn probe(&self) -> Result<(), String> {
         let request = format!(
             "GET {} HTTP/1.1\r\nhost: {}\r\nuser-agent: gateway-health-check\r\nconnection: close\r\n\r\n",
-            self.settings.path, self.address
+            self.settings.path, self.authority
         );
         let exchange = async {
             let mut stream = self

@@ -219,6 +219,7 @@ async fn rapid_resets_get_goaway() {
 mod timeouts;
 mod tls;
 mod upgrade;
+mod upstream_dns;
 mod upstream_h2;
 mod upstream_h2_tls;
 mod upstream_tls;

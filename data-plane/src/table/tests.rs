@@ -467,4 +467,5 @@ fn compiles_ten_thousand_routes() {
 }
 
 mod discovered;
+mod dns;
 mod generated;

@@ -1,9 +1,10 @@
 //! Compiled upstreams: endpoints (listed, or the registry's instances of a service, from the
-//! side tables) parsed once, a precomputed smooth weighted round-robin sequence (and the other
+//! side tables; DNS names expanded into their addresses, [`endpoints`]) parsed once, a precomputed smooth weighted round-robin sequence (and the other
 //! balancers' tables, [`balance`]), health settings, timeouts, and the pooled client to reach
 //! them. Live state (positions, requests in flight, health) is in the side tables.
 
 pub mod balance;
+mod endpoints;
 
 use std::{
     hash::{Hash, Hasher},
@@ -19,7 +20,10 @@ use crate::{
     connect::{Connector, TlsClient},
     health::{EndpointState, Passive},
     pool::EndpointPool,
-    side::{SideTables, UpstreamSide},
+    side::{
+        SideTables, UpstreamSide,
+        dns::{Answer, Name},
+    },
 };
 
 /// Time allowed for an upstream to answer with response headers, unless the upstream says.
@@ -58,9 +62,13 @@ pub struct Upstream {
     /// The active checks of the endpoints, running while this upstream (or a later table's
     /// same one) holds them.
     _checkers: Box<[Arc<crate::health::Checker>]>,
+    /// The DNS names its endpoints list, re-resolved while it (or a later table's same one)
+    /// holds them, with the answer each was compiled with.
+    names: Box<[(Arc<Name>, Option<Answer>)]>,
 }
 
-/// One endpoint (`host:port`, as the validator checked it) with its pool of idle connections
+/// One endpoint (`host:port` as the validator checked it, or an address a DNS name of one
+/// resolved to) with its pool of idle connections
 /// and its live state.
 #[derive(Debug)]
 pub struct Endpoint {
@@ -104,18 +112,33 @@ impl Upstream {
             .as_ref()
             .map(|d| side.services().endpoints(&d.service));
         let listed: &[v1::Endpoint] = discovered.as_deref().unwrap_or(&spec.endpoints);
+        let expanded = endpoints::expand(listed, side.dns());
+        let planned = &expanded.endpoints;
         let key = pool_key(protocol, spec.tls.as_ref(), client_certificate);
         let upstream_side = side.upstream(name);
-        upstream_side.retain_endpoints(|address| listed.iter().any(|e| e.address == address));
-        let endpoints: Vec<Endpoint> = listed
+        upstream_side.retain_endpoints(|address| planned.iter().any(|e| e.address == address));
+        let endpoints: Vec<Endpoint> = planned
             .iter()
-            .map(|endpoint| Endpoint {
-                pool: side.pool(&endpoint.address, key.as_deref(), &connector),
-                state: upstream_side.endpoint(&endpoint.address),
+            .map(|endpoint| {
+                let pool = match (&endpoint.host, &key) {
+                    // Resolved from a name, over TLS: the connections name the host, and are
+                    // not those of the same address under another name.
+                    (Some(host), Some(kind)) if connector.is_tls() => side.pool(
+                        &endpoint.address,
+                        Some(&format!("{kind} {host}")),
+                        &connector.for_host(host),
+                    ),
+                    _ => side.pool(&endpoint.address, key.as_deref(), &connector),
+                };
+                Endpoint {
+                    pool,
+                    state: upstream_side.endpoint(&endpoint.address),
+                }
             })
             .collect();
-        let weights: Vec<u32> = listed.iter().map(|e| e.weight.unwrap_or(1)).collect();
-        let balancer = compile_balancer(spec, listed, &weights);
+        let weights: Vec<u32> = planned.iter().map(|e| e.weight).collect();
+        let addresses: Vec<&str> = planned.iter().map(|e| e.address.as_str()).collect();
+        let balancer = compile_balancer(spec, &addresses, &weights);
         let passive = spec
             .health_check
             .as_ref()
@@ -134,10 +157,12 @@ impl Upstream {
                 let settings = crate::health::Settings::of(active);
                 endpoints
                     .iter()
-                    .map(|endpoint| {
+                    .zip(planned)
+                    .map(|(endpoint, plan)| {
                         side.checker(name, endpoint.address(), &settings, || {
                             crate::health::Checker::start(
                                 endpoint.address(),
+                                &plan.authority,
                                 endpoint.pool.connector().clone(),
                                 endpoint.state.clone(),
                                 settings.clone(),
@@ -194,6 +219,7 @@ impl Upstream {
                 .unwrap_or(u32::MAX),
             plain,
             _checkers: checkers,
+            names: expanded.names.into(),
             timeout: spec
                 .timeout
                 .as_ref()
@@ -258,6 +284,21 @@ impl Upstream {
         !self.plain
     }
 
+    /// Whether every DNS name among its endpoints was compiled with the name's current answer.
+    pub fn dns_is_current(&self) -> bool {
+        self.names
+            .iter()
+            .all(|(name, compiled)| name.is_current(compiled.as_ref()))
+    }
+
+    /// The DNS names its endpoints list, each with whether it was compiled with the name's
+    /// current answer.
+    pub fn names(&self) -> impl Iterator<Item = (&Arc<Name>, bool)> {
+        self.names
+            .iter()
+            .map(|(name, compiled)| (name, name.is_current(compiled.as_ref())))
+    }
+
     /// Whether requests' ends are recorded for outlier detection.
     #[inline]
     pub fn detects_outliers(&self) -> bool {
@@ -265,7 +306,7 @@ impl Upstream {
     }
 }
 
-fn compile_balancer(spec: &v1::UpstreamSpec, listed: &[v1::Endpoint], weights: &[u32]) -> Balancer {
+fn compile_balancer(spec: &v1::UpstreamSpec, addresses: &[&str], weights: &[u32]) -> Balancer {
     use v1::load_balancer::Type;
     let Some(balancer) = &spec.load_balancer else {
         return Balancer::RoundRobin;
@@ -282,9 +323,8 @@ fn compile_balancer(spec: &v1::UpstreamSpec, listed: &[v1::Endpoint], weights: &
                 Some(on) if !on.cookie.is_empty() => HashOn::Cookie(on.cookie.as_str().into()),
                 _ => HashOn::SourceIp,
             };
-            let addresses: Vec<&str> = listed.iter().map(|e| e.address.as_str()).collect();
             Balancer::ConsistentHash {
-                table: Maglev::build(&addresses, weights),
+                table: Maglev::build(addresses, weights),
                 on,
             }
         }
