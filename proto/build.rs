@@ -32,6 +32,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         .boxed(".gateway.v1.UpstreamSpec.health_check")
         .boxed(".gateway.v1.UpstreamSpec.circuit_breaker")
         .boxed(".gateway.v1.UpstreamSpec.discovery")
+        .boxed(".gateway.v1.UpstreamSpec.idle_timeout")
+        .boxed(".gateway.v1.UpstreamSpec.connect_timeout")
         .compile_fds(descriptors)?;
     Ok(())
 }

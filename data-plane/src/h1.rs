@@ -495,7 +495,7 @@ async fn exchange<C: ClientIo>(
                 }
             } else {
                 loop {
-                    let mut up = match endpoint.pool().checkout() {
+                    let mut up = match endpoint.pool().checkout(upstream.idle_timeout()) {
                         Some(up) => up,
                         None => {
                             let Some(_pending) = upstream.pending() else {

@@ -191,7 +191,11 @@ pub(crate) async fn open(
     let pending = upstream.pending().ok_or(Error::Overloaded)?;
     let (mut ready, slot) = pool
         .multiplexed()
-        .ready(pool.connector(), pool.address(), upstream.connect_timeout())
+        .ready(
+            pool.connector(),
+            pool.address(),
+            (upstream.connect_timeout(), upstream.idle_timeout()),
+        )
         .await
         .map_err(Error::Connect)?;
     drop(pending);

@@ -17,9 +17,9 @@ pub(crate) mod multiplexed;
 
 pub(crate) use self::multiplexed::Multiplexed;
 
-/// How long a connection may sit idle before it is closed instead of reused. Shorter than the
-/// usual upstream keep-alive timeouts (60 s and up), so that we rarely reuse one that the
-/// upstream is closing.
+/// How long a connection may sit idle before it is closed instead of reused, unless the
+/// upstream's `idleTimeout` says otherwise. Shorter than the usual upstream keep-alive
+/// timeouts (60 s and up), so that we rarely reuse one that the upstream is closing.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 
 /// Idle connections kept per endpoint; more are closed when returned.
@@ -77,11 +77,11 @@ impl EndpointPool {
         &self.key
     }
 
-    /// The most recently used live idle connection, if any.
-    pub(crate) fn checkout(&self) -> Option<Upstream> {
+    /// The most recently used live idle connection idle for less than `idle_timeout`, if any.
+    pub(crate) fn checkout(&self, idle_timeout: Duration) -> Option<Upstream> {
         loop {
             let idle = self.lock().pop()?;
-            if idle.since.elapsed() >= IDLE_TIMEOUT {
+            if idle.since.elapsed() >= idle_timeout {
                 // The newest is too old, so are all the others.
                 self.lock().clear();
                 return None;
@@ -146,13 +146,13 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let pool = EndpointPool::new(&address, &address, Connector::default());
-        assert!(pool.checkout().is_none());
+        assert!(pool.checkout(IDLE_TIMEOUT).is_none());
 
         let first = pool.connect(Duration::from_secs(5)).await.unwrap();
         assert!(!first.reused);
         let (mut server_side, _) = listener.accept().await.unwrap();
         pool.checkin(first);
-        let again = pool.checkout().expect("the idle connection");
+        let again = pool.checkout(IDLE_TIMEOUT).expect("the idle connection");
         assert!(again.reused);
         pool.checkin(again);
 
@@ -164,7 +164,7 @@ mod tests {
             // The EOF arrives through the reactor; yield until it has been seen.
             tokio::task::yield_now().await;
             tokio::time::sleep(Duration::from_millis(10)).await;
-            let Some(upstream) = pool.checkout() else {
+            let Some(upstream) = pool.checkout(IDLE_TIMEOUT) else {
                 seen_closed = true;
                 break;
             };
@@ -172,5 +172,18 @@ mod tests {
         }
         assert!(seen_closed, "a closed idle connection was handed out");
         assert_eq!(pool.idle(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_connection_idle_past_the_upstreams_timeout_is_not_reused() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let pool = EndpointPool::new(&address, &address, Connector::default());
+        let first = pool.connect(Duration::from_secs(5)).await.unwrap();
+        let _server_side = listener.accept().await.unwrap();
+        pool.checkin(first);
+        // Idle for no time at all is already idle for as long as a zero timeout allows.
+        assert!(pool.checkout(Duration::ZERO).is_none());
+        assert_eq!(pool.idle(), 0, "the stale connection is closed, not kept");
     }
 }

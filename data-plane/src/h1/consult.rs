@@ -24,10 +24,13 @@ const MAX_ANSWER_HEADERS: usize = 64;
 pub(crate) async fn ask(consult: &Consult, request_id: &[u8]) -> Heard {
     let request = consult.request(request_id);
     let endpoint = &consult.upstream.endpoints()[consult.endpoint];
-    let connect_timeout = consult.upstream.connect_timeout();
+    let timeouts = (
+        consult.upstream.connect_timeout(),
+        consult.upstream.idle_timeout(),
+    );
     let asked = tokio::time::timeout(
         consult.timeout,
-        exchange(endpoint.pool(), &request, connect_timeout),
+        exchange(endpoint.pool(), &request, timeouts),
     );
     match asked.await {
         Ok(Ok(heard)) => heard,
@@ -46,9 +49,9 @@ pub(crate) async fn ask(consult: &Consult, request_id: &[u8]) -> Heard {
 async fn exchange(
     pool: &EndpointPool,
     request: &[u8],
-    connect_timeout: Duration,
+    (connect_timeout, idle_timeout): (Duration, Duration),
 ) -> io::Result<Heard> {
-    if let Some(mut upstream) = pool.checkout() {
+    if let Some(mut upstream) = pool.checkout(idle_timeout) {
         match once(&mut upstream, request).await {
             Ok((heard, reusable)) => {
                 if reusable {

@@ -54,7 +54,7 @@ pub(crate) async fn exchange(
     let upstream_deadline = limits::deadline(now, upstream.timeout());
     let deadline = response_deadline.map_or(upstream_deadline, |d| d.min(upstream_deadline));
     loop {
-        let mut up = match endpoint.pool().checkout() {
+        let mut up = match endpoint.pool().checkout(upstream.idle_timeout()) {
             Some(up) => up,
             None => {
                 let _pending = upstream.pending().ok_or(Failure::Overloaded)?;

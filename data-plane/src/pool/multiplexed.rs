@@ -17,7 +17,7 @@ use std::{
 use bytes::Bytes;
 use h2::client::SendRequest;
 
-use crate::connect::Connector;
+use crate::{connect::Connector, health::now_ms};
 
 /// Flow-control window per upstream stream: a response body streams this far ahead of the
 /// client taking it.
@@ -42,7 +42,7 @@ struct Connection {
     id: u64,
     send: SendRequest<Bytes>,
     /// Streams taken and not yet given back (h2 keeps its own count private).
-    active: Arc<AtomicUsize>,
+    active: Arc<Streams>,
     /// The connection's task ended (closed, GOAWAY and drained, or failed).
     closed: Arc<AtomicBool>,
 }
@@ -54,7 +54,7 @@ impl Multiplexed {
         &self,
         connector: &Connector,
         address: &str,
-        connect_timeout: Duration,
+        (connect_timeout, idle_timeout): (Duration, Duration),
     ) -> io::Result<(SendRequest<Bytes>, StreamSlot)> {
         for _ in 0..ATTEMPTS {
             let (id, send, slot) = match self.pick() {
@@ -63,7 +63,10 @@ impl Multiplexed {
                     let _opening = self.opening.lock().await;
                     match self.pick() {
                         Some(picked) => picked,
-                        None => self.open(connector, address, connect_timeout).await?,
+                        None => {
+                            self.open(connector, address, (connect_timeout, idle_timeout))
+                                .await?
+                        }
                     }
                 }
             };
@@ -87,7 +90,7 @@ impl Multiplexed {
         connections.retain(|c| !c.closed.load(Ordering::Acquire));
         connections
             .iter()
-            .find(|c| c.active.load(Ordering::Relaxed) < c.send.current_max_send_streams())
+            .find(|c| c.active.open.load(Ordering::Relaxed) < c.send.current_max_send_streams())
             .map(|c| (c.id, c.send.clone(), StreamSlot::take(&c.active)))
     }
 
@@ -95,7 +98,7 @@ impl Multiplexed {
         &self,
         connector: &Connector,
         address: &str,
-        connect_timeout: Duration,
+        (connect_timeout, idle_timeout): (Duration, Duration),
     ) -> io::Result<(u64, SendRequest<Bytes>, StreamSlot)> {
         let stream = connector.connect(address, connect_timeout).await?;
         let handshake = h2::client::Builder::new()
@@ -112,9 +115,20 @@ impl Multiplexed {
         let closed = Arc::new(AtomicBool::new(false));
         let done = closed.clone();
         let peer = address.to_owned();
+        let active = Arc::new(Streams {
+            open: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(now_ms()),
+        });
+        let streams = active.clone();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, address = peer, "HTTP/2 upstream connection ended");
+            tokio::select! {
+                ended = &mut connection => if let Err(error) = ended {
+                    tracing::debug!(%error, address = peer, "HTTP/2 upstream connection ended");
+                },
+                () = streams.idle_for(idle_timeout) => {
+                    // Dropping the connection closes it.
+                    tracing::debug!(address = peer, "idle HTTP/2 upstream connection closed");
+                }
             }
             done.store(true, Ordering::Release);
         });
@@ -129,7 +143,6 @@ impl Multiplexed {
                 .map_err(io::Error::other)?;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let active = Arc::new(AtomicUsize::new(0));
         let slot = StreamSlot::take(&active);
         self.lock().push(Connection {
             id,
@@ -155,19 +168,46 @@ impl Multiplexed {
     }
 }
 
+/// A connection's open streams, and since when it has had none.
+#[derive(Debug)]
+struct Streams {
+    open: AtomicUsize,
+    idle_since_ms: AtomicU64,
+}
+
+impl Streams {
+    /// Resolves once the connection has had no stream for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        // Looked at a few times per timeout: closed at most a quarter late.
+        let tick = (timeout / 4).max(Duration::from_millis(100));
+        loop {
+            tokio::time::sleep(tick).await;
+            let since = self.idle_since_ms.load(Ordering::Relaxed);
+            if self.open.load(Ordering::Acquire) == 0
+                && now_ms().saturating_sub(since) >= timeout_ms
+            {
+                return;
+            }
+        }
+    }
+}
+
 /// One stream's place in its connection's count of open streams; given back on drop.
 #[derive(Debug)]
-pub(crate) struct StreamSlot(Arc<AtomicUsize>);
+pub(crate) struct StreamSlot(Arc<Streams>);
 
 impl StreamSlot {
-    fn take(active: &Arc<AtomicUsize>) -> Self {
-        active.fetch_add(1, Ordering::Relaxed);
+    fn take(active: &Arc<Streams>) -> Self {
+        active.open.fetch_add(1, Ordering::AcqRel);
         Self(active.clone())
     }
 }
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle_since_ms.store(now_ms(), Ordering::Relaxed);
+        }
     }
 }

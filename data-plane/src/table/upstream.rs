@@ -45,6 +45,8 @@ pub struct Upstream {
     side: Arc<UpstreamSide>,
     timeout: Duration,
     connect_timeout: Duration,
+    /// How long an idle connection may still be reused.
+    idle_timeout: Duration,
     /// Spoken to over HTTP/2 (H2C or H2).
     multiplexed: bool,
     weights: Box<[u32]>,
@@ -199,9 +201,14 @@ impl Upstream {
             && max_in_flight == u32::MAX;
         let connect_timeout = spec
             .connect_timeout
-            .as_ref()
+            .as_deref()
             .and_then(to_duration)
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let idle_timeout = spec
+            .idle_timeout
+            .as_deref()
+            .and_then(to_duration)
+            .unwrap_or(crate::pool::IDLE_TIMEOUT);
         Self {
             side: upstream_side,
             name: name.into(),
@@ -226,6 +233,7 @@ impl Upstream {
                 .and_then(to_duration)
                 .unwrap_or(DEFAULT_TIMEOUT),
             connect_timeout,
+            idle_timeout,
             multiplexed: matches!(protocol, Protocol::H2c | Protocol::H2),
         }
     }
@@ -253,6 +261,11 @@ impl Upstream {
     }
 
     /// Time allowed to open a connection.
+    /// How long an idle connection to an endpoint may still be reused.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
     pub fn connect_timeout(&self) -> Duration {
         self.connect_timeout
     }

@@ -41,7 +41,13 @@ pub(super) fn check_upstream(at: &mut At<'_>, spec: &v1::UpstreamSpec) {
         check_weight(at, &format!("spec.endpoints[{i}].weight"), endpoint.weight);
     }
     check_duration(at, "spec.timeout", spec.timeout.as_ref());
-    check_duration(at, "spec.connectTimeout", spec.connect_timeout.as_ref());
+    check_duration(at, "spec.connectTimeout", spec.connect_timeout.as_deref());
+    check_duration(at, "spec.idleTimeout", spec.idle_timeout.as_deref());
+    if let Some(idle) = &spec.idle_timeout
+        && (idle.seconds < 1 || idle.seconds > 3600 || (idle.seconds == 3600 && idle.nanos > 0))
+    {
+        at.error("spec.idleTimeout", "must be between 1s and 1h".into());
+    }
     let protocol = v1::upstream_spec::Protocol::try_from(spec.protocol);
     if protocol.is_err() {
         at.error(

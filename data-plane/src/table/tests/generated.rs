@@ -220,7 +220,8 @@ impl Gen {
                         weight: g.some(|g| g.choose(&[1, 3], &[0])),
                     }),
                     timeout: self.some(Self::duration),
-                    connect_timeout: self.some(Self::duration),
+                    connect_timeout: self.some(Self::duration).map(Box::new),
+                    idle_timeout: self.some(Self::duration).map(Box::new),
                     protocol: self.choose(&[0, 1, 2, 3], &[7]),
                     tls: None,
                     load_balancer: self.some(|g| {

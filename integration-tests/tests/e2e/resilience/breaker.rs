@@ -164,3 +164,88 @@ async fn requests_past_max_pending_are_refused_at_once() {
     }
     holder.abort();
 }
+
+/// An upstream's `idleTimeout`: an HTTP/1.1 connection idle past it is not reused (a new one
+/// is opened), and an HTTP/2 connection idle past it is closed by the gateway; within it, both
+/// are reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_idle_past_the_idle_timeout_are_not_reused() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    /// Connections accepted, and open now.
+    #[derive(Default)]
+    struct Count {
+        accepted: AtomicUsize,
+        open: AtomicUsize,
+    }
+    async fn serve(count: Arc<Count>) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let count = count.clone();
+                count.accepted.fetch_add(1, Ordering::Relaxed);
+                count.open.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|_req| async {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                        ))
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+                    count.open.fetch_sub(1, Ordering::Relaxed);
+                });
+            }
+        });
+        addr
+    }
+    let (h1, h2) = (Arc::new(Count::default()), Arc::new(Count::default()));
+    let (h1_addr, h2_addr) = (serve(h1.clone()).await, serve(h2.clone()).await);
+    let gw = Gateway::start(
+        &docs(&[
+            upstream_with("h1", &[h1_addr], "  idleTimeout: 1s\n"),
+            upstream_with("h2", &[h2_addr], "  protocol: H2C\n  idleTimeout: 1s\n"),
+            route("h1", "/one", "h1"),
+            route("h2", "/two", "h2"),
+        ]),
+        1,
+    )
+    .await;
+    let dp = gw.dp();
+    for path in ["/one/a", "/one/b", "/two/a", "/two/b"] {
+        assert_eq!(dp.get(path).await.unwrap().status, 200, "{path}");
+    }
+    assert_eq!(
+        h1.accepted.load(Ordering::Relaxed),
+        1,
+        "HTTP/1.1 reused within the timeout"
+    );
+    assert_eq!(
+        h2.accepted.load(Ordering::Relaxed),
+        1,
+        "HTTP/2 reused within the timeout"
+    );
+    // The gateway closes the idle HTTP/2 connection itself.
+    eventually("the idle HTTP/2 connection closed", || async {
+        let open = h2.open.load(Ordering::Relaxed);
+        anyhow::ensure!(open == 0, "{open} open");
+        Ok(())
+    })
+    .await;
+    // The HTTP/1.1 one is past its time too by now: the next request opens another.
+    assert_eq!(dp.get("/one/c").await.unwrap().status, 200);
+    assert_eq!(
+        h1.accepted.load(Ordering::Relaxed),
+        2,
+        "a stale HTTP/1.1 connection reused"
+    );
+    assert_eq!(dp.get("/two/c").await.unwrap().status, 200);
+    assert_eq!(h2.accepted.load(Ordering::Relaxed), 2);
+}

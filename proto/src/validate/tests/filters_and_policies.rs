@@ -185,10 +185,10 @@ fn out_of_range_durations_and_unknown_enums_are_refused() {
         seconds: 315_576_000_001,
         nanos: 0,
     });
-    upstream.connect_timeout = Some(prost_types::Duration {
+    upstream.connect_timeout = Some(Box::new(prost_types::Duration {
         seconds: 1,
         nanos: 1_000_000_000,
-    });
+    }));
     let Some(Spec::Route(route)) = &mut resources[1].spec else {
         panic!()
     };
