@@ -1,7 +1,7 @@
 //! Active health checks: one checker per endpoint of an upstream, on each data plane, however
 //! many routes use it. Every interval (with up to 10 % jitter, so that a fleet's checks do not
 //! arrive together) it asks `GET path` over a new connection, made the way the upstream's
-//! requests are (TLS included), and reads the status line. `unhealthyThreshold` failures in a
+//! requests are (TLS included, over HTTP/2 for H2C and H2 upstreams), and reads the status. `unhealthyThreshold` failures in a
 //! row mark the endpoint down, `healthyThreshold` good answers up again. A checker lives while
 //! an upstream holds it: tables that keep the upstream share it (the side tables find it), and
 //! its task ends at the first tick after the last holder is gone.
@@ -27,10 +27,13 @@ pub struct Settings {
     pub unhealthy_threshold: u32,
     /// Empty: 200 to 399.
     pub expected: Box<[u16]>,
+    /// Checks speak HTTP/2, as the upstream's requests do (H2C, H2).
+    pub h2: bool,
 }
 
 impl Settings {
-    pub fn of(active: &v1::ActiveHealthCheck) -> Self {
+    /// The settings of `active` on an upstream spoken to over HTTP/2 (`h2`) or HTTP/1.1.
+    pub fn of(active: &v1::ActiveHealthCheck, h2: bool) -> Self {
         Self {
             path: active.path.as_str().into(),
             interval: active
@@ -50,6 +53,7 @@ impl Settings {
                 .iter()
                 .filter_map(|&s| u16::try_from(s).ok())
                 .collect(),
+            h2,
         }
     }
 
@@ -102,50 +106,92 @@ impl Checker {
 
     /// One check: whether the endpoint answered with an expected status in time.
     async fn probe(&self) -> Result<(), String> {
-        let request = format!(
-            "GET {} HTTP/1.1\r\nhost: {}\r\nuser-agent: gateway-health-check\r\nconnection: close\r\n\r\n",
-            self.settings.path, self.authority
-        );
-        let exchange = async {
-            let mut stream = self
+        let status = tokio::time::timeout(self.settings.timeout, async {
+            let stream = self
                 .connector
                 .connect(&self.address, self.settings.timeout)
                 .await
                 .map_err(|e| format!("connect: {e}"))?;
-            stream
-                .write_all(request.as_bytes())
-                .await
-                .map_err(|e| format!("write: {e}"))?;
-            let mut head = Vec::with_capacity(256);
-            while !head.windows(2).any(|w| w == b"\r\n") {
-                if head.len() > 4096 {
-                    return Err("no status line".to_owned());
-                }
-                head.reserve(256);
-                if stream
-                    .read_buf(&mut head)
-                    .await
-                    .map_err(|e| format!("read: {e}"))?
-                    == 0
-                {
-                    return Err("closed before answering".to_owned());
-                }
-            }
-            let status = head
-                .split(|&b| b == b' ')
-                .nth(1)
-                .and_then(|code| std::str::from_utf8(code).ok())
-                .and_then(|code| code.parse::<u16>().ok())
-                .ok_or_else(|| "not an HTTP/1.1 answer".to_owned())?;
-            if self.settings.passes(status) {
-                Ok(())
+            if self.settings.h2 {
+                self.status_over_h2(stream).await
             } else {
-                Err(format!("answered {status}"))
+                self.status_over_h1(stream).await
             }
-        };
-        tokio::time::timeout(self.settings.timeout, exchange)
+        })
+        .await
+        .map_err(|_| format!("no answer within {:?}", self.settings.timeout))??;
+        if self.settings.passes(status) {
+            Ok(())
+        } else {
+            Err(format!("answered {status}"))
+        }
+    }
+
+    /// The status of `GET path` over HTTP/2 on a connection of its own.
+    async fn status_over_h2(&self, stream: crate::connect::UpstreamStream) -> Result<u16, String> {
+        let (client, connection) = h2::client::handshake(stream)
             .await
-            .map_err(|_| format!("no answer within {:?}", self.settings.timeout))?
+            .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
+        let scheme = if self.connector.is_tls() {
+            "https"
+        } else {
+            "http"
+        };
+        let request = http::Request::get(format!(
+            "{scheme}://{}{}",
+            self.authority, self.settings.path
+        ))
+        .header(http::header::USER_AGENT, "gateway-health-check")
+        .body(())
+        .map_err(|e| format!("the check's request: {e}"))?;
+        let asked = async {
+            let mut client = client.ready().await.map_err(|e| format!("HTTP/2: {e}"))?;
+            let (response, _) = client
+                .send_request(request, true)
+                .map_err(|e| format!("HTTP/2 request: {e}"))?;
+            let response = response.await.map_err(|e| format!("HTTP/2 answer: {e}"))?;
+            Ok(response.status().as_u16())
+        };
+        // The connection is driven here, and closed when the answer is in.
+        tokio::select! {
+            status = asked => status,
+            ended = connection => Err(format!("HTTP/2 connection ended: {ended:?}")),
+        }
+    }
+
+    /// The status line's code of `GET path` over HTTP/1.1 (`connection: close`).
+    async fn status_over_h1(
+        &self,
+        mut stream: crate::connect::UpstreamStream,
+    ) -> Result<u16, String> {
+        let request = format!(
+            "GET {} HTTP/1.1\r\nhost: {}\r\nuser-agent: gateway-health-check\r\nconnection: close\r\n\r\n",
+            self.settings.path, self.authority
+        );
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let mut head = Vec::with_capacity(256);
+        while !head.windows(2).any(|w| w == b"\r\n") {
+            if head.len() > 4096 {
+                return Err("no status line".to_owned());
+            }
+            head.reserve(256);
+            if stream
+                .read_buf(&mut head)
+                .await
+                .map_err(|e| format!("read: {e}"))?
+                == 0
+            {
+                return Err("closed before answering".to_owned());
+            }
+        }
+        head.split(|&b| b == b' ')
+            .nth(1)
+            .and_then(|code| std::str::from_utf8(code).ok())
+            .and_then(|code| code.parse::<u16>().ok())
+            .ok_or_else(|| "not an HTTP/1.1 answer".to_owned())
     }
 }
 

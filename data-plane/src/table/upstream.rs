@@ -156,7 +156,8 @@ impl Upstream {
             });
         let checkers: Box<[_]> = match spec.health_check.as_ref().and_then(|h| h.active.as_ref()) {
             Some(active) => {
-                let settings = crate::health::Settings::of(active);
+                let h2 = matches!(protocol, Protocol::H2c | Protocol::H2);
+                let settings = crate::health::Settings::of(active, h2);
                 endpoints
                     .iter()
                     .zip(planned)

@@ -17,12 +17,6 @@ pub(super) fn check_resilience(at: &mut At<'_>, spec: &v1::UpstreamSpec) {
     );
     if let Some(health) = &spec.health_check {
         if let Some(active) = &health.active {
-            if multiplexed {
-                at.error(
-                    "spec.healthCheck.active",
-                    "active checks speak HTTP/1.1: not supported yet for H2C and H2 upstreams (passive checks are)".into(),
-                );
-            }
             check_active(at, active);
         }
         if let Some(passive) = &health.passive {

@@ -330,3 +330,98 @@ async fn panic_mode_sends_to_every_endpoint_when_most_are_down() {
     );
     load.stop().await;
 }
+
+/// An h2c backend: `/healthz` answers 200 or 503 as `healthy` says, anything else 200 with the
+/// backend's name.
+async fn h2c_backend(
+    name: &'static str,
+    healthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::net::SocketAddr {
+    use std::sync::atomic::Ordering;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let healthy = healthy.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: http::Request<_>| {
+                    let up = healthy.load(Ordering::Relaxed);
+                    async move {
+                        let mut response = http::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from_static(name.as_bytes()),
+                        ));
+                        if req.uri().path() == "/healthz" && !up {
+                            *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                        }
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Active checks over HTTP/2 for an H2C upstream: a backend whose `/healthz` answers 503 is
+/// taken out, and comes back when it answers 200 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_checks_speak_http2_to_h2c_upstreams() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    };
+
+    let (a_up, b_up) = (
+        Arc::new(AtomicBool::new(true)),
+        Arc::new(AtomicBool::new(true)),
+    );
+    let a = h2c_backend("h2-a", a_up.clone()).await;
+    let b = h2c_backend("h2-b", b_up.clone()).await;
+    let spec = format!("  protocol: H2C\n  healthCheck:\n{ACTIVE}");
+    let gw = Gateway::start(
+        &docs(&[
+            upstream_with("users", &[a, b], &spec),
+            route("users", "/users", "users"),
+        ]),
+        1,
+    )
+    .await;
+    let dp = gw.dp();
+    let answers = |n: usize| async move {
+        let mut from = Vec::new();
+        for _ in 0..n {
+            let response = dp.get("/users/x").await?;
+            anyhow::ensure!(response.status == 200, "status {}", response.status);
+            from.push(response.text());
+        }
+        Ok::<_, anyhow::Error>(from)
+    };
+    eventually("both h2c backends serving", || async {
+        let from = answers(10).await?;
+        anyhow::ensure!(
+            from.iter().any(|f| f == "h2-a") && from.iter().any(|f| f == "h2-b"),
+            "{from:?}"
+        );
+        Ok(())
+    })
+    .await;
+    b_up.store(false, Ordering::Relaxed);
+    eventually("h2-b out by its checks", || async {
+        let from = answers(10).await?;
+        anyhow::ensure!(from.iter().all(|f| f == "h2-a"), "{from:?}");
+        Ok(())
+    })
+    .await;
+    b_up.store(true, Ordering::Relaxed);
+    eventually("h2-b back", || async {
+        let from = answers(10).await?;
+        anyhow::ensure!(from.iter().any(|f| f == "h2-b"), "{from:?}");
+        Ok(())
+    })
+    .await;
+}

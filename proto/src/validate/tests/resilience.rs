@@ -43,12 +43,9 @@ fn bad_settings_are_named() {
         errors(&upstream("  loadBalancer: { type: ConsistentHash }\n")),
         ["Upstream/u: spec.loadBalancer.hashOn: must set exactly one of header, cookie, sourceIP"]
     );
-    assert_eq!(
-        errors(&upstream(
-            "  protocol: H2C\n  healthCheck: { active: { path: /h } }\n"
-        )),
-        [
-            "Upstream/u: spec.healthCheck.active: active checks speak HTTP/1.1: not supported yet for H2C and H2 upstreams (passive checks are)"
-        ]
-    );
+    // Active checks speak the upstream's protocol, HTTP/2 included.
+    check(&upstream(
+        "  protocol: H2C\n  healthCheck: { active: { path: /h } }\n",
+    ))
+    .unwrap();
 }
