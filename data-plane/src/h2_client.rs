@@ -25,7 +25,7 @@ pub(crate) use self::transcoded::{JsonStream, Refused, Requests, StreamError, Tr
 use crate::{
     limits::{self, MAX_HEADERS},
     pipeline::BoxError,
-    pool::multiplexed::StreamSlot,
+    pool::multiplexed::{StreamSlot, Unready},
     table::{Endpoint, Upstream},
 };
 
@@ -195,9 +195,13 @@ pub(crate) async fn open(
             pool.connector(),
             pool.address(),
             (upstream.connect_timeout(), upstream.idle_timeout()),
+            upstream.connection_cap(),
         )
         .await
-        .map_err(Error::Connect)?;
+        .map_err(|unready| match unready {
+            Unready::Io(error) => Error::Connect(error),
+            Unready::Full => Error::Overloaded,
+        })?;
     drop(pending);
     let (response, send) = ready
         .send_request(request, end)

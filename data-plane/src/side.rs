@@ -72,6 +72,8 @@ pub struct UpstreamSide {
     /// Requests waiting for a connection: one being opened for them, or (HTTP/2) room on one
     /// (`maxPendingRequests`).
     pub pending: std::sync::atomic::AtomicU32,
+    /// The HTTP/2 connections it has open, over all its endpoints (`maxConnections`).
+    pub h2_connections: Arc<std::sync::atomic::AtomicU32>,
     /// The retry budget: a token for every request on a retrying rule, five per retry.
     retry_tokens: std::sync::atomic::AtomicU32,
     /// Retries in flight, three of which the budget always allows.

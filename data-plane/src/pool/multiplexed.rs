@@ -9,7 +9,7 @@ use std::{
     io,
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -27,6 +27,36 @@ const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
 
 /// How many times a request looks for a usable connection (each failure drops one).
 const ATTEMPTS: usize = 3;
+
+/// An upstream's limit on the HTTP/2 connections it opens (`maxConnections`), over all its
+/// endpoints: the count is the upstream's, each connection holding its place until it ends.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnectionCap {
+    pub(crate) count: Arc<AtomicU32>,
+    pub(crate) max: u32,
+}
+
+/// A connection's place under its upstream's cap, given back when dropped (with the
+/// connection's task, or with a connection that could not be made).
+#[derive(Debug)]
+struct Place(Option<Arc<AtomicU32>>);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if let Some(count) = &self.0 {
+            count.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Why no stream could be opened.
+#[derive(Debug)]
+pub(crate) enum Unready {
+    /// No usable connection could be made.
+    Io(io::Error),
+    /// Every connection is full and the upstream may open no other.
+    Full,
+}
 
 /// The HTTP/2 connections to one endpoint.
 #[derive(Debug, Default)]
@@ -55,7 +85,8 @@ impl Multiplexed {
         connector: &Connector,
         address: &str,
         (connect_timeout, idle_timeout): (Duration, Duration),
-    ) -> io::Result<(SendRequest<Bytes>, StreamSlot)> {
+        cap: Option<&ConnectionCap>,
+    ) -> Result<(SendRequest<Bytes>, StreamSlot), Unready> {
         for _ in 0..ATTEMPTS {
             let (id, send, slot) = match self.pick() {
                 Some(picked) => picked,
@@ -64,8 +95,19 @@ impl Multiplexed {
                     match self.pick() {
                         Some(picked) => picked,
                         None => {
-                            self.open(connector, address, (connect_timeout, idle_timeout))
-                                .await?
+                            let place = match cap {
+                                Some(cap)
+                                    if cap.count.fetch_add(1, Ordering::AcqRel) >= cap.max =>
+                                {
+                                    cap.count.fetch_sub(1, Ordering::AcqRel);
+                                    return Err(Unready::Full);
+                                }
+                                cap => Place(cap.map(|cap| cap.count.clone())),
+                            };
+                            let timeouts = (connect_timeout, idle_timeout);
+                            self.open(connector, address, timeouts, place)
+                                .await
+                                .map_err(Unready::Io)?
                         }
                     }
                 }
@@ -79,9 +121,9 @@ impl Multiplexed {
                 }
             }
         }
-        Err(io::Error::other(
+        Err(Unready::Io(io::Error::other(
             "no usable HTTP/2 connection to the endpoint",
-        ))
+        )))
     }
 
     /// A connection whose open streams are under the peer's limit.
@@ -99,6 +141,7 @@ impl Multiplexed {
         connector: &Connector,
         address: &str,
         (connect_timeout, idle_timeout): (Duration, Duration),
+        place: Place,
     ) -> io::Result<(u64, SendRequest<Bytes>, StreamSlot)> {
         let stream = connector.connect(address, connect_timeout).await?;
         let handshake = h2::client::Builder::new()
@@ -131,6 +174,7 @@ impl Multiplexed {
                 }
             }
             done.store(true, Ordering::Release);
+            drop(place);
         });
         // Until the peer's SETTINGS arrive its stream limit reads as unlimited, and streams
         // taken over the real limit would wait inside h2, unseen by `pick`. The peer's

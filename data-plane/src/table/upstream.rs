@@ -58,6 +58,8 @@ pub struct Upstream {
     max_in_flight: u32,
     /// The circuit breaker's requests waiting for a connection (`u32::MAX`: none).
     max_pending: u32,
+    /// The breaker's HTTP/2 connections (H2C, H2), over all endpoints.
+    connection_cap: Option<crate::pool::multiplexed::ConnectionCap>,
     /// Round robin, no health settings, no breaker: the pick is one position and nothing is
     /// counted.
     plain: bool,
@@ -210,6 +212,16 @@ impl Upstream {
             .as_deref()
             .and_then(to_duration)
             .unwrap_or(crate::pool::IDLE_TIMEOUT);
+        // HTTP/2 connections are shared by requests, so they are counted apart.
+        let connection_cap = spec
+            .circuit_breaker
+            .as_ref()
+            .and_then(|b| b.max_connections)
+            .filter(|_| matches!(protocol, Protocol::H2c | Protocol::H2))
+            .map(|max| crate::pool::multiplexed::ConnectionCap {
+                count: upstream_side.h2_connections.clone(),
+                max,
+            });
         Self {
             side: upstream_side,
             name: name.into(),
@@ -225,6 +237,7 @@ impl Upstream {
                 .as_ref()
                 .and_then(|b| b.max_pending_requests)
                 .unwrap_or(u32::MAX),
+            connection_cap,
             plain,
             _checkers: checkers,
             names: expanded.names.into(),
@@ -262,6 +275,11 @@ impl Upstream {
     }
 
     /// Time allowed to open a connection.
+    /// The cap on the HTTP/2 connections it opens, if its breaker sets one.
+    pub(crate) fn connection_cap(&self) -> Option<&crate::pool::multiplexed::ConnectionCap> {
+        self.connection_cap.as_ref()
+    }
+
     /// How long an idle connection to an endpoint may still be reused.
     pub fn idle_timeout(&self) -> Duration {
         self.idle_timeout

@@ -11,10 +11,6 @@ pub(super) fn check_resilience(at: &mut At<'_>, spec: &v1::UpstreamSpec) {
     if let Some(balancer) = &spec.load_balancer {
         check_balancer(at, balancer);
     }
-    let multiplexed = matches!(
-        v1::upstream_spec::Protocol::try_from(spec.protocol),
-        Ok(v1::upstream_spec::Protocol::H2c | v1::upstream_spec::Protocol::H2)
-    );
     if let Some(health) = &spec.health_check {
         if let Some(active) = &health.active {
             check_active(at, active);
@@ -24,12 +20,6 @@ pub(super) fn check_resilience(at: &mut At<'_>, spec: &v1::UpstreamSpec) {
         }
     }
     if let Some(breaker) = &spec.circuit_breaker {
-        if multiplexed && breaker.max_connections.is_some() {
-            at.error(
-                "spec.circuitBreaker.maxConnections",
-                "is not supported yet for H2C and H2 upstreams, whose requests share connections (use maxRequests)".into(),
-            );
-        }
         for (value, field) in [
             (breaker.max_connections, "maxConnections"),
             (breaker.max_pending_requests, "maxPendingRequests"),

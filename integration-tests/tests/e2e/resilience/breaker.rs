@@ -249,3 +249,82 @@ async fn connections_idle_past_the_idle_timeout_are_not_reused() {
     assert_eq!(dp.get("/two/c").await.unwrap().status, 200);
     assert_eq!(h2.accepted.load(Ordering::Relaxed), 2);
 }
+
+/// `maxConnections: 1` on an H2C upstream whose backend takes one stream per connection: a
+/// request held on the one connection fills it, and the next is refused at once rather than
+/// opening a second connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_connections_past_max_connections_are_refused_at_once() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (accepted, release) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(tokio::sync::Semaphore::new(0)),
+    );
+    let (count, hold) = (accepted.clone(), release.clone());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::Relaxed);
+            let hold = hold.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: http::Request<_>| {
+                    let hold = hold.clone();
+                    async move {
+                        // A permit comes with the release, whenever this asks for it.
+                        if req.uri().path().ends_with("/hold") {
+                            let _ = hold.acquire().await;
+                        }
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                        ))
+                    }
+                });
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .max_concurrent_streams(1)
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+            });
+        }
+    });
+    let gw = Gateway::start(
+        &docs(&[
+            upstream_with(
+                "one",
+                &[addr],
+                "  protocol: H2C\n  circuitBreaker: { maxConnections: 1 }\n",
+            ),
+            route("one", "/h", "one"),
+        ]),
+        1,
+    )
+    .await;
+    let dp = gw.dp();
+    assert_eq!(dp.get("/h/x").await.unwrap().status, 200);
+    let url = dp.url("/h/hold");
+    let held = tokio::spawn(async move { get(&url, &[]).await });
+    // Refused while the held request fills the one connection; answered once it is done.
+    eventually("the held request to fill the connection", || async {
+        refused(&dp.get("/h/x").await?)
+    })
+    .await;
+    assert_eq!(
+        accepted.load(Ordering::Relaxed),
+        1,
+        "a second connection was opened"
+    );
+    release.add_permits(1);
+    assert_eq!(held.await.unwrap().unwrap().status, 200);
+    eventually("requests through again", || async {
+        let response = dp.get("/h/x").await?;
+        anyhow::ensure!(response.status == 200, "{}", response.status);
+        Ok(())
+    })
+    .await;
+    assert_eq!(accepted.load(Ordering::Relaxed), 1);
+}
