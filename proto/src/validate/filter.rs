@@ -118,18 +118,6 @@ pub(super) fn check_filters(
                             "must be between 1 and 100".into(),
                         );
                     }
-                    if let (Some(transcoding), Some(name)) = (
-                        transcoding,
-                        mirror.backend_ref.as_ref().map(|b| b.name.as_str()),
-                    ) && transcoding.multiplexed.contains(name)
-                    {
-                        at.error(
-                            &format!("{field}.requestMirror.backendRef.name"),
-                            format!(
-                                "upstream {name:?} speaks HTTP/2; mirrors are sent over HTTP/1.1"
-                            ),
-                        );
-                    }
                 }
             }
             _ => {}

@@ -178,3 +178,67 @@ async fn a_kept_body_is_mirrored_with_its_request() {
     })
     .await;
 }
+
+/// A shadow spoken to over HTTP/2 (H2C) gets its copies as HTTP/2 requests, body included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2c_shadow_gets_its_copies_over_http2() {
+    use http_body_util::BodyExt as _;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let shadow = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, Vec<u8>)>::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let record = record.clone();
+                        async move {
+                            let path = req.uri().path().to_owned();
+                            let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                            record
+                                .lock()
+                                .unwrap()
+                                .push((path, body.unwrap_or_default().to_vec()));
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::new()),
+                            ))
+                        }
+                    });
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+            });
+        }
+    });
+    let main = TestBackend::start("main-h2").await;
+    let config = config(main.addr(), shadow, 100).replace(
+        "name: shadow\nspec:\n",
+        "name: shadow\nspec:\n  protocol: H2C\n",
+    );
+    assert!(config.contains("protocol: H2C"), "{config}");
+    let gw = Gateway::start(&config, 1).await;
+    let response = integration_tests::request(
+        http::Method::POST,
+        &gw.dp().url("/m/copied"),
+        &[("content-type", "text/plain")],
+        bytes::Bytes::from_static(b"hello"),
+    )
+    .await
+    .unwrap();
+    assert!(Sample::of(&response).is("main-h2"), "{}", response.text());
+    eventually("the copy at the HTTP/2 shadow", || {
+        let seen = seen.lock().unwrap().clone();
+        async move {
+            anyhow::ensure!(
+                seen == [("/m/copied".to_owned(), b"hello".to_vec())],
+                "{seen:?}"
+            );
+            Ok(())
+        }
+    })
+    .await;
+}
