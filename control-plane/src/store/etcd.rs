@@ -270,6 +270,31 @@ impl Store for EtcdStore {
     }
 }
 
+/// The next response of an etcd watch; `None` when the stream ended, an error when it broke or
+/// etcd cancelled it (compacted history included). The config watch and the registry's share it.
+pub(super) async fn next_response(
+    stream: &mut etcd_client::WatchStream,
+) -> Option<Result<etcd_client::WatchResponse, StoreError>> {
+    let response = match stream.message().await {
+        Ok(Some(response)) => response,
+        Ok(None) => return None,
+        Err(error) => return Some(Err(map_error(error))),
+    };
+    if response.canceled() {
+        let error = if response.compact_revision() > 0 {
+            StoreError::Compacted {
+                compact_revision: response.compact_revision(),
+            }
+        } else {
+            StoreError::Unavailable(
+                format!("etcd canceled the watch: {}", response.cancel_reason()).into(),
+            )
+        };
+        return Some(Err(error));
+    }
+    Some(Ok(response))
+}
+
 /// A watch in progress: etcd answers with several revisions per message; we hand out one batch
 /// per revision.
 struct Watching {
@@ -288,27 +313,13 @@ impl Watching {
             if self.done {
                 return None;
             }
-            let response = match self.stream.message().await {
-                Ok(Some(response)) => response,
-                Ok(None) => return None,
-                Err(e) => {
+            let response = match next_response(&mut self.stream).await? {
+                Ok(response) => response,
+                Err(error) => {
                     self.done = true;
-                    return Some((Err(map_error(e)), self));
+                    return Some((Err(error), self));
                 }
             };
-            if response.canceled() {
-                self.done = true;
-                let error = if response.compact_revision() > 0 {
-                    StoreError::Compacted {
-                        compact_revision: response.compact_revision(),
-                    }
-                } else {
-                    StoreError::Unavailable(
-                        format!("etcd canceled the watch: {}", response.cancel_reason()).into(),
-                    )
-                };
-                return Some((Err(error), self));
-            }
             for event in response.events() {
                 self.take_event(event);
             }

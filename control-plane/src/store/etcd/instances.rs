@@ -13,7 +13,7 @@ use etcd_client::{
 use futures_util::stream;
 use gateway_proto::registry;
 
-use super::{CALL_TIMEOUT, PAGE, call, map_error, prefix_end};
+use super::{CALL_TIMEOUT, PAGE, call, map_error, next_response, prefix_end};
 use crate::store::{
     BoxFuture, Instance, InstanceBatch, InstanceEvent, InstanceLease, InstanceListing,
     InstanceWatch, Registration, StoreError,
@@ -292,27 +292,13 @@ impl Watching {
             if self.done {
                 return None;
             }
-            let response = match self.stream.message().await {
-                Ok(Some(response)) => response,
-                Ok(None) => return None,
+            let response = match next_response(&mut self.stream).await? {
+                Ok(response) => response,
                 Err(error) => {
                     self.done = true;
-                    return Some((Err(map_error(error)), self));
+                    return Some((Err(error), self));
                 }
             };
-            if response.canceled() {
-                self.done = true;
-                let error = if response.compact_revision() > 0 {
-                    StoreError::Compacted {
-                        compact_revision: response.compact_revision(),
-                    }
-                } else {
-                    StoreError::Unavailable(
-                        format!("etcd canceled the watch: {}", response.cancel_reason()).into(),
-                    )
-                };
-                return Some((Err(error), self));
-            }
             for event in response.events() {
                 let Some(kv) = event.kv() else { continue };
                 let key = String::from_utf8_lossy(kv.key());
