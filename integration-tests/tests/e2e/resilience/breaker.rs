@@ -262,21 +262,23 @@ async fn http2_connections_past_max_connections_are_refused_at_once() {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (accepted, release) = (
+    let (accepted, holding, release) = (
+        Arc::new(AtomicUsize::new(0)),
         Arc::new(AtomicUsize::new(0)),
         Arc::new(tokio::sync::Semaphore::new(0)),
     );
-    let (count, hold) = (accepted.clone(), release.clone());
+    let (count, held_here, hold) = (accepted.clone(), holding.clone(), release.clone());
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             count.fetch_add(1, Ordering::Relaxed);
-            let hold = hold.clone();
+            let (hold, held_here) = (hold.clone(), held_here.clone());
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req: http::Request<_>| {
-                    let hold = hold.clone();
+                    let (hold, held_here) = (hold.clone(), held_here.clone());
                     async move {
                         // A permit comes with the release, whenever this asks for it.
                         if req.uri().path().ends_with("/hold") {
+                            held_here.fetch_add(1, Ordering::Relaxed);
                             let _ = hold.acquire().await;
                         }
                         Ok::<_, std::convert::Infallible>(http::Response::new(
@@ -306,8 +308,23 @@ async fn http2_connections_past_max_connections_are_refused_at_once() {
     .await;
     let dp = gw.dp();
     assert_eq!(dp.get("/h/x").await.unwrap().status, 200);
-    let url = dp.url("/h/hold");
-    let held = tokio::spawn(async move { get(&url, &[]).await });
+    // The held request, at the backend. It may itself be refused, if it comes before the last
+    // request's stream is given back (a moment after its answer reached the client): again.
+    let held = loop {
+        let url = dp.url("/h/hold");
+        let held = tokio::spawn(async move { get(&url, &[]).await });
+        eventually("the held request held, or answered", || async {
+            anyhow::ensure!(
+                holding.load(Ordering::Relaxed) == 1 || held.is_finished(),
+                "neither yet"
+            );
+            Ok(())
+        })
+        .await;
+        if holding.load(Ordering::Relaxed) == 1 {
+            break held;
+        }
+    };
     // Refused while the held request fills the one connection; answered once it is done.
     eventually("the held request to fill the connection", || async {
         refused(&dp.get("/h/x").await?)
