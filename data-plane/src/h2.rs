@@ -377,8 +377,12 @@ fn proceed(conn: &Arc<Connection>, request: Request, head: Vec<u8>, stream: Stre
                 }
             }
         }
-        // The whole request for HTTP/1.1, with a kept body.
-        let whole_request = kept.as_ref().map(|kept| with_body(&head, kept, framing));
+        // The whole request for HTTP/1.1, with a kept body: for the shadow, and for tries over
+        // HTTP/1.1 (an HTTP/2 upstream is sent the kept bytes as they are).
+        let whole_request = kept
+            .as_ref()
+            .filter(|_| routed.rule.mirror().is_some() || !upstream.is_multiplexed())
+            .map(|kept| with_body(&head, kept, framing));
         if let Some(shadow) = routed.rule.mirror() {
             match (&body, &whole_request) {
                 (None, _) => h1::mirror(shadow, &head),
