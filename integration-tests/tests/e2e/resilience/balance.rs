@@ -100,7 +100,7 @@ async fn consistent_hashing_keeps_a_key_on_one_endpoint_across_data_planes() {
 /// LeastRequest over two endpoints with requests held at A: new requests mostly go to B.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_request_prefers_the_idle_endpoint() {
-    let (share, a, b) = least_request_share(4, 300).await;
+    let (share, a, b) = least_request_share(2, 300).await;
     eprintln!("{share:.2} of new requests to the idle endpoint");
     // Load-blind balancers give 0.5; two random picks with replacement give 0.75.
     assert!(
@@ -112,8 +112,10 @@ async fn least_request_prefers_the_idle_endpoint() {
 /// The brief's bar: with two endpoints, "the less loaded of two" should be the idle one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_request_sends_at_least_80_percent_to_the_idle_endpoint() {
-    // 400: the expected 0.75 is then 2.3 standard deviations below the bar.
-    let (share, a, b) = least_request_share(4, 400).await;
+    // 400: the expected 0.75 is then 2.3 standard deviations below the bar. Two holds: once A
+    // holds more than B has in flight, it takes a new one only by chance (the picks compare
+    // the two), so more holds make the set-up itself a matter of luck.
+    let (share, a, b) = least_request_share(2, 400).await;
     assert!(
         share >= 0.8,
         "{share:.2} to the idle endpoint ({a} to the busy one, {b} to the idle one)"
